@@ -1,0 +1,21 @@
+//! ferrio's core, with no Python in it.
+//!
+//! - [`pool`]: a thread pool whose workers are started lazily, named, retired after an idle timeout,
+//!   and driven by a body the embedder supplies (the Python bindings attach each worker to the
+//!   interpreter once and detach only to wait).
+//! - [`completion`]: the hand-off of finished work to an event loop, one wake-up per batch.
+//! - [`limiter`]: a capacity limiter that admits jobs to pools first come, first served.
+//! - [`stats`]: lock-free counters and latency histograms for `stats()`.
+//!
+//! Every blocking call in this crate waits on std primitives only, so the embedder decides how to
+//! release its own locks (the GIL) around them.
+
+pub mod completion;
+pub mod limiter;
+pub mod pool;
+pub mod stats;
+mod sync;
+
+pub use completion::{CompletionQueue, EventFd, Signal};
+pub use limiter::{Limiter, LimiterStats};
+pub use pool::{Pool, PoolConfig, PoolHandle, PoolStats, Rejected, WorkerCtx};

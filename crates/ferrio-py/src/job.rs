@@ -1,0 +1,270 @@
+//! One unit of work for a pool, and the body every worker thread runs.
+//!
+//! A worker attaches to the interpreter once, for its whole life, and detaches only while it waits
+//! for work. After one job it keeps taking queued jobs under the same GIL hold until the pool's
+//! batch budget runs out, so a burst of short jobs costs one GIL hand-off, not one each.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferrio_core::pool::Outcome;
+use ferrio_core::{Limiter, PoolHandle, Rejected, WorkerCtx};
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+use pyo3::{intern, IntoPyObjectExt};
+
+use crate::errors;
+use crate::waker::{Completions, Resolution};
+
+/// Where a job's result goes.
+pub(crate) enum Target {
+    /// An `asyncio.Future`, resolved on its loop's thread through that loop's completion queue.
+    Async {
+        fut: Py<PyAny>,
+        loop_queue: Arc<Completions>,
+    },
+    /// A `concurrent.futures.Future`, resolved by the worker itself.
+    Sync { fut: Py<PyAny> },
+}
+
+/// What to call.
+pub(crate) enum Call {
+    /// `func(*args, **kwargs)`.
+    One {
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+    },
+    /// `[func(x) for x in items]`, stopping at the first exception; the result is
+    /// `(results, exception_or_None)`.
+    Map { items: Py<PyTuple> },
+}
+
+pub(crate) struct PyJob {
+    pub func: Py<PyAny>,
+    pub call: Call,
+    /// The `contextvars.Context` to run in, if any.
+    pub context: Option<Py<PyAny>>,
+    pub target: Target,
+    pub limiter: Option<Arc<Limiter<PyJob>>>,
+}
+
+thread_local! {
+    /// The future of the job this worker is running, for `check_cancelled()`.
+    static CURRENT: RefCell<Option<Py<PyAny>>> = const { RefCell::new(None) };
+}
+
+impl Target {
+    fn future(&self) -> &Py<PyAny> {
+        match self {
+            Target::Async { fut, .. } | Target::Sync { fut } => fut,
+        }
+    }
+
+    /// Whether nobody wants the result any more (read-only: does not claim the future).
+    fn is_stale(&self, py: Python<'_>) -> bool {
+        let (fut, method) = match self {
+            Target::Async { fut, .. } => (fut, intern!(py, "done")),
+            Target::Sync { fut } => (fut, intern!(py, "cancelled")),
+        };
+        fut.bind(py)
+            .call_method0(method)
+            .and_then(|r| r.is_truthy())
+            .unwrap_or(true)
+    }
+
+    /// Claims the future for running; false if it was cancelled (the job must not run).
+    fn claim(&self, py: Python<'_>) -> bool {
+        match self {
+            Target::Async { fut, .. } => !fut
+                .bind(py)
+                .call_method0(intern!(py, "done"))
+                .and_then(|r| r.is_truthy())
+                .unwrap_or(true),
+            Target::Sync { fut } => fut
+                .bind(py)
+                .call_method0(intern!(py, "set_running_or_notify_cancel"))
+                .and_then(|r| r.is_truthy())
+                .unwrap_or(false),
+        }
+    }
+
+    /// Delivers the job's outcome. Never raises: a future that can no longer take a result
+    /// (cancelled meanwhile) just drops it.
+    pub(crate) fn resolve(self, py: Python<'_>, res: Resolution) {
+        match self {
+            Target::Async { fut, loop_queue } => loop_queue.push((fut, res)),
+            Target::Sync { fut } => {
+                let fut = fut.bind(py);
+                let _ = match res {
+                    Resolution::Value(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
+                    Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+                    Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
+                };
+            }
+        }
+    }
+}
+
+impl PyJob {
+    /// Runs the job on a worker thread and delivers its outcome.
+    fn run(self, py: Python<'_>) -> Outcome {
+        let PyJob {
+            func,
+            call,
+            context,
+            target,
+            limiter,
+        } = self;
+        let outcome = if target.claim(py) {
+            CURRENT.with(|c| *c.borrow_mut() = Some(target.future().clone_ref(py)));
+            let result = invoke(py, func.bind(py), &call, context.as_ref());
+            CURRENT.with(|c| c.borrow_mut().take());
+            match result {
+                Ok(v) => {
+                    target.resolve(py, Resolution::Value(v));
+                    Outcome::Completed
+                }
+                Err(e) => {
+                    target.resolve(py, Resolution::Error(errors::deliverable(py, e, func.bind(py))));
+                    Outcome::Failed
+                }
+            }
+        } else {
+            Outcome::Cancelled
+        };
+        if let Some(limiter) = limiter {
+            let leftovers = limiter.release(|j| j.target.is_stale(py));
+            dispose(py, leftovers.stale, leftovers.rejected, "a limiter");
+        }
+        outcome
+    }
+}
+
+/// Resolves jobs that a limiter dropped: stale ones are counted as cancelled on their pool;
+/// rejected ones (their pool shut down while they waited) fail with the pool's error.
+pub(crate) fn dispose(
+    py: Python<'_>,
+    stale: Vec<(PoolHandle<PyJob>, PyJob)>,
+    rejected: Vec<Rejected<PyJob>>,
+    api: &str,
+) {
+    for (pool, job) in stale {
+        pool.count_cancelled(1);
+        job.target.resolve(py, Resolution::Cancel);
+    }
+    for r in rejected {
+        let err = errors::rejected(api, &r);
+        r.job.target.resolve(py, Resolution::Error(err));
+    }
+}
+
+fn invoke(py: Python<'_>, func: &Bound<'_, PyAny>, call: &Call, context: Option<&Py<PyAny>>) -> PyResult<Py<PyAny>> {
+    match (call, context) {
+        (Call::One { args, kwargs }, None) => func
+            .call(args.bind(py), kwargs.as_ref().map(|k| k.bind(py)))
+            .map(Bound::unbind),
+        (Call::One { args, kwargs }, Some(ctx)) => {
+            let args = args.bind(py);
+            let mut full = Vec::with_capacity(args.len() + 1);
+            full.push(func.clone());
+            full.extend(args.iter());
+            let full = PyTuple::new(py, full)?;
+            ctx.bind(py)
+                .call_method(intern!(py, "run"), full, kwargs.as_ref().map(|k| k.bind(py)))
+                .map(Bound::unbind)
+        }
+        (Call::Map { items }, None) => Ok(run_map(py, func, items.bind(py))),
+        (Call::Map { items }, Some(ctx)) => {
+            let runner = wrap_pyfunction!(map_in_context, py)?;
+            ctx.bind(py)
+                .call_method1(intern!(py, "run"), (runner, func, items))
+                .map(Bound::unbind)
+        }
+    }
+}
+
+fn run_map(py: Python<'_>, func: &Bound<'_, PyAny>, items: &Bound<'_, PyTuple>) -> Py<PyAny> {
+    let results = PyList::empty(py);
+    let mut error = py.None();
+    for item in items.iter() {
+        match func.call1((item,)) {
+            Ok(v) => {
+                let _ = results.append(v);
+            }
+            Err(e) => {
+                error = errors::deliverable(py, e, func).into_value(py).into_any();
+                break;
+            }
+        }
+    }
+    (results, error).into_py_any(py).expect("a 2-tuple always converts")
+}
+
+/// Runs a map chunk inside `Context.run`, so the whole chunk enters its context once.
+#[pyfunction]
+fn map_in_context(py: Python<'_>, func: &Bound<'_, PyAny>, items: &Bound<'_, PyTuple>) -> Py<PyAny> {
+    run_map(py, func, items)
+}
+
+/// The body of every worker thread (see the module documentation).
+pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
+    Python::attach(|py| {
+        // Give `threading` (and so logging's %(threadName)s) this thread's real name, and take
+        // the entry out again at exit so `threading.enumerate()` lists only live workers.
+        let hooks = py.import(intern!(py, "ferrio._threads")).ok();
+        if let Some(hooks) = &hooks {
+            let name = std::thread::current().name().unwrap_or("ferrio-worker").to_owned();
+            let _ = hooks.call_method1(intern!(py, "_worker_started"), (name,));
+        }
+        while let Some(first) = py.detach(|| ctx.next()) {
+            ctx.spread();
+            let batch_start = Instant::now();
+            let mut current = first;
+            loop {
+                let outcome = current.job.run(py);
+                ctx.finish(current.at, outcome);
+                match ctx.next_in_batch(batch_start) {
+                    Some(next) => current = next,
+                    None => break,
+                }
+            }
+        }
+        if let Some(hooks) = &hooks {
+            let _ = hooks.call_method0(intern!(py, "_worker_exiting"));
+        }
+    });
+}
+
+fn current_cancelled(py: Python<'_>, api: &str) -> PyResult<bool> {
+    CURRENT.with(|c| match &*c.borrow() {
+        Some(fut) => fut.bind(py).call_method0(intern!(py, "cancelled"))?.is_truthy(),
+        None => Err(PyRuntimeError::new_err(format!(
+            "{api} was called outside a job running on a ferrio worker thread; \
+             call it only from functions passed to ferrio.to_thread() or a ThreadPool"
+        ))),
+    })
+}
+
+#[pyfunction]
+pub(crate) fn is_cancelled(py: Python<'_>) -> PyResult<bool> {
+    current_cancelled(py, "ferrio.is_cancelled()")
+}
+
+#[pyfunction]
+pub(crate) fn check_cancelled(py: Python<'_>) -> PyResult<()> {
+    if current_cancelled(py, "ferrio.check_cancelled()")? {
+        let cancelled = py
+            .import(intern!(py, "asyncio"))?
+            .getattr(intern!(py, "CancelledError"))?;
+        return Err(PyErr::from_value(cancelled.call0()?));
+    }
+    Ok(())
+}
+
+/// Whether the calling thread is running a ferrio job right now.
+#[pyfunction]
+pub(crate) fn in_worker() -> bool {
+    CURRENT.with(|c| c.borrow().is_some())
+}

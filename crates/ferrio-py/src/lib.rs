@@ -1,0 +1,30 @@
+//! The `ferrio._ferrio` extension module: thin wrappers over `ferrio-core`.
+//!
+//! Each file wraps one area; `python/ferrio` holds the typed public API and `_ferrio.pyi` the
+//! docstrings of everything defined here.
+
+mod errors;
+mod job;
+mod limiter;
+mod pool;
+mod waker;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+mod _ferrio {
+    #[pymodule_export]
+    use super::job::{check_cancelled, in_worker, is_cancelled};
+    #[pymodule_export]
+    use super::limiter::LimiterCore;
+    #[pymodule_export]
+    use super::pool::{check_sync_callable, join_orphans, ThreadPoolCore};
+    #[pymodule_export]
+    use super::waker::LoopWaker;
+
+    #[pymodule_init]
+    fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        use pyo3::types::PyModuleMethods;
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+}

@@ -1,0 +1,273 @@
+//! `ThreadPoolCore`: the Rust pool behind `ferrio.ThreadPool` and `ferrio.to_thread`.
+
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrio_core::{Pool, PoolConfig};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyCFunction, PyDict, PyTuple};
+
+use crate::errors;
+use crate::job::{worker_body, Call, PyJob, Target};
+use crate::limiter::LimiterCore;
+use crate::waker::{LoopWaker, Resolution};
+
+const CO_COROUTINE: u32 = 0x80;
+
+/// Fails unless `func` is a callable that is not a coroutine function.
+#[pyfunction]
+pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !func.is_callable() {
+        return Err(errors::not_callable(api, func));
+    }
+    if func.is_instance_of::<PyCFunction>() {
+        return Ok(());
+    }
+    let py = func.py();
+    // Fast path for functions and bound methods (which forward `__code__`); anything else asks
+    // `inspect`, which also unwraps partials and honours `markcoroutinefunction`.
+    let flags = func
+        .getattr(intern!(py, "__code__"))
+        .and_then(|c| c.getattr(intern!(py, "co_flags")));
+    let is_coroutine = if let Ok(flags) = flags {
+        flags.extract::<u32>().is_ok_and(|f| f & CO_COROUTINE != 0)
+    } else {
+        static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        ISCOROUTINEFUNCTION
+            .import(py, "inspect", "iscoroutinefunction")?
+            .call1((func,))?
+            .is_truthy()?
+    };
+    if is_coroutine {
+        return Err(errors::coroutine_function(api, func));
+    }
+    Ok(())
+}
+
+#[pyclass(frozen, module = "ferrio._ferrio")]
+pub struct ThreadPoolCore {
+    /// Dropped in `Drop` unless the pool was forgotten after a fork.
+    pool: ManuallyDrop<Pool<PyJob>>,
+    forgotten: AtomicBool,
+}
+
+impl Drop for ThreadPoolCore {
+    fn drop(&mut self) {
+        if !self.forgotten.load(Ordering::Relaxed) {
+            // SAFETY: dropped exactly once, here, and never touched again.
+            unsafe { ManuallyDrop::drop(&mut self.pool) };
+        }
+    }
+}
+
+impl ThreadPoolCore {
+    /// Hands `job` to its limiter or straight to the pool. On refusal the job is dropped unrun
+    /// and its future stays pending: the Python caller raises instead of awaiting it.
+    fn enqueue(&self, api: &str, job: PyJob) -> PyResult<()> {
+        let res = match &job.limiter {
+            Some(limiter) => Arc::clone(limiter).submit(self.pool.handle(), job),
+            None => self.pool.submit(job),
+        };
+        res.map_err(|r| errors::rejected(api, &r))
+    }
+}
+
+fn limiter_arc(limiter: Option<&Bound<'_, LimiterCore>>) -> Option<Arc<ferrio_core::Limiter<PyJob>>> {
+    limiter.map(|l| Arc::clone(&l.get().inner))
+}
+
+#[pymethods]
+impl ThreadPoolCore {
+    #[new]
+    fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64) -> PyResult<Self> {
+        if max_workers == 0 {
+            return Err(PyValueError::new_err("max_workers must be greater than 0, got 0"));
+        }
+        let idle_timeout = Duration::try_from_secs_f64(idle_timeout).map_err(|_| {
+            PyValueError::new_err(format!(
+                "idle_timeout must be a non-negative number of seconds, got {idle_timeout}"
+            ))
+        })?;
+        let config = PoolConfig {
+            max_workers,
+            idle_timeout,
+            thread_name_prefix,
+            ..PoolConfig::default()
+        };
+        Ok(Self {
+            pool: ManuallyDrop::new(Pool::new(config, worker_body)),
+            forgotten: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues `func(*args, **kwargs)`; its outcome resolves the asyncio future `fut` through `waker`.
+    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter))]
+    #[allow(clippy::too_many_arguments)] // reason: one flat call from Python on the hot path
+    fn submit_async(
+        &self,
+        api: &str,
+        waker: &Bound<'_, LoopWaker>,
+        fut: Py<PyAny>,
+        func: &Bound<'_, PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+        context: Option<Py<PyAny>>,
+        limiter: Option<&Bound<'_, LimiterCore>>,
+    ) -> PyResult<()> {
+        check_sync_callable(api, func)?;
+        let job = PyJob {
+            func: func.clone().unbind(),
+            call: Call::One { args, kwargs },
+            context,
+            target: Target::Async {
+                fut,
+                loop_queue: Arc::clone(&waker.get().queue),
+            },
+            limiter: limiter_arc(limiter),
+        };
+        self.enqueue(api, job)
+    }
+
+    /// Queues `func(*args, **kwargs)`; its outcome resolves the `concurrent.futures.Future` `fut`.
+    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter))]
+    #[allow(clippy::too_many_arguments)] // reason: as submit_async
+    fn submit_sync(
+        &self,
+        api: &str,
+        fut: Py<PyAny>,
+        func: &Bound<'_, PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Py<PyDict>>,
+        context: Option<Py<PyAny>>,
+        limiter: Option<&Bound<'_, LimiterCore>>,
+    ) -> PyResult<()> {
+        check_sync_callable(api, func)?;
+        let job = PyJob {
+            func: func.clone().unbind(),
+            call: Call::One { args, kwargs },
+            context,
+            target: Target::Sync { fut },
+            limiter: limiter_arc(limiter),
+        };
+        self.enqueue(api, job)
+    }
+
+    /// Queues `func(x) for x in items` as one job; `fut` gets `(results, exception_or_None)`.
+    #[pyo3(signature = (api, waker, fut, func, items, context, limiter))]
+    #[allow(clippy::too_many_arguments)] // reason: as submit_async
+    fn submit_map(
+        &self,
+        api: &str,
+        waker: &Bound<'_, LoopWaker>,
+        fut: Py<PyAny>,
+        func: &Bound<'_, PyAny>,
+        items: Py<PyTuple>,
+        context: Option<Py<PyAny>>,
+        limiter: Option<&Bound<'_, LimiterCore>>,
+    ) -> PyResult<()> {
+        let job = PyJob {
+            func: func.clone().unbind(),
+            call: Call::Map { items },
+            context,
+            target: Target::Async {
+                fut,
+                loop_queue: Arc::clone(&waker.get().queue),
+            },
+            limiter: limiter_arc(limiter),
+        };
+        self.enqueue(api, job)
+    }
+
+    /// Stops accepting work and wakes idle workers; with `cancel_futures`, cancels every queued
+    /// job's future. Returns how many were cancelled. Does not wait: see `join`.
+    fn shutdown(&self, py: Python<'_>, cancel_futures: bool) -> usize {
+        let dropped = self.pool.shutdown(cancel_futures);
+        let n = dropped.len();
+        self.pool.count_cancelled(n as u64);
+        for job in dropped {
+            job.target.resolve(py, Resolution::Cancel);
+        }
+        n
+    }
+
+    /// Waits, with the GIL released, for every worker thread to exit.
+    fn join(&self, py: Python<'_>) {
+        let pool = self.pool.handle().clone();
+        py.detach(move || pool.join());
+    }
+
+    #[getter]
+    fn max_workers(&self) -> usize {
+        self.pool.config().max_workers
+    }
+
+    /// `(max_workers, alive, idle, queued, running, completed, failed, cancelled,
+    ///   (count, p50, p90, p99, max) of queue wait, the same of run time)`.
+    #[allow(clippy::type_complexity)] // reason: a flat tuple the Python side unpacks into a dataclass
+    fn stats(
+        &self,
+    ) -> (
+        usize,
+        usize,
+        usize,
+        usize,
+        usize,
+        u64,
+        u64,
+        u64,
+        (u64, f64, f64, f64, f64),
+        (u64, f64, f64, f64, f64),
+    ) {
+        let s = self.pool.stats();
+        let p = |p: ferrio_core::stats::Percentiles| (p.count, p.p50, p.p90, p.p99, p.max);
+        (
+            s.max_workers,
+            s.workers_alive,
+            s.workers_idle,
+            s.queued,
+            s.running,
+            s.completed,
+            s.failed,
+            s.cancelled,
+            p(s.queue_wait),
+            p(s.run_time),
+        )
+    }
+
+    /// In a forked child: abandon this pool without touching its lock or threads.
+    fn forget_after_fork(&self) {
+        self.forgotten.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Joins the threads of pools that were garbage-collected before their workers exited.
+#[pyfunction]
+pub(crate) fn join_orphans(py: Python<'_>) {
+    py.detach(ferrio_core::pool::join_orphans);
+}
+
+/// Used by `CapacityLimiter` for a clear error on a bad `total_tokens`.
+pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(f) = value.extract::<f64>() {
+        if f.is_infinite() && f > 0.0 {
+            return Ok(usize::MAX / 2);
+        }
+    }
+    match value.extract::<i64>() {
+        Ok(n) if n >= 1 && !value.is_instance_of::<pyo3::types::PyBool>() => {
+            Ok(usize::try_from(n).unwrap_or(usize::MAX / 2))
+        }
+        Ok(n) => Err(PyValueError::new_err(format!(
+            "{api} total_tokens must be at least 1, got {n}"
+        ))),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{api} total_tokens must be an int or math.inf, got {}",
+            value.repr().map(|r| r.to_string()).unwrap_or_default()
+        ))),
+    }
+}

@@ -1,0 +1,138 @@
+//! `LoopWaker`: one per event loop; workers push finished jobs into it, the loop drains them.
+//!
+//! The Python side registers [`LoopWaker::fileno`] with `loop.add_reader(fd, waker.drain)`, so a
+//! burst of completions costs the loop one wake-up and one call into Rust that resolves the whole
+//! batch under one GIL hold. Loops without `add_reader` get [`LoopWaker::threadsafe`], which
+//! schedules the same drain with `call_soon_threadsafe`, still once per batch.
+
+use std::sync::{Arc, Weak};
+
+use ferrio_core::{CompletionQueue, EventFd, Signal};
+use pyo3::exceptions::PyOSError;
+use pyo3::intern;
+use pyo3::prelude::*;
+
+/// How a finished job resolves its future.
+pub(crate) enum Resolution {
+    Value(Py<PyAny>),
+    Error(PyErr),
+    Cancel,
+}
+
+pub(crate) type Completions = CompletionQueue<(Py<PyAny>, Resolution), WakeSignal>;
+
+pub(crate) enum WakeSignal {
+    Fd(EventFd),
+    /// `loop.call_soon_threadsafe` and the drain to schedule with it.
+    Threadsafe {
+        call_soon_threadsafe: Py<PyAny>,
+        drain: Py<Drainer>,
+    },
+}
+
+impl Signal for WakeSignal {
+    fn notify(&self) {
+        match self {
+            WakeSignal::Fd(fd) => fd.notify(),
+            WakeSignal::Threadsafe {
+                call_soon_threadsafe,
+                drain,
+            } => Python::attach(|py| {
+                // A closed loop raises RuntimeError: nobody is left to drain, so dropping is right.
+                let _ = call_soon_threadsafe.call1(py, (drain.clone_ref(py),));
+            }),
+        }
+    }
+
+    fn reset(&self) {
+        if let WakeSignal::Fd(fd) = self {
+            fd.reset();
+        }
+    }
+}
+
+/// Resolves a batch of completions on the loop's thread.
+fn drain(py: Python<'_>, queue: &Completions) -> PyResult<()> {
+    let mut batch = Vec::new();
+    queue.drain_into(&mut batch);
+    let mut first_error = None;
+    for (fut, res) in batch {
+        let fut = fut.bind(py);
+        // Skip futures already done: their awaiting task was cancelled.
+        match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
+            Ok(false) => {}
+            Ok(true) => continue,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        }
+        let r = match res {
+            Resolution::Value(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
+            Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+            Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
+        };
+        if let Err(e) = r {
+            first_error.get_or_insert(e);
+        }
+    }
+    // One bad future must not strand the rest of the batch; report the first failure to the
+    // loop's exception handler once everything else is resolved.
+    first_error.map_or(Ok(()), Err)
+}
+
+#[pyclass(frozen, module = "ferrio._ferrio")]
+pub struct LoopWaker {
+    pub(crate) queue: Arc<Completions>,
+}
+
+/// The callable that a `threadsafe` waker schedules; holds its queue weakly to avoid a cycle.
+#[pyclass(frozen, module = "ferrio._ferrio")]
+pub struct Drainer {
+    queue: Weak<Completions>,
+}
+
+#[pymethods]
+impl Drainer {
+    fn __call__(&self, py: Python<'_>) -> PyResult<()> {
+        match self.queue.upgrade() {
+            Some(q) => drain(py, &q),
+            None => Ok(()),
+        }
+    }
+}
+
+#[pymethods]
+impl LoopWaker {
+    #[new]
+    fn new() -> PyResult<Self> {
+        let fd = EventFd::new().map_err(|e| PyOSError::new_err(format!("ferrio could not create an eventfd: {e}")))?;
+        Ok(Self {
+            queue: Arc::new(CompletionQueue::new(WakeSignal::Fd(fd))),
+        })
+    }
+
+    /// A waker for loops without `add_reader`.
+    #[staticmethod]
+    fn threadsafe(py: Python<'_>, call_soon_threadsafe: Py<PyAny>) -> Self {
+        let queue = Arc::new_cyclic(|weak: &Weak<Completions>| {
+            let drain = Py::new(py, Drainer { queue: weak.clone() }).expect("allocating a small object");
+            CompletionQueue::new(WakeSignal::Threadsafe {
+                call_soon_threadsafe,
+                drain,
+            })
+        });
+        Self { queue }
+    }
+
+    fn fileno(&self) -> Option<i32> {
+        match self.queue.signal() {
+            WakeSignal::Fd(fd) => Some(fd.fileno()),
+            WakeSignal::Threadsafe { .. } => None,
+        }
+    }
+
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        drain(py, &self.queue)
+    }
+}

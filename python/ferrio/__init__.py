@@ -1,0 +1,40 @@
+"""ferrio: sync and async Python, bridged by a Rust core.
+
+::
+
+    data = await ferrio.to_thread(blocking_io, "a.txt")     # asyncio.to_thread, on a Rust pool
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from . import _ferrio
+from ._limiter import CapacityLimiter
+from ._stats import LimiterStatistics, Percentiles, PoolStatistics
+from ._threads import ThreadPool, check_cancelled, default_pool, is_cancelled, to_thread
+
+__version__: str = _ferrio.__version__
+
+try:
+    _installed = version("ferrio")
+except PackageNotFoundError:  # running from a source tree with only the extension built
+    _installed = __version__
+if _installed != __version__:
+    raise ImportError(
+        f"ferrio's Python package is version {_installed} but its compiled module ferrio._ferrio is "
+        f"version {__version__}; reinstall ferrio (pip install --force-reinstall ferrio) so they match"
+    )
+
+__all__ = (
+    "CapacityLimiter",
+    "LimiterStatistics",
+    "Percentiles",
+    "PoolStatistics",
+    "ThreadPool",
+    "__version__",
+    "check_cancelled",
+    "default_pool",
+    "is_cancelled",
+    "to_thread",
+)

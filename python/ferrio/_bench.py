@@ -1,0 +1,339 @@
+"""The side-by-side benchmark: ferrio against the stdlib and the peers, in one process.
+
+Each workload runs every contender once per round, rounds interleaved so drift on a noisy
+machine hits everyone alike, and reports the median round. Every contender's throughput is
+measured inside one running loop (never ``asyncio.run`` per iteration, which would time loop
+start-up). The *ceiling* contender awaits futures the loop resolves itself
+(``loop.call_soon(fut.set_result, x)``): the most any offload can reach through asyncio's own
+tasks and futures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import ferrio
+
+
+def noop(x: int = 0) -> int:
+    return x
+
+
+@dataclass
+class Result:
+    workload: str
+    loop: str
+    contender: str
+    value: float
+    unit: str
+    higher_is_better: bool
+    samples: list[float] = field(default_factory=list)
+
+
+def _loop_factories(which: str) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
+    if which in ("asyncio", "both"):
+        loops["asyncio"] = asyncio.new_event_loop
+    if which in ("uvloop", "both"):
+        try:
+            import uvloop
+        except ImportError:
+            print("uvloop is not installed: measuring on asyncio only", file=sys.stderr)
+        else:
+            loops["uvloop"] = uvloop.new_event_loop
+    return loops
+
+
+async def _tasks(n: int, in_flight: int, one: Callable[[int], Awaitable[Any]]) -> float:
+    """Seconds for ``n`` calls of ``one(i)``, each in a task of its own, ``in_flight`` at a time
+    (the shape of a ``gather`` or a ``TaskGroup`` bounded by a semaphore, minus the semaphore)."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    it = iter(range(n))
+    remaining = n
+
+    def start() -> None:
+        i = next(it, None)
+        if i is not None:
+            asyncio.ensure_future(one(i), loop=loop).add_done_callback(finished)
+
+    def finished(task: asyncio.Task[Any]) -> None:
+        nonlocal remaining
+        task.result()
+        remaining -= 1
+        if remaining == 0:
+            done.set_result(None)
+        else:
+            start()
+
+    t0 = time.perf_counter()
+    for _ in range(in_flight):
+        start()
+    await done
+    return time.perf_counter() - t0
+
+
+async def _fan(n: int, in_flight: int, one: Callable[[int], Awaitable[Any]]) -> float:
+    """Seconds for ``n`` awaits of ``one(i)`` by ``in_flight`` tasks, each awaiting in turn."""
+    per = n // in_flight
+
+    async def worker(k: int) -> None:
+        for i in range(per):
+            await one(i)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(in_flight)))
+    return time.perf_counter() - t0
+
+
+def _ceiling_call() -> Callable[[int], Awaitable[Any]]:
+    # Shaped like an offload call (a coroutine function awaiting a future), minus the offload.
+    async def one(i: int) -> int:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        loop.call_soon(fut.set_result, i)
+        return await fut
+
+    return one
+
+
+def _contenders(pool_tpe: concurrent.futures.ThreadPoolExecutor) -> dict[str, Callable[[int], Awaitable[Any]]]:
+    def executor(i: int) -> Awaitable[Any]:
+        return asyncio.get_running_loop().run_in_executor(pool_tpe, noop, i)
+
+    c: dict[str, Callable[[int], Awaitable[Any]]] = {
+        "ceiling": _ceiling_call(),
+        "ferrio.to_thread": lambda i: ferrio.to_thread(noop, i),
+        "asyncio.to_thread": lambda i: asyncio.to_thread(noop, i),
+        "run_in_executor(TPE)": executor,
+    }
+    try:
+        import anyio.to_thread
+    except ImportError:
+        pass
+    else:
+        c["anyio.to_thread"] = lambda i: anyio.to_thread.run_sync(noop, i)
+    return c
+
+
+def bench_offload(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """``n`` awaits of a no-op, 64 in flight: a task per call, and 64 tasks awaiting in turn."""
+    tpe = concurrent.futures.ThreadPoolExecutor()
+    contenders = _contenders(tpe)
+    results = []
+    for label, harness in (("a task per call", _tasks), ("64 tasks awaiting in turn", _fan)):
+        samples: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(rounds):
+            for name, one in contenders.items():
+                samples[name].append(n / loop.run_until_complete(harness(n, 64, one)))
+        results += [
+            Result(
+                f"{n:,} x await noop, 64 in flight, {label}", loop_name, k, statistics.median(v), "awaits/s", True, v
+            )
+            for k, v in samples.items()
+        ]
+    tpe.shutdown()
+    return results
+
+
+def bench_bulk(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """One bulk call over ``n`` items vs a gather of per-item offloads."""
+    pool = ferrio.default_pool()
+
+    async def amap() -> float:
+        t0 = time.perf_counter()
+        count = 0
+        async for _ in pool.amap(noop, range(n)):
+            count += 1
+        assert count == n
+        return time.perf_counter() - t0
+
+    async def gather() -> float:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(asyncio.to_thread(noop, i) for i in range(n)))
+        return time.perf_counter() - t0
+
+    samples: dict[str, list[float]] = {"ferrio pool.amap": [], "gather(asyncio.to_thread)": []}
+    for _ in range(rounds):
+        samples["ferrio pool.amap"].append(n / loop.run_until_complete(amap()))
+        samples["gather(asyncio.to_thread)"].append(n / loop.run_until_complete(gather()))
+    return [
+        Result(f"map noop over {n:,} items", loop_name, k, statistics.median(v), "calls/s", True, v)
+        for k, v in samples.items()
+    ]
+
+
+def bench_latency(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """Median latency of ``n`` sequential awaits of a no-op."""
+    tpe = concurrent.futures.ThreadPoolExecutor()
+    contenders = _contenders(tpe)
+    del contenders["ceiling"]
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+
+    async def seq(one: Callable[[int], Awaitable[Any]]) -> float:
+        lat = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            await one(i)
+            lat.append(time.perf_counter() - t0)
+        return statistics.median(lat)
+
+    for _ in range(rounds):
+        for name, one in contenders.items():
+            samples[name].append(loop.run_until_complete(seq(one)) * 1e6)
+    tpe.shutdown()
+    return [
+        Result(f"{n:,} sequential awaits, median latency", loop_name, k, statistics.median(v), "us", False, v)
+        for k, v in samples.items()
+    ]
+
+
+def bench_sleep(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """``n`` x time.sleep(2 ms), 64 in flight on 64 workers: wall time against the ideal."""
+    ideal = n * 0.002 / 64
+    fpool = ferrio.ThreadPool(64, thread_name_prefix="bench-sleep")
+    tpe = concurrent.futures.ThreadPoolExecutor(64)
+    samples: dict[str, list[float]] = {"ferrio ThreadPool.run": [], "run_in_executor(TPE)": []}
+
+    def sleep(_: int) -> None:
+        time.sleep(0.002)
+
+    for _ in range(rounds):
+        samples["ferrio ThreadPool.run"].append(
+            loop.run_until_complete(_fan(n, 64, lambda i: fpool.run(sleep, i))) / ideal
+        )
+        samples["run_in_executor(TPE)"].append(
+            loop.run_until_complete(_fan(n, 64, lambda i: asyncio.get_running_loop().run_in_executor(tpe, sleep, i)))
+            / ideal
+        )
+    fpool.shutdown()
+    tpe.shutdown()
+    return [
+        Result(
+            f"{n:,} x sleep(2 ms), 64 in flight, 64 workers: wall / ideal ({ideal * 1e3:.1f} ms)",
+            loop_name,
+            k,
+            statistics.median(v),
+            "x ideal",
+            False,
+            v,
+        )
+        for k, v in samples.items()
+    ]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def bench_memory(n: int) -> list[Result]:
+    """RSS growth over ``n`` no-op calls through a fresh pool; threads and fds left after it."""
+    gc.collect()
+    threads_before, fds_before = _os_threads(), _fds()
+    loop = asyncio.new_event_loop()
+    pool = ferrio.ThreadPool(8, thread_name_prefix="bench-mem")
+
+    async def run(k: int) -> None:
+        async for _ in pool.amap(noop, range(k // 2)):
+            pass
+        await _fan(k // 2, 64, lambda i: pool.run(noop, i))
+
+    loop.run_until_complete(run(min(n, 20_000)))  # warm up: allocator pools, histograms, caches
+    gc.collect()
+    rss0 = _rss_mb()
+    loop.run_until_complete(run(n))
+    gc.collect()
+    grown = _rss_mb() - rss0
+    pool.shutdown(wait=True)
+    loop.close()
+    del loop
+    gc.collect()
+    w = f"{n:,} no-op calls through one pool"
+    return [
+        Result(f"{w}: RSS growth", "asyncio", "ferrio", grown, "MB", False),
+        Result(f"{w}: fds left after shutdown", "asyncio", "ferrio", _fds() - fds_before, "fds", False),
+        Result(
+            f"{w}: threads left after shutdown", "asyncio", "ferrio", _os_threads() - threads_before, "threads", False
+        ),
+    ]
+
+
+def _report(results: list[Result]) -> None:
+    by_workload: dict[tuple[str, str], list[Result]] = {}
+    for r in results:
+        by_workload.setdefault((r.workload, r.loop), []).append(r)
+    for (workload, loop_name), rs in by_workload.items():
+        print(f"\n{workload}  [{loop_name}]")
+        ref = next((r for r in rs if r.contender.startswith("ferrio")), rs[0])
+        for r in rs:
+            ratio = ""
+            if r is not ref and ref.value and r.value:
+                x = ref.value / r.value if r.higher_is_better else r.value / ref.value
+                ratio = f"   ferrio is {x:.2f}x {'this' if len(rs) > 1 else ''}".rstrip()
+            print(f"  {r.contender:<28} {r.value:>14,.1f} {r.unit}{ratio}")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ferrio", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="compare ferrio with the stdlib and installed peers")
+    b.add_argument("--quick", action="store_true", help="smaller workloads, fewer rounds (under a minute)")
+    b.add_argument("--json", action="store_true", help="print results as JSON")
+    b.add_argument("--loop", choices=("asyncio", "uvloop", "both"), default="both")
+    # Tiny sizes that only prove every workload runs (the test suite uses it); not a measurement.
+    b.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.smoke:
+        rounds, n, seq, sleeps, calls = 1, 640, 50, 128, 2_000
+    elif args.quick:
+        rounds, n, seq, sleeps, calls = 3, 20_000, 2_000, 2_000, 200_000
+    else:
+        rounds, n, seq, sleeps, calls = 5, 20_000, 5_000, 2_000, 1_000_000
+    results: list[Result] = []
+    for loop_name, factory in _loop_factories(args.loop).items():
+        loop = factory()
+        try:
+            results += bench_offload(loop, loop_name, rounds, n)
+            results += bench_bulk(loop, loop_name, rounds, n)
+            results += bench_latency(loop, loop_name, rounds, seq)
+            results += bench_sleep(loop, loop_name, rounds, sleeps)
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+    results += bench_memory(calls)
+
+    meta = {
+        "python": sys.version.split()[0],
+        "ferrio": ferrio.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.json:
+        print(json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=2))
+    else:
+        print(f"ferrio {meta['ferrio']} on Python {meta['python']}, {meta['machine']}")
+        _report(results)
+    return 0

@@ -1,0 +1,74 @@
+"""``CapacityLimiter``: bound how many calls of one kind run at once, across pools."""
+
+from __future__ import annotations
+
+import math
+
+from ._ferrio import LimiterCore
+from ._stats import LimiterStatistics
+
+_INFINITE = 2**62  # what the Rust side stores for math.inf
+
+
+class CapacityLimiter:
+    """Admits at most ``total_tokens`` jobs at once, first come, first served.
+
+    Pass it as ``limiter=`` to :func:`ferrio.to_thread` or :meth:`ferrio.ThreadPool.run`; every
+    job given the same limiter counts against the same tokens, whichever pool runs it::
+
+        db = ferrio.CapacityLimiter(4)          # the database takes 4 connections
+        rows = await ferrio.to_thread(query, sql, limiter=db)
+
+    A job that finds no free token waits inside the limiter, holding no worker thread, and never
+    blocks the event loop. Cancelling its awaiting task while it waits removes it unrun.
+    """
+
+    __slots__ = ("__weakref__", "_core")
+
+    def __init__(self, total_tokens: float) -> None:
+        self._core = LimiterCore(total_tokens)
+
+    @property
+    def total_tokens(self) -> float:
+        """How many jobs may hold a token at once (``math.inf`` for no limit). Settable."""
+        total = self._core.stats()[0]
+        return math.inf if total >= _INFINITE else total
+
+    @total_tokens.setter
+    def total_tokens(self, value: float) -> None:
+        self._core.set_total_tokens(value)
+
+    @property
+    def borrowed_tokens(self) -> int:
+        """How many tokens running jobs hold now."""
+        return self._core.stats()[1]
+
+    @property
+    def available_tokens(self) -> float:
+        """``total_tokens - borrowed_tokens`` (never negative)."""
+        return max(0, self.total_tokens - self.borrowed_tokens)
+
+    def statistics(self) -> LimiterStatistics:
+        """A frozen snapshot: total and borrowed tokens, and how many jobs wait."""
+        total, borrowed, waiting = self._core.stats()
+        return LimiterStatistics(
+            total_tokens=math.inf if total >= _INFINITE else total,
+            borrowed_tokens=borrowed,
+            tasks_waiting=waiting,
+        )
+
+    def __repr__(self) -> str:
+        s = self.statistics()
+        return (
+            f"<ferrio.CapacityLimiter total_tokens={s.total_tokens} borrowed={s.borrowed_tokens} "
+            f"waiting={s.tasks_waiting}>"
+        )
+
+
+def limiter_core(api: str, limiter: object) -> LimiterCore | None:
+    """The Rust limiter behind ``limiter=``, or a clear error for anything else."""
+    if limiter is None:
+        return None
+    if isinstance(limiter, CapacityLimiter):
+        return limiter._core
+    raise TypeError(f"{api} expected limiter= to be a ferrio.CapacityLimiter or None, got {limiter!r}")

@@ -1,0 +1,51 @@
+"""Frozen snapshots returned by ``stats()`` and ``statistics()``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """Latency percentiles in seconds over every job a pool has run (within 12.5%)."""
+
+    count: int
+    p50: float
+    p90: float
+    p99: float
+    max: float
+
+
+@dataclass(frozen=True)
+class PoolStatistics:
+    """A snapshot of a :class:`ferrio.ThreadPool`, from :meth:`ferrio.ThreadPool.stats`."""
+
+    max_workers: int
+    #: Worker threads alive now (busy, idle or between jobs).
+    workers_alive: int
+    #: Worker threads parked waiting for work.
+    workers_idle: int
+    #: Jobs waiting for a worker.
+    queued: int
+    #: Jobs running now.
+    running: int
+    #: Jobs that returned a value.
+    completed: int
+    #: Jobs that raised.
+    failed: int
+    #: Jobs dropped before they ran because their caller cancelled (or at shutdown).
+    cancelled: int
+    #: Time from submission to start.
+    queue_wait: Percentiles
+    #: Time from start to end, for jobs that ran.
+    run_time: Percentiles
+
+
+@dataclass(frozen=True)
+class LimiterStatistics:
+    """A snapshot of a :class:`ferrio.CapacityLimiter` (anyio's field names)."""
+
+    total_tokens: float
+    borrowed_tokens: int
+    #: Jobs waiting for a token.
+    tasks_waiting: int

@@ -1,0 +1,424 @@
+"""Thread offloading: ``to_thread``, ``ThreadPool`` and the per-loop completion wakers."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import contextvars
+import itertools
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any, TypeVar
+
+from . import _ferrio
+from ._limiter import CapacityLimiter, limiter_core
+from ._stats import Percentiles, PoolStatistics
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_get_running_loop = asyncio.get_running_loop
+_copy_context = contextvars.copy_context
+
+# One LoopWaker per event loop, dropped with its loop.
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ferrio.LoopWaker] = weakref.WeakKeyDictionary()
+_wakers_lock = threading.Lock()
+
+# Every pool alive, so interpreter exit and fork can reach them.
+_pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
+_default: ThreadPool | None = None
+_default_lock = threading.Lock()
+_exiting = False
+
+
+def _waker_for(loop: asyncio.AbstractEventLoop) -> _ferrio.LoopWaker:
+    try:
+        return _wakers[loop]
+    except KeyError:
+        pass
+    with _wakers_lock:
+        waker = _wakers.get(loop)
+        if waker is None:
+            waker = _ferrio.LoopWaker()
+            try:
+                loop.add_reader(waker.fileno(), waker.drain)
+            except NotImplementedError:  # loops without add_reader (Windows' proactor)
+                waker = _ferrio.LoopWaker.threadsafe(loop.call_soon_threadsafe)
+            _wakers[loop] = waker
+        return waker
+
+
+def _default_max_workers() -> int:
+    # Threads start lazily and retire when idle, so a generous cap costs nothing until used;
+    # 40 is the default of anyio's and trio's thread limiters, sized for blocking I/O.
+    return 40
+
+
+def default_pool() -> ThreadPool:
+    """The process-wide pool behind :func:`ferrio.to_thread`, created on first use."""
+    global _default
+    pool = _default
+    if pool is not None:
+        return pool
+    with _default_lock:
+        if _default is None:
+            if _exiting:
+                raise RuntimeError("ferrio.to_thread() cannot schedule new work after interpreter shutdown")
+            _default = ThreadPool(_default_max_workers(), thread_name_prefix="ferrio-worker")
+        return _default
+
+
+def _check_positive_int(api: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{api} expected {name} to be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{name} must be greater than 0, got {value}")
+    return value
+
+
+class ThreadPool(concurrent.futures.ThreadPoolExecutor):
+    """A pool of worker threads managed in Rust, usable from async and sync code.
+
+    ::
+
+        pool = ferrio.ThreadPool(max_workers=8, thread_name_prefix="db")
+        async with pool:
+            rows = await pool.run(query, "select 1")           # await from a task
+            fut = pool.submit(query, "select 2")               # concurrent.futures.Future
+            async for row in pool.amap(query, statements):     # ordered, bounded in flight
+                ...
+
+    It is a :class:`concurrent.futures.ThreadPoolExecutor`, so ``loop.run_in_executor(pool, ...)``
+    and ``loop.set_default_executor(pool)`` accept it, and with the latter, existing
+    ``run_in_executor(None, ...)`` and ``asyncio.to_thread`` calls run on ferrio.
+
+    Workers start on demand up to ``max_workers``, are named ``{thread_name_prefix}-{n}``, and
+    exit after ``idle_timeout`` seconds without work. Each worker attaches to the interpreter once
+    and releases the GIL only while it waits; it runs queued jobs back to back for up to 1 ms per
+    GIL hold. Results of :meth:`run` reach each event loop in batches, one wake-up per batch.
+
+    Args:
+        max_workers: The most threads alive at once. Defaults to ``min(32, os.cpu_count() + 4)``,
+            as for ``ThreadPoolExecutor``.
+        thread_name_prefix: Worker threads are named ``{thread_name_prefix}-{n}``.
+        idle_timeout: Seconds an idle worker waits for work before it exits.
+
+    Raises:
+        ValueError: ``max_workers`` is 0 or negative, or ``idle_timeout`` is negative.
+        TypeError: ``max_workers`` is not an int.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        thread_name_prefix: str = "ferrio-worker",
+        idle_timeout: float = 10.0,
+    ) -> None:
+        # ThreadPoolExecutor.__init__ is deliberately not called: it would build the Python
+        # machinery this class replaces.
+        if max_workers is None:
+            max_workers = min(32, (os.cpu_count() or 1) + 4)
+        _check_positive_int("ThreadPool()", "max_workers", max_workers)
+        if not isinstance(thread_name_prefix, str):
+            raise TypeError(f"ThreadPool() expected thread_name_prefix to be a str, got {thread_name_prefix!r}")
+        if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout >= 0:
+            raise ValueError(f"idle_timeout must be a non-negative number of seconds, got {idle_timeout!r}")
+        self._max_workers = max_workers
+        self._thread_name_prefix = thread_name_prefix
+        self._idle_timeout = float(idle_timeout)
+        self._core = _ferrio.ThreadPoolCore(max_workers, thread_name_prefix, self._idle_timeout)
+        self._shutdown = False
+        self._shutdown_lock = threading.Lock()
+        _pools.add(self)
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        state = "shut down" if self._shutdown else "running"
+        return (
+            f"<ferrio.ThreadPool {state} max_workers={s.max_workers} alive={s.workers_alive} "
+            f"queued={s.queued} running={s.running}>"
+        )
+
+    # -- async ---------------------------------------------------------------------------------
+
+    async def run(
+        self, func: Callable[..., R], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any
+    ) -> R:
+        """Run ``func(*args, **kwargs)`` on a worker thread and return its result.
+
+        The caller's :mod:`contextvars` context is copied into the call, as
+        :func:`asyncio.to_thread` does. ``limiter=`` is keyword-only and reserved: to pass a
+        keyword argument named ``limiter`` to ``func``, wrap it in :func:`functools.partial`.
+
+        Cancellation: cancelling the awaiting task before the job starts drops it; it never runs.
+        Once it runs, the task gets :exc:`asyncio.CancelledError` at once, the result is discarded,
+        and the thread keeps running ``func`` to its end (Python cannot stop a thread), but
+        ``func`` can notice with :func:`ferrio.check_cancelled` or :func:`ferrio.is_cancelled` and
+        return early.
+
+        Raises:
+            TypeError: ``func`` is not callable, or is a coroutine function.
+            RuntimeError: the pool was shut down.
+        """
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        self._core.submit_async(
+            "ThreadPool.run()",
+            _waker_for(loop),
+            fut,
+            func,
+            args,
+            kwargs or None,
+            _copy_context(),
+            limiter_core("ThreadPool.run()", limiter),
+        )
+        return await fut
+
+    async def amap(
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        /,
+        *,
+        limiter: CapacityLimiter | None = None,
+        max_in_flight: int | None = None,
+        chunksize: int | None = None,
+    ) -> AsyncIterator[R]:
+        """Yield ``func(x)`` for each ``x`` of ``iterable``, in order, computed on the pool.
+
+        The iterable is consumed lazily: at most ``max_in_flight`` chunks (default
+        ``2 * max_workers``) are submitted ahead of what has been yielded. Items travel in chunks
+        run back to back by one worker under one GIL hold; by default a chunk grows until it runs
+        for about a millisecond, so calls that take microseconds are batched and calls that block
+        run one per worker. An exception from ``func`` is raised at its item's position after the
+        results before it; leaving the loop early cancels what was submitted ahead.
+
+        Raises:
+            TypeError: ``func`` is not callable, or is a coroutine function.
+            ValueError: ``max_in_flight`` or ``chunksize`` is less than 1.
+            RuntimeError: the pool was shut down.
+        """
+        api = "ThreadPool.amap()"
+        _ferrio.check_sync_callable(api, func)
+        core = limiter_core(api, limiter)
+        window = (
+            self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
+        )
+        fixed = None if chunksize is None else _check_positive_int(api, "chunksize", chunksize)
+        size = fixed or 1
+        loop = _get_running_loop()
+        waker = _waker_for(loop)
+        context = _copy_context()
+        items = iter(iterable)
+        pending: deque[tuple[asyncio.Future[Any], int, float]] = deque()
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(pending) < window:
+                    chunk = tuple(itertools.islice(items, size))
+                    if not chunk:
+                        exhausted = True
+                        break
+                    fut = loop.create_future()
+                    self._core.submit_map(api, waker, fut, func, chunk, context.copy(), core)
+                    pending.append((fut, len(chunk), time.perf_counter()))
+                if not pending:
+                    return
+                fut, n, sent = pending.popleft()
+                results, error = await fut
+                if fixed is None and error is None:
+                    # Aim for about 1 ms of work per chunk: the elapsed time bounds the work.
+                    per_item = max((time.perf_counter() - sent) / n, 1e-7)
+                    size = max(1, min(4096, int(1e-3 / per_item), size * 4))
+                for r in results:
+                    yield r
+                if error is not None:
+                    raise error
+        finally:
+            for fut, _, _ in pending:
+                fut.cancel()
+
+    async def __aenter__(self) -> ThreadPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Shut down, waiting for running and queued work without blocking the event loop."""
+        self.shutdown(wait=False)
+        loop = _get_running_loop()
+        done = loop.create_future()
+
+        def join() -> None:
+            self._core.join()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nobody is waiting
+                loop.call_soon_threadsafe(_set_done, done)
+
+        threading.Thread(target=join, name=f"{self._thread_name_prefix}-joiner", daemon=True).start()
+        await asyncio.shield(done)
+
+    # -- concurrent.futures.Executor ------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[R]:
+        """Schedule ``fn(*args, **kwargs)``; return a :class:`concurrent.futures.Future`.
+
+        Usable from any thread. As with ``ThreadPoolExecutor``, the call runs in the worker's own
+        context (use :meth:`run` from async code to carry the caller's context variables).
+
+        Raises:
+            TypeError: ``fn`` is not callable, or is a coroutine function.
+            RuntimeError: the pool was shut down.
+        """
+        fut: concurrent.futures.Future[R] = concurrent.futures.Future()
+        self._core.submit_sync("ThreadPool.submit()", fut, fn, args, kwargs or None, None, None)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting work; jobs already queued still run unless ``cancel_futures``.
+
+        With ``wait``, block (with the GIL released) until every worker has exited. Idempotent,
+        and callable from any thread, including a worker of this pool (which is not waited for).
+        """
+        with self._shutdown_lock:
+            self._shutdown = True
+        self._core.shutdown(cancel_futures)
+        if wait:
+            self._core.join()
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> PoolStatistics:
+        """A frozen snapshot of the pool's workers, jobs and latencies."""
+        mw, alive, idle, queued, running, completed, failed, cancelled, qw, rt = self._core.stats()
+        return PoolStatistics(
+            max_workers=mw,
+            workers_alive=alive,
+            workers_idle=idle,
+            queued=queued,
+            running=running,
+            completed=completed,
+            failed=failed,
+            cancelled=cancelled,
+            queue_wait=Percentiles(*qw),
+            run_time=Percentiles(*rt),
+        )
+
+    def _reset_after_fork(self) -> None:
+        self._core.forget_after_fork()
+        self._core = _ferrio.ThreadPoolCore(self._max_workers, self._thread_name_prefix, self._idle_timeout)
+        if self._shutdown:
+            self._core.shutdown(False)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any) -> R:
+    """Run ``func(*args, **kwargs)`` on ferrio's default thread pool and return its result.
+
+    ::
+
+        data = await asyncio.to_thread(blocking_io, "a.txt")
+        data = await ferrio.to_thread(blocking_io, "a.txt")     # same call, on ferrio
+
+    What differs from :func:`asyncio.to_thread`: the pool is managed in Rust (up to 40 threads,
+    started on demand, retired after 10 s idle), results reach the loop in batches behind one
+    wake-up, bad input fails here rather than in a worker, and ``StopIteration`` raised by
+    ``func`` arrives as a ``RuntimeError`` caused by it instead of leaving the await hanging.
+    The caller's :mod:`contextvars` context is copied into the call.
+
+    ``limiter=`` (keyword-only, reserved) bounds how many calls sharing a
+    :class:`ferrio.CapacityLimiter` run at once.
+
+    Cancellation: cancelling the awaiting task before the call starts drops it; it never runs.
+    Once it runs, the task gets :exc:`asyncio.CancelledError` at once and the result is
+    discarded; the thread finishes ``func`` (Python cannot stop a thread), which can notice with
+    :func:`ferrio.check_cancelled` and return early.
+
+    When not to use it: for CPU-bound pure-Python work, which holds the GIL and gains nothing from
+    threads, use a process pool.
+
+    Raises:
+        TypeError: ``func`` is not callable, or is a coroutine function (await it directly).
+        RuntimeError: called during interpreter shutdown.
+    """
+    loop = _get_running_loop()
+    fut = loop.create_future()
+    (_default or default_pool())._core.submit_async(
+        "ferrio.to_thread()",
+        _waker_for(loop),
+        fut,
+        func,
+        args,
+        kwargs or None,
+        _copy_context(),
+        limiter_core("ferrio.to_thread()", limiter),
+    )
+    return await fut
+
+
+def check_cancelled() -> None:
+    """From a function running on a ferrio worker: raise if its awaiting task was cancelled.
+
+    Raises:
+        asyncio.CancelledError: the task awaiting this job was cancelled.
+        RuntimeError: not called from a job running on a ferrio worker thread.
+    """
+    _ferrio.check_cancelled()
+
+
+def is_cancelled() -> bool:
+    """From a function running on a ferrio worker: whether its awaiting task was cancelled.
+
+    Raises:
+        RuntimeError: not called from a job running on a ferrio worker thread.
+    """
+    return _ferrio.is_cancelled()
+
+
+def _worker_started(name: str) -> None:
+    """Called by each Rust worker thread once, when it starts."""
+    threading.current_thread().name = name
+
+
+def _worker_exiting() -> None:
+    """Called by each Rust worker thread once, as it exits: drop its ``threading`` entry."""
+    with threading._active_limbo_lock:  # type: ignore[attr-defined]
+        threading._active.pop(threading.get_ident(), None)  # type: ignore[attr-defined]
+
+
+def _quiesce_at_exit() -> None:
+    """Before the interpreter finalizes, let every worker finish and exit.
+
+    A Rust thread that touches the interpreter after finalization has begun aborts the process
+    on CPython < 3.14, so workers must be gone first. Queued work still runs, as with
+    ``ThreadPoolExecutor``.
+    """
+    global _exiting
+    _exiting = True
+    for pool in list(_pools):
+        pool.shutdown(wait=True)
+    _ferrio.join_orphans()
+
+
+def _after_fork_in_child() -> None:
+    # The parent's worker threads do not exist here and its locks may be held by them: give every
+    # pool a fresh core, and every loop a fresh waker.
+    global _default, _wakers, _wakers_lock, _default_lock
+    _wakers = weakref.WeakKeyDictionary()
+    _wakers_lock = threading.Lock()
+    _default_lock = threading.Lock()
+    _default = None
+    for pool in list(_pools):
+        pool._reset_after_fork()
+
+
+threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

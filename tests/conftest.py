@@ -1,0 +1,79 @@
+"""Every ``async def`` test runs on plain asyncio (debug mode on) and on uvloop, each under a
+hard timeout so a hang fails the test instead of the CI run."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import os
+import sys
+import threading
+
+import pytest
+
+LOOPS = ["asyncio"]
+try:
+    import uvloop
+except ImportError:  # uvloop does not build on Windows; everywhere else the test extra installs it
+    uvloop = None
+else:
+    LOOPS.append("uvloop")
+
+ASYNC_TEST_TIMEOUT = 30.0
+
+
+def new_loop(kind: str) -> asyncio.AbstractEventLoop:
+    if kind == "uvloop":
+        return uvloop.new_event_loop()
+    loop = asyncio.new_event_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = 1.0  # debug mode's 0.1 s flags a busy CI machine, not a bug
+    return loop
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if inspect.iscoroutinefunction(metafunc.function):
+        metafunc.fixturenames.append("loop_kind")
+        metafunc.parametrize("loop_kind", LOOPS)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    kind = pyfuncitem.callspec.params["loop_kind"]
+    argnames = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in argnames}
+    loop = new_loop(kind)
+    try:
+        loop.run_until_complete(asyncio.wait_for(pyfuncitem.obj(**kwargs), ASYNC_TEST_TIMEOUT))
+    finally:
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+    return True
+
+
+def run_python(code: str, timeout: float = 60.0, **kw):
+    """Runs ``code`` in a fresh interpreter (for exit, fork and signal tests)."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False, **kw
+    )
+
+
+@pytest.fixture
+def no_thread_leaks():
+    """Fails the test if it leaves Python threads or file descriptors behind."""
+    threads = set(threading.enumerate())
+    fds = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else set()
+    yield
+    gc.collect()
+    left = [t for t in threading.enumerate() if t not in threads]
+    for t in left:
+        t.join(10)
+    assert not [t for t in left if t.is_alive()], f"threads left running: {left}"
+    if fds:
+        new = set(os.listdir("/proc/self/fd")) - fds
+        assert not new, f"file descriptors left open: {sorted(new)}"
