@@ -1,0 +1,37 @@
+"""Every script in examples/ runs and prints what it promises."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def run(name: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / name)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return proc.stdout
+
+
+def test_thread_pool_counter() -> None:
+    lines = run("thread_pool_counter.py").splitlines()
+    words = [line for line in lines if ":" not in line]
+    assert sorted(words) == sorted(["hello", "how", "are", "you"] * 3)
+    assert [line for line in lines if ":" in line] == [
+        "explicit_pool: counter=4",
+        "run_in_executor_with_ferrio_as_default: counter=8",
+        "with_to_thread: counter=12",
+    ]
+
+
+def test_offload_blocking_io() -> None:
+    assert run("offload_blocking_io.py").splitlines() == [
+        "counts [10, 100, 1000]",
+        "read True bytes",
+        "loop stayed responsive True",
+    ]
