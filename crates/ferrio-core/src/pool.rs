@@ -484,16 +484,25 @@ impl<J: Send + 'static> WorkerCtx<J> {
         }
     }
 
-    /// Wakes (or spawns) one more worker if jobs are queued and nobody is searching. Call when
-    /// this worker starts a batch, once it holds whatever lock its jobs need: jobs then fan out to
-    /// more threads only when they outlast a batch, never in a crowd contending for that lock.
+    /// Wakes (or spawns) up to two more workers while jobs are queued beyond those already
+    /// searching. Call when this worker starts a batch, once it holds whatever lock its jobs
+    /// need: jobs fan out to more threads only when they outlast a batch, and then in a doubling
+    /// tree (each new worker wakes two), so 64 blocking jobs reach 64 threads in 6 steps while a
+    /// burst of tiny jobs, drained by this worker's batch, wakes at most two.
     pub fn spread(&self) {
         if self.shared.queued.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut st = self.shared.lock();
-        if st.searching == 0 && !st.queue.is_empty() {
-            let _ = PoolHandle(Arc::clone(&self.shared)).wake_one(&mut st);
+        let handle = PoolHandle(Arc::clone(&self.shared));
+        for _ in 0..2 {
+            if st.queue.len() <= st.searching {
+                break;
+            }
+            let before = st.searching;
+            if handle.wake_one(&mut st).is_err() || st.searching == before {
+                break; // no idle worker and no room for another
+            }
         }
     }
 
