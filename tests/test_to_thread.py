@@ -231,3 +231,26 @@ async def test_a_closed_loops_pending_results_are_discarded_cleanly() -> None:
     assert pool.stats().completed == 1
     # and this loop is unaffected
     assert await ferrio.to_thread(add, 1, 1) == 2
+
+
+class _NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop without add_reader, like Windows' proactor: ferrio must fall back to call_soon_threadsafe."""
+
+    def add_reader(self, *args: object, **kwargs: object) -> None:
+        raise NotImplementedError
+
+
+def test_loops_without_add_reader_get_results_through_call_soon_threadsafe() -> None:
+    loop = _NoReaderLoop()
+    pool = ferrio.ThreadPool(2, thread_name_prefix="no-reader")
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*(pool.run(add, i, 1) for i in range(200))))
+
+    try:
+        assert loop.run_until_complete(asyncio.wait_for(main(), 20)) == list(range(1, 201))
+        with pytest.raises(ValueError, match="boom from the worker"):
+            loop.run_until_complete(asyncio.wait_for(pool.run(fail_deep), 20))
+    finally:
+        loop.close()
+        pool.shutdown()
