@@ -19,9 +19,9 @@ lock = threading.Lock()
 
 def increment_and_print(word: str) -> None:
     global counter
-    with lock:
+    with lock:  # printing under the lock too keeps lines from different threads whole
         counter += 1
-    print(word, flush=True)
+        print(word, flush=True)
 
 
 async def explicit_pool() -> None:

@@ -95,12 +95,43 @@ async def test_amap_rejects_bad_arguments(pool: ferrio.ThreadPool) -> None:
             pass
 
 
-async def test_run_rejects_coroutine_functions_for_now(pool: ferrio.ThreadPool) -> None:
-    async def fetch() -> None:
-        pass
+async def test_coroutine_functions_run_on_the_workers_own_loop(pool: ferrio.ThreadPool) -> None:
+    caller_loop = asyncio.get_running_loop()
 
-    with pytest.raises(TypeError, match=r"ThreadPool.run\(\) expected a sync function"):
-        await pool.run(fetch)
+    async def where(x: int) -> tuple[int, str, bool]:
+        await asyncio.sleep(0)
+        return x, threading.current_thread().name, asyncio.get_running_loop() is caller_loop
+
+    x, name, same_loop = await pool.run(where, 1)
+    assert (x, same_loop) == (1, False)
+    assert name.startswith("test-pool-")
+    assert pool.submit(where, 2).result(10)[0] == 2
+    # The worker's loop is made once and reused.
+    loops = {await pool.run(_loop_id) for _ in range(20)}
+    assert len(loops) <= pool.stats().max_workers
+
+
+async def _loop_id() -> int:
+    return id(asyncio.get_running_loop())
+
+
+async def test_cancelling_the_awaiting_task_cancels_the_coroutine_on_the_worker(pool: ferrio.ThreadPool) -> None:
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    task = asyncio.ensure_future(pool.run(forever))
+    assert await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await asyncio.to_thread(cancelled.wait, 10)
 
 
 def test_workers_are_named_and_bounded_by_max_workers() -> None:

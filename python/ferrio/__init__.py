@@ -9,10 +9,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from . import _ferrio
+from . import (
+    _ferrio,
+    from_thread,
+)
+from ._errors import NoEventLoopError
 from ._limiter import CapacityLimiter
+from ._loops import EventLoopToken, current_token, run, syncify
+from ._portal import BlockingPortal, start_blocking_portal
 from ._stats import LimiterStatistics, Percentiles, PoolStatistics
-from ._threads import ThreadPool, check_cancelled, default_pool, is_cancelled, to_thread
+from ._threads import ThreadPool, asyncify, check_cancelled, default_pool, is_cancelled, to_thread
 
 __version__: str = _ferrio.__version__
 
@@ -27,14 +33,23 @@ if _installed != __version__:
     )
 
 __all__ = (
+    "BlockingPortal",
     "CapacityLimiter",
+    "EventLoopToken",
     "LimiterStatistics",
+    "NoEventLoopError",
     "Percentiles",
     "PoolStatistics",
     "ThreadPool",
     "__version__",
+    "asyncify",
     "check_cancelled",
+    "current_token",
     "default_pool",
+    "from_thread",
     "is_cancelled",
+    "run",
+    "start_blocking_portal",
+    "syncify",
     "to_thread",
 )

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import contextvars
+import functools
 import itertools
 import os
 import threading
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
-from . import _ferrio
+from . import _ferrio, _loops
 from ._limiter import CapacityLimiter, limiter_core
 from ._stats import Percentiles, PoolStatistics
 
@@ -152,6 +153,10 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
     ) -> R:
         """Run ``func(*args, **kwargs)`` on a worker thread and return its result.
 
+        ``func`` may be a coroutine function: it then runs on the worker thread's own event loop
+        (created once per worker, reused), which suits async libraries that must not share the
+        caller's loop, or coroutines that block. Cancelling the awaiting task cancels it there.
+
         The caller's :mod:`contextvars` context is copied into the call, as
         :func:`asyncio.to_thread` does. ``limiter=`` is keyword-only and reserved: to pass a
         keyword argument named ``limiter`` to ``func``, wrap it in :func:`functools.partial`.
@@ -163,7 +168,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         return early.
 
         Raises:
-            TypeError: ``func`` is not callable, or is a coroutine function.
+            TypeError: ``func`` is not callable.
             RuntimeError: the pool was shut down.
         """
         loop = _get_running_loop()
@@ -177,6 +182,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             kwargs or None,
             _copy_context(),
             limiter_core("ThreadPool.run()", limiter),
+            _loops.run_coroutine_function,
         )
         return await fut
 
@@ -267,14 +273,17 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         """Schedule ``fn(*args, **kwargs)``; return a :class:`concurrent.futures.Future`.
 
         Usable from any thread. As with ``ThreadPoolExecutor``, the call runs in the worker's own
-        context (use :meth:`run` from async code to carry the caller's context variables).
+        context (use :meth:`run` from async code to carry the caller's context variables). A
+        coroutine function runs on the worker thread's own event loop.
 
         Raises:
-            TypeError: ``fn`` is not callable, or is a coroutine function.
+            TypeError: ``fn`` is not callable.
             RuntimeError: the pool was shut down.
         """
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._core.submit_sync("ThreadPool.submit()", fut, fn, args, kwargs or None, None, None)
+        self._core.submit_sync(
+            "ThreadPool.submit()", fut, fn, args, kwargs or None, None, None, _loops.run_coroutine_function
+        )
         return fut
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -382,13 +391,53 @@ def is_cancelled() -> bool:
     return _ferrio.is_cancelled()
 
 
+def asyncify(
+    func: Callable[..., R] | None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
+) -> Any:
+    """Turn a blocking function into an async one that runs it on a thread pool.
+
+    ::
+
+        @ferrio.asyncify
+        def read_config(path: str) -> dict: ...
+
+        @ferrio.asyncify(pool=db_pool, limiter=db_slots)
+        def query(sql: str) -> list: ...
+
+        config = await read_config("app.toml")
+
+    Each call is ``await pool.run(func, *args, limiter=limiter, **kwargs)`` (the default pool if
+    ``pool`` is None), so it carries the caller's context variables and cancels like
+    :func:`ferrio.to_thread`.
+
+    Raises:
+        TypeError: ``func`` is not callable, or is a coroutine function.
+    """
+
+    def decorate(f: Callable[..., R]) -> Callable[..., Any]:
+        _ferrio.check_sync_callable("ferrio.asyncify", f)
+        limiter_core("ferrio.asyncify", limiter)
+        if pool is not None and not isinstance(pool, ThreadPool):
+            raise TypeError(f"ferrio.asyncify expected pool= to be a ferrio.ThreadPool or None, got {pool!r}")
+
+        @functools.wraps(f)
+        async def wrapper(*args: Any, **kwargs: Any) -> R:
+            return await (pool or _default or default_pool()).run(f, *args, limiter=limiter, **kwargs)
+
+        return wrapper
+
+    return decorate if func is None else decorate(func)
+
+
 def _worker_started(name: str) -> None:
     """Called by each Rust worker thread once, when it starts."""
     threading.current_thread().name = name
 
 
 def _worker_exiting() -> None:
-    """Called by each Rust worker thread once, as it exits: drop its ``threading`` entry."""
+    """Called by each Rust worker thread once, as it exits: close its event loop, if it made one,
+    and drop its ``threading`` entry."""
+    _loops.close_thread_loop()
     with threading._active_limbo_lock:  # type: ignore[attr-defined]
         threading._active.pop(threading.get_ident(), None)  # type: ignore[attr-defined]
 

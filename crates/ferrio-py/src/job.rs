@@ -268,3 +268,10 @@ pub(crate) fn check_cancelled(py: Python<'_>) -> PyResult<()> {
 pub(crate) fn in_worker() -> bool {
     CURRENT.with(|c| c.borrow().is_some())
 }
+
+/// The future of the job running on this thread (an `asyncio.Future` when an event loop awaits
+/// it, a `concurrent.futures.Future` otherwise), or `None` outside a ferrio job.
+#[pyfunction]
+pub(crate) fn current_job_future(py: Python<'_>) -> Option<Py<PyAny>> {
+    CURRENT.with(|c| c.borrow().as_ref().map(|f| f.clone_ref(py)))
+}

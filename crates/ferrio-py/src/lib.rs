@@ -14,7 +14,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _ferrio {
     #[pymodule_export]
-    use super::job::{check_cancelled, in_worker, is_cancelled};
+    use super::job::{check_cancelled, current_job_future, in_worker, is_cancelled};
     #[pymodule_export]
     use super::limiter::LimiterCore;
     #[pymodule_export]

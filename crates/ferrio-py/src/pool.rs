@@ -19,14 +19,10 @@ use crate::waker::{LoopWaker, Resolution};
 
 const CO_COROUTINE: u32 = 0x80;
 
-/// Fails unless `func` is a callable that is not a coroutine function.
-#[pyfunction]
-pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
-    if !func.is_callable() {
-        return Err(errors::not_callable(api, func));
-    }
+/// Whether `func` (known callable) is a coroutine function.
+fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
     if func.is_instance_of::<PyCFunction>() {
-        return Ok(());
+        return Ok(false);
     }
     let py = func.py();
     // Fast path for functions and bound methods (which forward `__code__`); anything else asks
@@ -34,19 +30,64 @@ pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResul
     let flags = func
         .getattr(intern!(py, "__code__"))
         .and_then(|c| c.getattr(intern!(py, "co_flags")));
-    let is_coroutine = if let Ok(flags) = flags {
-        flags.extract::<u32>().is_ok_and(|f| f & CO_COROUTINE != 0)
+    if let Ok(flags) = flags {
+        Ok(flags.extract::<u32>().is_ok_and(|f| f & CO_COROUTINE != 0))
     } else {
         static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
         ISCOROUTINEFUNCTION
             .import(py, "inspect", "iscoroutinefunction")?
             .call1((func,))?
-            .is_truthy()?
-    };
-    if is_coroutine {
+            .is_truthy()
+    }
+}
+
+/// Fails unless `func` is a callable that is not a coroutine function.
+#[pyfunction]
+pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
+    if !func.is_callable() {
+        return Err(errors::not_callable(api, func));
+    }
+    if is_coroutine_function(func)? {
         return Err(errors::coroutine_function(api, func));
     }
     Ok(())
+}
+
+/// The call a job makes: `func(*args, **kwargs)`, or, for a coroutine function where a
+/// `coroutine_runner` is given, `coroutine_runner(func, args, kwargs)`, which runs the coroutine on
+/// the worker's own event loop. Without a runner, coroutine functions are rejected.
+fn job_call(
+    api: &str,
+    func: &Bound<'_, PyAny>,
+    args: Py<PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+    coroutine_runner: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(Py<PyAny>, Call)> {
+    if !func.is_callable() {
+        return Err(errors::not_callable(api, func));
+    }
+    if is_coroutine_function(func)? {
+        let Some(runner) = coroutine_runner else {
+            return Err(errors::coroutine_function(api, func));
+        };
+        let py = func.py();
+        let wrapped = PyTuple::new(
+            py,
+            [
+                func.clone().unbind(),
+                args.into_any(),
+                kwargs.map_or_else(|| py.None(), Py::into_any),
+            ],
+        )?;
+        return Ok((
+            runner.clone().unbind(),
+            Call::One {
+                args: wrapped.unbind(),
+                kwargs: None,
+            },
+        ));
+    }
+    Ok((func.clone().unbind(), Call::One { args, kwargs }))
 }
 
 #[pyclass(frozen, module = "ferrio._ferrio")]
@@ -106,7 +147,7 @@ impl ThreadPoolCore {
     }
 
     /// Queues `func(*args, **kwargs)`; its outcome resolves the asyncio future `fut` through `waker`.
-    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter))]
+    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None))]
     #[allow(clippy::too_many_arguments)] // reason: one flat call from Python on the hot path
     fn submit_async(
         &self,
@@ -118,11 +159,12 @@ impl ThreadPoolCore {
         kwargs: Option<Py<PyDict>>,
         context: Option<Py<PyAny>>,
         limiter: Option<&Bound<'_, LimiterCore>>,
+        coroutine_runner: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        check_sync_callable(api, func)?;
+        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner)?;
         let job = PyJob {
-            func: func.clone().unbind(),
-            call: Call::One { args, kwargs },
+            func,
+            call,
             context,
             target: Target::Async {
                 fut,
@@ -134,7 +176,7 @@ impl ThreadPoolCore {
     }
 
     /// Queues `func(*args, **kwargs)`; its outcome resolves the `concurrent.futures.Future` `fut`.
-    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter))]
+    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter, coroutine_runner=None))]
     #[allow(clippy::too_many_arguments)] // reason: as submit_async
     fn submit_sync(
         &self,
@@ -145,11 +187,12 @@ impl ThreadPoolCore {
         kwargs: Option<Py<PyDict>>,
         context: Option<Py<PyAny>>,
         limiter: Option<&Bound<'_, LimiterCore>>,
+        coroutine_runner: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
-        check_sync_callable(api, func)?;
+        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner)?;
         let job = PyJob {
-            func: func.clone().unbind(),
-            call: Call::One { args, kwargs },
+            func,
+            call,
             context,
             target: Target::Sync { fut },
             limiter: limiter_arc(limiter),
