@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs them all: the Rust core's tests (nextest, or cargo test
 # where nextest is missing), the loom model of the completion protocol, then pytest on the
-# default python3 (whole suite) and on every other CPython 3.10-3.13 that pyenv has (thread-pool
-# suites). Exits non-zero on any failure, including "no tests collected" (pytest exit 5).
+# default python3 (whole suite) and on every other CPython 3.10-3.13 that pyenv has (the pool,
+# bridge and lifecycle suites). Exits non-zero on any failure, including "no tests collected".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +44,7 @@ if command -v pyenv >/dev/null 2>&1; then
             continue
         fi
         "$prefix/bin/python" -m venv ".venv-$minor"
-        run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py tests/test_limiter.py tests/test_lifecycle.py
+        run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py tests/test_limiter.py \
+            tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py
     done
 fi

@@ -35,3 +35,17 @@ def test_offload_blocking_io() -> None:
         "read True bytes",
         "loop stayed responsive True",
     ]
+
+
+def test_sync_async_bridges() -> None:
+    assert run("sync_async_bridges.py").splitlines() == [
+        "1 async -> sync: 5",
+        "2 sync -> sync -> async: 6",
+        "3 async -> sync -> async: (6, 6)",
+        "4 async -> coroutine on a worker: 6",
+        "5 sync -> coroutine on a worker: 6",
+        "decorator: True",
+        "nested call inside a running loop: done",
+        "sync wrapper: done",
+        "thread with its own loop: done",
+    ]

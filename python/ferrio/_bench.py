@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import json
 import os
@@ -235,6 +236,110 @@ def bench_sleep(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
     ]
 
 
+async def trivial(x: int = 0) -> int:
+    return x
+
+
+def _per_call_us(n: int, fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
+def bench_run_from_sync(rounds: int, n: int) -> list[Result]:
+    """``n`` runs of a trivial coroutine from plain sync code (no loop running in this thread)."""
+    contenders: dict[str, Callable[[], Any]] = {
+        "ferrio.run": lambda: ferrio.run(trivial()),
+        "asyncio.run": lambda: asyncio.run(trivial()),
+    }
+    runner = None
+    if sys.version_info >= (3, 11):
+        runner = asyncio.Runner()
+        contenders["reused asyncio.Runner"] = lambda: runner.run(trivial())
+    try:
+        from asgiref.sync import async_to_sync
+    except ImportError:
+        pass
+    else:
+        contenders["asgiref async_to_sync"] = lambda: async_to_sync(trivial)()
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            # asyncio.run and asgiref start a loop or a thread per call: fewer calls keep the run short.
+            k = n if name in ("ferrio.run", "reused asyncio.Runner") else max(1, n // 10)
+            samples[name].append(_per_call_us(k, fn))
+    if runner is not None:
+        runner.close()
+    return [
+        Result(f"{n:,} x run(trivial()) from sync code, per call", "asyncio", k, statistics.median(v), "us", False, v)
+        for k, v in samples.items()
+    ]
+
+
+def bench_from_thread(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """``n`` calls from a worker thread back into the loop, and through a blocking portal."""
+
+    def noop_sync() -> None:
+        return None
+
+    def ferrio_run() -> float:
+        return _per_call_us(n, lambda: ferrio.from_thread.run(trivial))
+
+    def ferrio_run_sync() -> float:
+        return _per_call_us(n, lambda: ferrio.from_thread.run_sync(noop_sync))
+
+    cases: dict[str, dict[str, Callable[[], Awaitable[float]]]] = {
+        "from_thread.run(trivial) from a worker": {"ferrio": lambda: ferrio.to_thread(ferrio_run)},
+        "from_thread.run_sync(noop) from a worker": {"ferrio": lambda: ferrio.to_thread(ferrio_run_sync)},
+    }
+    try:
+        import anyio.from_thread
+        import anyio.to_thread
+    except ImportError:
+        anyio = None
+    else:
+        cases["from_thread.run(trivial) from a worker"]["anyio"] = lambda: anyio.to_thread.run_sync(
+            lambda: _per_call_us(n, lambda: anyio.from_thread.run(trivial))
+        )
+        cases["from_thread.run_sync(noop) from a worker"]["anyio"] = lambda: anyio.to_thread.run_sync(
+            lambda: _per_call_us(n, lambda: anyio.from_thread.run_sync(noop_sync))
+        )
+    results = []
+    for workload, contenders in cases.items():
+        samples: dict[str, list[float]] = {k: [] for k in contenders}
+        for _ in range(rounds):
+            for name, make in contenders.items():
+                samples[name].append(loop.run_until_complete(make()))
+        results += [
+            Result(f"{n:,} x {workload}, per call", loop_name, k, statistics.median(v), "us", False, v)
+            for k, v in samples.items()
+        ]
+    return results
+
+
+def bench_portal(rounds: int, n: int) -> list[Result]:
+    """``n`` calls of a trivial coroutine through a blocking portal."""
+    samples: dict[str, list[float]] = {"ferrio portal.call": []}
+    try:
+        import anyio.from_thread
+    except ImportError:
+        anyio = None
+    else:
+        samples["anyio portal.call"] = []
+    with contextlib.ExitStack() as stack:
+        fp = stack.enter_context(ferrio.start_blocking_portal())
+        ap = stack.enter_context(anyio.from_thread.start_blocking_portal()) if anyio else None
+        for _ in range(rounds):
+            samples["ferrio portal.call"].append(_per_call_us(n, lambda: fp.call(trivial)))
+            if ap is not None:
+                samples["anyio portal.call"].append(_per_call_us(n, lambda: ap.call(trivial)))
+    return [
+        Result(f"{n:,} x portal.call(trivial), per call", "asyncio", k, statistics.median(v), "us", False, v)
+        for k, v in samples.items()
+    ]
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -307,11 +412,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.smoke:
-        rounds, n, seq, sleeps, calls = 1, 640, 50, 128, 2_000
+        rounds, n, seq, sleeps, calls, bridges = 1, 640, 50, 128, 2_000, 50
     elif args.quick:
-        rounds, n, seq, sleeps, calls = 3, 20_000, 2_000, 2_000, 200_000
+        rounds, n, seq, sleeps, calls, bridges = 3, 20_000, 2_000, 2_000, 200_000, 2_000
     else:
-        rounds, n, seq, sleeps, calls = 5, 20_000, 5_000, 2_000, 1_000_000
+        rounds, n, seq, sleeps, calls, bridges = 5, 20_000, 5_000, 2_000, 1_000_000, 5_000
     results: list[Result] = []
     for loop_name, factory in _loop_factories(args.loop).items():
         loop = factory()
@@ -320,9 +425,12 @@ def main(argv: list[str]) -> int:
             results += bench_bulk(loop, loop_name, rounds, n)
             results += bench_latency(loop, loop_name, rounds, seq)
             results += bench_sleep(loop, loop_name, rounds, sleeps)
+            results += bench_from_thread(loop, loop_name, rounds, bridges)
         finally:
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
+    results += bench_run_from_sync(rounds, bridges)
+    results += bench_portal(rounds, bridges)
     results += bench_memory(calls)
 
     meta = {

@@ -10,7 +10,6 @@ import contextlib
 import contextvars
 import functools
 import inspect
-import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -89,47 +88,21 @@ def _as_coroutine(awaitable: Awaitable[T]) -> Coroutine[Any, Any, T]:
     return awaitable if inspect.iscoroutine(awaitable) else _await(awaitable)
 
 
-class _Interrupt:
-    """Ctrl-C while a coroutine runs on this (main) thread: cancel it, then raise KeyboardInterrupt.
-
-    The same contract as :class:`asyncio.Runner`: the first Ctrl-C cancels the coroutine and
-    lets it clean up; a second one raises at once.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any]) -> None:
-        self.loop, self.task, self.count = loop, task, 0
-
-    def __call__(self, signum: int, frame: object) -> None:
-        self.count += 1
-        if self.count == 1 and not self.task.done():
-            self.task.cancel()
-            self.loop.call_soon_threadsafe(lambda: None)  # wake the loop so it sees the cancel
-            return
-        raise KeyboardInterrupt
-
-
-def _run_on_this_thread(api: str, awaitable: Awaitable[T]) -> T:
+def _run_on_this_thread(awaitable: Awaitable[T]) -> T:
     loop = thread_loop()
     task = loop.create_task(_as_coroutine(awaitable))
-    interrupt = None
-    if (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    ):
-        interrupt = _Interrupt(loop, task)
-        try:
-            signal.signal(signal.SIGINT, interrupt)
-        except ValueError:  # not the main interpreter
-            interrupt = None
     try:
         return loop.run_until_complete(task)
-    except asyncio.CancelledError:
-        if interrupt is not None and interrupt.count:
-            raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        # Ctrl-C: Python's default handler raised it, usually inside select() while the coroutine
+        # awaited something. Cancel the coroutine, let it clean up, then raise. No handler is
+        # installed per call (that costs more than the rest of a call), so if the signal lands
+        # while the coroutine's own code runs, the coroutine sees KeyboardInterrupt instead.
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):  # a second Ctrl-C cuts the clean-up short
+                loop.run_until_complete(task)
         raise
-    finally:
-        if interrupt is not None:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(awaitable: Awaitable[T]) -> T:
@@ -142,8 +115,8 @@ def run(awaitable: Awaitable[T]) -> T:
 
     From a thread with no running event loop, the coroutine runs on the thread's own loop, created
     on first use and kept for the next call (like a reused :class:`asyncio.Runner`: tasks it leaves
-    behind resume at the next call; the loop closes when the thread ends). In the main thread,
-    Ctrl-C cancels the coroutine and raises :exc:`KeyboardInterrupt`, as ``asyncio.run`` does.
+    behind resume at the next call; the loop closes when the thread ends). Ctrl-C cancels the
+    coroutine, lets it clean up, and raises :exc:`KeyboardInterrupt`, as ``asyncio.run`` does.
 
     From a thread whose loop is running (sync code called from async code, a notebook cell), it
     still works, without patching asyncio: the coroutine runs on a ferrio worker thread's own loop
@@ -160,7 +133,7 @@ def run(awaitable: Awaitable[T]) -> T:
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:
-        return _run_on_this_thread(api, awaitable)
+        return _run_on_this_thread(awaitable)
     return _run_elsewhere(running, awaitable)
 
 
@@ -271,7 +244,7 @@ class LoopCall:
     ``concurrent.futures.Future``, no extra task.
     """
 
-    __slots__ = ("_done", "_exc", "_result", "args", "fn", "is_async", "loop", "on_done", "task")
+    __slots__ = ("_done", "_exc", "_result", "args", "fn", "is_async", "loop", "on_done", "task", "track")
 
     def __init__(
         self,
@@ -280,8 +253,11 @@ class LoopCall:
         args: tuple[Any, ...],
         is_async: bool | None,
         on_done: Callable[[LoopCall], None] | None = None,
+        track: set[asyncio.Task[Any]] | None = None,
     ) -> None:
         self.loop, self.fn, self.args, self.is_async, self.on_done = loop, fn, args, is_async, on_done
+        #: Where to register the task that drives an async call while it runs (the portal's set).
+        self.track = track
         self.task: asyncio.Future[Any] | None = None
         self._result: Any = None
         self._exc: BaseException | None = None
@@ -293,8 +269,10 @@ class LoopCall:
         try:
             r = self.fn(*self.args)
             if self.is_async is not False and inspect.isawaitable(r):
-                self.task = asyncio.ensure_future(r, loop=self.loop)
-                self.task.add_done_callback(self._task_done)
+                self.task = task = self.loop.create_task(self._drive(r))
+                if self.track is not None:
+                    self.track.add(task)
+                    task.add_done_callback(self.track.discard)
                 return
             if self.is_async:
                 raise TypeError(
@@ -306,14 +284,14 @@ class LoopCall:
             self._exc = e
         self._finish()
 
-    def _task_done(self, task: asyncio.Future[Any]) -> None:
-        if task.cancelled():
-            self._exc = asyncio.CancelledError()
-        else:
-            self._exc = task.exception()
-            if self._exc is None:
-                self._result = task.result()
-        self._finish()
+    async def _drive(self, awaitable: Awaitable[Any]) -> None:
+        # Finishing inside the task's own step, not in a done callback, saves a loop iteration.
+        try:
+            self._result = await awaitable
+        except BaseException as e:  # CancelledError included: the waiting thread re-raises it
+            self._exc = e
+        finally:
+            self._finish()
 
     def _finish(self) -> None:
         try:
@@ -383,9 +361,15 @@ def _target_loop(api: str, token: EventLoopToken | None) -> asyncio.AbstractEven
 
 
 def call_in_loop(
-    api: str, loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], args: tuple[Any, ...], is_async: bool | None
+    api: str,
+    loop: asyncio.AbstractEventLoop,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    is_async: bool | None,
+    track: set[asyncio.Task[Any]] | None = None,
 ) -> Any:
-    call = LoopCall(loop, fn, args, is_async)
+    """Makes one call into ``loop`` from another thread and blocks until it ends (see LoopCall)."""
+    call = LoopCall(loop, fn, args, is_async, track=track)
     call.submit(api)
     try:
         return call.wait(api)

@@ -25,7 +25,7 @@ class BlockingPortal:
     def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
         self._loop = (loop_factory or asyncio.new_event_loop)()
         self._stopped = False
-        self._tasks: set[asyncio.Future[Any]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, args=(ready,), name="ferrio-portal", daemon=True)
         self._thread.start()
@@ -50,7 +50,7 @@ class BlockingPortal:
         self._check(api)
         if threading.current_thread() is self._thread:
             raise RuntimeError(f"{api} was called on the portal's own thread, where it would deadlock; await instead")
-        return call_in_loop(api, self._loop, self._tracked(fn), args, None)
+        return call_in_loop(api, self._loop, fn, args, None, self._tasks)
 
     def submit(self, fn: Callable[..., Awaitable[T] | T], /, *args: Any) -> concurrent.futures.Future[T]:
         """Start ``fn(*args)`` on the portal's loop; return a :class:`concurrent.futures.Future`.
@@ -75,7 +75,7 @@ class BlockingPortal:
             else:
                 fut.set_exception(exc)
 
-        call = LoopCall(self._loop, self._tracked(fn), args, None, on_done=resolve)
+        call = LoopCall(self._loop, fn, args, None, on_done=resolve, track=self._tasks)
 
         def on_cancel(f: concurrent.futures.Future[T]) -> None:
             if f.cancelled():
@@ -84,18 +84,6 @@ class BlockingPortal:
         fut.add_done_callback(on_cancel)
         call.submit(api)
         return fut
-
-    def _tracked(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        def run(*args: Any) -> Any:
-            r = fn(*args)
-            if asyncio.iscoroutine(r) or isinstance(r, asyncio.Future):
-                task = asyncio.ensure_future(r)
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return task
-            return r
-
-        return run
 
     def wrap_async_context_manager(self, cm: AbstractAsyncContextManager[T]) -> AbstractContextManager[T]:
         """A sync context manager that enters and exits ``cm`` on the portal's loop."""
