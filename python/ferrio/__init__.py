@@ -18,6 +18,20 @@ from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
 from ._portal import BlockingPortal, start_blocking_portal
 from ._stats import LimiterStatistics, Percentiles, PoolStatistics
+from ._sync import (
+    AtomicInt,
+    BoundedSemaphore,
+    Event,
+    LifoQueue,
+    Lock,
+    LockStatistics,
+    Queue,
+    QueueEmpty,
+    QueueFull,
+    QueueShutDown,
+    QueueStatistics,
+    Semaphore,
+)
 from ._threads import ThreadPool, asyncify, check_cancelled, default_pool, is_cancelled, to_thread
 
 __version__: str = _ferrio.__version__
@@ -33,13 +47,25 @@ if _installed != __version__:
     )
 
 __all__ = (
+    "AtomicInt",
     "BlockingPortal",
+    "BoundedSemaphore",
     "CapacityLimiter",
+    "Event",
     "EventLoopToken",
+    "LifoQueue",
     "LimiterStatistics",
+    "Lock",
+    "LockStatistics",
     "NoEventLoopError",
     "Percentiles",
     "PoolStatistics",
+    "Queue",
+    "QueueEmpty",
+    "QueueFull",
+    "QueueShutDown",
+    "QueueStatistics",
+    "Semaphore",
     "ThreadPool",
     "__version__",
     "asyncify",

@@ -13,6 +13,7 @@
 pub mod completion;
 pub mod limiter;
 pub mod pool;
+pub mod prims;
 pub mod stats;
 mod sync;
 

@@ -98,7 +98,9 @@ impl Target {
             Target::Sync { fut } => {
                 let fut = fut.bind(py);
                 let _ = match res {
-                    Resolution::Value(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
+                    Resolution::Value(v) | Resolution::Handoff(v, _) => {
+                        fut.call_method1(intern!(py, "set_result"), (v,))
+                    }
                     Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
                     Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
                 };

@@ -7,6 +7,7 @@ mod errors;
 mod job;
 mod limiter;
 mod pool;
+mod prims;
 mod waker;
 
 use pyo3::prelude::*;
@@ -19,6 +20,8 @@ mod _ferrio {
     use super::limiter::LimiterCore;
     #[pymodule_export]
     use super::pool::{check_sync_callable, join_orphans, ThreadPoolCore};
+    #[pymodule_export]
+    use super::prims::{AtomicInt, EventCore, QueueCore, SemaphoreCore};
     #[pymodule_export]
     use super::waker::LoopWaker;
 

@@ -12,11 +12,17 @@ use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
 
-/// How a finished job resolves its future.
+/// Called on the loop's thread when a hand-off reaches a future that was cancelled meanwhile:
+/// gives the permit or item back to its primitive.
+pub(crate) type GiveBack = Box<dyn FnOnce(Python<'_>) + Send>;
+
+/// How a finished job (or a primitive's hand-off) resolves its future.
 pub(crate) enum Resolution {
     Value(Py<PyAny>),
     Error(PyErr),
     Cancel,
+    /// A value that must not be lost: if the future is already done, `GiveBack` runs instead.
+    Handoff(Py<PyAny>, GiveBack),
 }
 
 pub(crate) type Completions = CompletionQueue<(Py<PyAny>, Resolution), WakeSignal>;
@@ -57,22 +63,7 @@ fn drain(py: Python<'_>, queue: &Completions) -> PyResult<()> {
     queue.drain_into(&mut batch);
     let mut first_error = None;
     for (fut, res) in batch {
-        let fut = fut.bind(py);
-        // Skip futures already done: their awaiting task was cancelled.
-        match fut.call_method0(intern!(py, "done")).and_then(|d| d.is_truthy()) {
-            Ok(false) => {}
-            Ok(true) => continue,
-            Err(e) => {
-                first_error.get_or_insert(e);
-                continue;
-            }
-        }
-        let r = match res {
-            Resolution::Value(v) => fut.call_method1(intern!(py, "set_result"), (v,)),
-            Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
-            Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
-        };
-        if let Err(e) = r {
+        if let Err(e) = resolve(py, fut.bind(py), res) {
             first_error.get_or_insert(e);
         }
     }
@@ -81,9 +72,30 @@ fn drain(py: Python<'_>, queue: &Completions) -> PyResult<()> {
     first_error.map_or(Ok(()), Err)
 }
 
+/// Resolves one future on its loop's thread; a future already done (its task was cancelled) is
+/// skipped, and a hand-off to it is given back.
+pub(crate) fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, res: Resolution) -> PyResult<()> {
+    if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+        if let Resolution::Handoff(_, give_back) = res {
+            give_back(py);
+        }
+        return Ok(());
+    }
+    {
+        let r = match res {
+            Resolution::Value(v) | Resolution::Handoff(v, _) => fut.call_method1(intern!(py, "set_result"), (v,)),
+            Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
+            Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
+        };
+        r.map(drop)
+    }
+}
+
 #[pyclass(frozen, module = "ferrio._ferrio")]
 pub struct LoopWaker {
     pub(crate) queue: Arc<Completions>,
+    /// The loop's thread (wakers are made on it): hand-offs from that thread resolve directly.
+    pub(crate) owner: std::thread::ThreadId,
 }
 
 /// The callable that a `threadsafe` waker schedules; holds its queue weakly to avoid a cycle.
@@ -109,6 +121,7 @@ impl LoopWaker {
         let fd = EventFd::new().map_err(|e| PyOSError::new_err(format!("ferrio could not create an eventfd: {e}")))?;
         Ok(Self {
             queue: Arc::new(CompletionQueue::new(WakeSignal::Fd(fd))),
+            owner: std::thread::current().id(),
         })
     }
 
@@ -122,7 +135,10 @@ impl LoopWaker {
                 drain,
             })
         });
-        Self { queue }
+        Self {
+            queue,
+            owner: std::thread::current().id(),
+        }
     }
 
     fn fileno(&self) -> Option<i32> {

@@ -1,0 +1,357 @@
+"""Queues, locks, semaphores and events usable from threads and event-loop tasks at once.
+
+Each object is one Rust primitive with two faces: the blocking methods of :mod:`threading` and
+:mod:`queue` (which release the GIL while they wait and respond to Ctrl-C and ``timeout=``), and
+awaitable ones that never block the event loop. Any number of threads and of event loops may use
+one object at once, and it may be created before any loop runs. Waiters of both kinds are served
+first come, first served; a cancelled ``await`` never loses an item or a permit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue as _queue
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from . import _ferrio
+from ._threads import _waker_for
+
+T = TypeVar("T")
+_get_running_loop = asyncio.get_running_loop
+
+
+def _bases(*names: tuple[object, str]) -> tuple[type, ...]:
+    found = tuple(getattr(mod, name) for mod, name in names if hasattr(mod, name))
+    return found or (Exception,)
+
+
+class QueueEmpty(asyncio.QueueEmpty, _queue.Empty):
+    """Raised by ``get_nowait()`` (or a timed-out ``get``) on an empty queue; both
+    :exc:`asyncio.QueueEmpty` and :exc:`queue.Empty`."""
+
+
+class QueueFull(asyncio.QueueFull, _queue.Full):
+    """Raised by ``put_nowait()`` (or a timed-out ``put``) on a full queue; both
+    :exc:`asyncio.QueueFull` and :exc:`queue.Full`."""
+
+
+class QueueShutDown(*_bases((asyncio, "QueueShutDown"), (_queue, "ShutDown"))):  # type: ignore[misc]
+    """Raised by ``put`` after ``shutdown()``, and by ``get`` once a shut-down queue is empty;
+    on Python 3.13+ both :exc:`asyncio.QueueShutDown` and :exc:`queue.ShutDown`."""
+
+
+_SHUTDOWN = object()  # what a waiting getter's future receives when the queue shuts down
+_ERRORS = (QueueEmpty, QueueFull, QueueShutDown)
+
+
+def _nonneg_int(api: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{api} expected {name} to be an int, got {value!r}")
+    if value < 0:
+        raise ValueError(f"{api} expected {name} >= 0, got {value}")
+    return value
+
+
+class _SyncFace(Generic[T]):
+    """``queue.Queue``'s API over a :class:`ferrio.Queue`, usable from any thread."""
+
+    __slots__ = ("_core", "get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done")
+
+    def __init__(self, core: _ferrio.QueueCore) -> None:
+        self._core = core
+        # Bound Rust methods: a call from a thread goes straight to Rust.
+        self.put, self.get, self.put_nowait, self.get_nowait = core.put, core.get, core.put_nowait, core.get_nowait
+        self.task_done, self.qsize = core.task_done, core.qsize
+        self.join = core.join
+
+    @property
+    def maxsize(self) -> int:
+        return self._core.maxsize
+
+    def empty(self) -> bool:
+        return self._core.qsize() == 0
+
+    def full(self) -> bool:
+        return self._core.full()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        self._core.shutdown(immediate)
+
+
+class _AsyncFace(Generic[T]):
+    """``asyncio.Queue``'s API over a :class:`ferrio.Queue`, usable from any event loop."""
+
+    __slots__ = ("_core", "get_nowait", "put_nowait", "qsize", "task_done")
+
+    def __init__(self, core: _ferrio.QueueCore) -> None:
+        self._core = core
+        self.put_nowait, self.get_nowait = core.put_nowait, core.get_nowait
+        self.task_done, self.qsize = core.task_done, core.qsize
+
+    @property
+    def maxsize(self) -> int:
+        return self._core.maxsize
+
+    def empty(self) -> bool:
+        return self._core.qsize() == 0
+
+    def full(self) -> bool:
+        return self._core.full()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        self._core.shutdown(immediate)
+
+    async def put(self, item: T) -> None:
+        """Put ``item``, waiting (without blocking the loop) while the queue is full.
+
+        Raises:
+            QueueShutDown: the queue was shut down.
+        """
+        core = self._core
+        if core.try_put(item):
+            return
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        held = core.put_async(_waker_for(loop), fut, item)
+        if held is None:
+            return
+        try:
+            granted = await fut
+        except asyncio.CancelledError:
+            core.cancel_wait(fut, "put")
+            raise
+        if not granted:
+            raise QueueShutDown("the queue was shut down")
+        core.commit_put(held)
+
+    async def get(self) -> T:
+        """Remove and return an item, waiting (without blocking the loop) while empty.
+
+        Raises:
+            QueueShutDown: the queue was shut down and is empty.
+        """
+        core = self._core
+        ready, item = core.try_get()
+        if ready:
+            return item
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        ready, item = core.get_async(_waker_for(loop), fut)
+        if ready:
+            return item
+        try:
+            item = await fut
+        except asyncio.CancelledError:
+            core.cancel_wait(fut, "get")
+            raise
+        if item is _SHUTDOWN:
+            raise QueueShutDown("the queue was shut down")
+        return item
+
+    async def join(self) -> None:
+        """Wait until every item put has been marked done with ``task_done()``."""
+        core = self._core
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        if core.join_async(_waker_for(loop), fut):
+            return
+        try:
+            await fut
+        except asyncio.CancelledError:
+            core.cancel_wait(fut, "join")
+            raise
+
+
+class Queue(Generic[T]):
+    """A FIFO queue for threads and tasks at once, with janus's two faces.
+
+    ::
+
+        q = ferrio.Queue(maxsize=64)
+        q.sync_q.put(item, timeout=1.0)         # queue.Queue's API, from any thread
+        item = await q.async_q.get()            # asyncio.Queue's API, from any event loop
+
+    Moving from janus is an import change. Unlike janus, it may be created before any event loop
+    runs, and used from any number of threads and loops at once. ``shutdown()`` follows Python
+    3.13's semantics on every version; ``close()`` / ``await aclose()`` are janus's names for an
+    immediate shutdown.
+
+    Raises:
+        TypeError: ``maxsize`` is not an int.
+        ValueError: ``maxsize`` is negative.
+    """
+
+    _lifo = False
+
+    def __init__(self, maxsize: int = 0) -> None:
+        api = f"{type(self).__name__}()"
+        self._core = _ferrio.QueueCore(_nonneg_int(api, "maxsize", maxsize), self._lifo, _SHUTDOWN, _ERRORS)
+        self.sync_q: _SyncFace[T] = _SyncFace(self._core)
+        self.async_q: _AsyncFace[T] = _AsyncFace(self._core)
+
+    @property
+    def maxsize(self) -> int:
+        return self._core.maxsize
+
+    def qsize(self) -> int:
+        return self._core.qsize()
+
+    def empty(self) -> bool:
+        return self._core.qsize() == 0
+
+    def full(self) -> bool:
+        return self._core.full()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Puts fail from now on; gets fail once the queue is empty (at once with
+        ``immediate``, which also drops the items). Waiters wake with :exc:`QueueShutDown`."""
+        self._core.shutdown(immediate)
+
+    @property
+    def closed(self) -> bool:
+        return self._core.is_shutdown()
+
+    def close(self) -> None:
+        """janus's ``close()``: an immediate shutdown."""
+        self._core.shutdown(True)
+
+    async def wait_closed(self) -> None:
+        """janus's ``wait_closed()``: nothing is left to wait for once ``close()`` returned."""
+
+    async def aclose(self) -> None:
+        """janus's ``aclose()``: ``close()``, awaitable."""
+        self.close()
+
+    def statistics(self) -> QueueStatistics:
+        items, unfinished, getters, putters = self._core.stats()
+        return QueueStatistics(items, unfinished, getters, putters)
+
+
+class LifoQueue(Queue[T]):
+    """A :class:`Queue` that returns the most recently added item first."""
+
+    _lifo = True
+
+
+@dataclass(frozen=True)
+class QueueStatistics:
+    """A snapshot of a :class:`ferrio.Queue`."""
+
+    qsize: int
+    unfinished_tasks: int
+    getters_waiting: int
+    putters_waiting: int
+
+
+@dataclass(frozen=True)
+class LockStatistics:
+    """A snapshot of a lock or semaphore: whether it is held (no permit free) and how many wait."""
+
+    locked: bool
+    waiting: int
+
+
+class _AsyncAcquire:
+    async def acquire_async(self) -> bool:
+        """Acquire without blocking the event loop; waiters of both worlds are served in order.
+
+        Cancelling the awaiting task never leaks the permit.
+        """
+        if self.acquire_nowait():  # type: ignore[attr-defined]
+            return True
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        if self.acquire_async_(_waker_for(loop), fut):  # type: ignore[attr-defined]
+            return True
+        try:
+            await fut
+        except asyncio.CancelledError:
+            self.cancel_acquire(fut)  # type: ignore[attr-defined]
+            raise
+        return True
+
+    async def __aenter__(self) -> None:
+        if not self.acquire_nowait():  # type: ignore[attr-defined]
+            await self.acquire_async()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.release()  # type: ignore[attr-defined]
+
+    def statistics(self) -> LockStatistics:
+        free, waiting = self.stats()  # type: ignore[attr-defined]
+        return LockStatistics(locked=free == 0, waiting=waiting)
+
+
+class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
+    """A mutual-exclusion lock for threads and tasks at once.
+
+    ::
+
+        with lock: ...           # in a thread: blocks that thread (GIL released), Ctrl-C works
+        async with lock: ...     # in a task: never blocks the loop
+
+    A thread and a task can never hold it at once; waiters are served first come, first served
+    across both worlds. ``acquire(blocking=True, timeout=-1)``, ``release()`` and ``locked()`` are
+    :class:`threading.Lock`'s; ``await acquire_async()`` is the async acquire; ``acquire_nowait()``
+    and ``statistics()`` are anyio's. Any thread or task may release it.
+
+    Raises:
+        RuntimeError: ``release()`` of an unlocked lock.
+    """
+
+    def __new__(cls) -> Lock:
+        return super().__new__(cls, 1, 1, True)
+
+    def locked(self) -> bool:
+        return self.stats()[0] == 0
+
+
+class Semaphore(_AsyncAcquire, _ferrio.SemaphoreCore):
+    """A counting semaphore for threads and tasks at once (``threading.Semaphore``'s and
+    ``asyncio.Semaphore``'s API, with ``await acquire_async()`` for the async acquire).
+
+    Raises:
+        ValueError: ``value`` is negative.
+        TypeError: ``value`` is not an int.
+    """
+
+    _bounded = False
+
+    def __new__(cls, value: int = 1) -> Semaphore:
+        value = _nonneg_int(f"{cls.__name__}()", "value", value)
+        return super().__new__(cls, value, value if cls._bounded else None)
+
+    def locked(self) -> bool:
+        """Whether no permit is free."""
+        return self.stats()[0] == 0
+
+
+class BoundedSemaphore(Semaphore):
+    """A :class:`Semaphore` whose ``release()`` raises ``ValueError`` past its initial value."""
+
+    _bounded = True
+
+
+class Event(_ferrio.EventCore):
+    """A flag that threads and tasks can wait for.
+
+    ``set()``, ``clear()``, ``is_set()`` and the blocking ``wait(timeout=None)`` are
+    :class:`threading.Event`'s; ``await wait_async()`` waits without blocking the loop.
+    """
+
+    async def wait_async(self) -> bool:
+        """Wait until the flag is set; returns ``True``."""
+        loop = _get_running_loop()
+        fut = loop.create_future()
+        if self.wait_async_(_waker_for(loop), fut):
+            return True
+        try:
+            await fut
+        except asyncio.CancelledError:
+            self.cancel_wait(fut)
+            raise
+        return True
+
+
+AtomicInt = _ferrio.AtomicInt

@@ -1,0 +1,303 @@
+"""ferrio.Queue: two faces, FIFO/LIFO, shutdown, a model test, cross-world stress, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import queue
+import sys
+import textwrap
+import threading
+
+import ferrio
+import pytest
+from conftest import run_python
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def test_exceptions_subclass_both_standard_families() -> None:
+    assert issubclass(ferrio.QueueEmpty, asyncio.QueueEmpty)
+    assert issubclass(ferrio.QueueEmpty, queue.Empty)
+    assert issubclass(ferrio.QueueFull, asyncio.QueueFull)
+    assert issubclass(ferrio.QueueFull, queue.Full)
+    if sys.version_info >= (3, 13):
+        assert issubclass(ferrio.QueueShutDown, asyncio.QueueShutDown)
+        assert issubclass(ferrio.QueueShutDown, queue.ShutDown)
+
+
+def test_nowait_errors_and_sizes() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue(maxsize=2)
+    with pytest.raises(queue.Empty, match="the queue is empty"):
+        q.sync_q.get_nowait()
+    q.sync_q.put_nowait(1)
+    q.async_q.put_nowait(2)
+    assert (q.qsize(), q.full(), q.empty(), q.maxsize) == (2, True, False, 2)
+    with pytest.raises(asyncio.QueueFull, match="the queue is full"):
+        q.async_q.put_nowait(3)
+    with pytest.raises(queue.Full):
+        q.sync_q.put(3, timeout=0.01)
+    assert [q.async_q.get_nowait(), q.sync_q.get_nowait()] == [1, 2]
+    with pytest.raises(queue.Empty):
+        q.sync_q.get(timeout=0.01)
+
+
+def test_lifo_order() -> None:
+    q: ferrio.LifoQueue[int] = ferrio.LifoQueue()
+    for i in range(3):
+        q.sync_q.put(i)
+    assert [q.sync_q.get() for _ in range(3)] == [2, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("maxsize", "exc", "match"),
+    [(-1, ValueError, r"Queue\(\) expected maxsize >= 0, got -1"), ("8", TypeError, r"expected maxsize to be an int")],
+)
+def test_bad_maxsize(maxsize: object, exc: type[Exception], match: str) -> None:
+    with pytest.raises(exc, match=match):
+        ferrio.Queue(maxsize)  # type: ignore[arg-type]
+
+
+def test_bad_timeout_and_too_many_task_done() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    with pytest.raises(ValueError, match="timeout must be a non-negative number of seconds or None, got -1"):
+        q.sync_q.get(timeout=-1)
+    with pytest.raises(ValueError, match=r"task_done\(\) called more times than items were put"):
+        q.sync_q.task_done()
+
+
+def test_shutdown_semantics() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    q.sync_q.put(1)
+    q.shutdown()
+    with pytest.raises(ferrio.QueueShutDown, match="the queue was shut down"):
+        q.sync_q.put(2)
+    assert q.sync_q.get() == 1  # items already in can still be taken
+    with pytest.raises(ferrio.QueueShutDown):
+        q.sync_q.get()
+    q2: ferrio.Queue[int] = ferrio.Queue()
+    q2.sync_q.put(1)
+    q2.shutdown(immediate=True)
+    assert q2.qsize() == 0
+    assert q2.sync_q.join(timeout=1) is True  # dropped items count as done
+
+
+async def test_async_faces_and_join() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue(maxsize=1)
+    await q.async_q.put(1)
+    putter = asyncio.ensure_future(q.async_q.put(2))  # waits: full
+    await asyncio.sleep(0)
+    assert not putter.done()
+    assert await q.async_q.get() == 1
+    await asyncio.wait_for(putter, 5)
+    assert await q.async_q.get() == 2
+    joiner = asyncio.ensure_future(q.async_q.join())
+    await asyncio.sleep(0)
+    assert not joiner.done()
+    q.async_q.task_done()
+    q.sync_q.task_done()
+    await asyncio.wait_for(joiner, 5)
+
+
+async def test_shutdown_wakes_waiting_getters_and_putters() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue(maxsize=1)
+    getter = asyncio.ensure_future(q.async_q.get())
+    await asyncio.sleep(0)
+    q.shutdown()
+    with pytest.raises(ferrio.QueueShutDown):
+        await asyncio.wait_for(getter, 5)
+    q2: ferrio.Queue[int] = ferrio.Queue(maxsize=1)
+    q2.sync_q.put(0)
+    putter = asyncio.ensure_future(q2.async_q.put(1))
+    await asyncio.sleep(0)
+    q2.shutdown()
+    with pytest.raises(ferrio.QueueShutDown):
+        await asyncio.wait_for(putter, 5)
+
+
+def test_shutdown_wakes_a_blocked_thread() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    errors: list[BaseException] = []
+    waiting = threading.Event()
+
+    def getter() -> None:
+        waiting.set()
+        try:
+            q.sync_q.get(timeout=10)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=getter)
+    t.start()
+    assert waiting.wait(10)
+    # The getter may not be blocked yet; shutdown wakes it either way (or it sees the flag).
+    q.shutdown()
+    t.join(10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], ferrio.QueueShutDown)
+
+
+# -- a model test: random operations against a reference of queue.Queue's semantics -------------
+
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), st.sampled_from(["sync", "async"]), st.integers()),
+        st.tuples(st.just("get"), st.sampled_from(["sync", "async"]), st.just(0)),
+        st.tuples(st.just("task_done"), st.sampled_from(["sync", "async"]), st.just(0)),
+        st.tuples(st.just("shutdown"), st.booleans(), st.just(0)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(maxsize=st.integers(0, 4), lifo=st.booleans(), program=ops)
+def test_model(maxsize: int, lifo: bool, program: list[tuple[str, object, int]]) -> None:
+    q = (ferrio.LifoQueue if lifo else ferrio.Queue)(maxsize)
+    items: collections.deque[int] = collections.deque()
+    unfinished = 0
+    shut = False
+    for op, arg, x in program:
+        face = q.sync_q if arg == "sync" else q.async_q
+        if op == "put":
+            if shut:
+                with pytest.raises(ferrio.QueueShutDown):
+                    face.put_nowait(x)
+            elif maxsize and len(items) >= maxsize:
+                with pytest.raises(ferrio.QueueFull):
+                    face.put_nowait(x)
+            else:
+                face.put_nowait(x)
+                items.append(x)
+                unfinished += 1
+        elif op == "get":
+            if items:
+                assert face.get_nowait() == (items.pop() if lifo else items.popleft())
+            else:
+                with pytest.raises(ferrio.QueueShutDown if shut else ferrio.QueueEmpty):
+                    face.get_nowait()
+        elif op == "task_done":
+            if unfinished:
+                face.task_done()
+                unfinished -= 1
+            else:
+                with pytest.raises(ValueError, match="task_done"):
+                    face.task_done()
+        else:
+            q.shutdown(immediate=bool(arg))
+            shut = True
+            if arg:  # 3.13: each dropped item is marked done, never below zero
+                unfinished = max(0, unfinished - len(items))
+                items.clear()
+        assert q.qsize() == len(items)
+        assert q.full() == bool(maxsize and len(items) >= maxsize)
+        assert q.statistics().unfinished_tasks == unfinished
+
+
+# -- stress: producers of both worlds, consumers of both worlds, two loops -----------------------
+
+
+def test_stress_every_item_once_in_order_per_producer() -> None:
+    # Two thread producers and a task producer on each of two loops, feeding two thread
+    # consumers and a task consumer on each loop, through a bounded queue. Every wait is bounded:
+    # a hang here is a lost wake-up, and fails the test instead of the run.
+    n, producers, consumers = 2_000, 4, 4
+    q: ferrio.Queue[tuple[int, int] | None] = ferrio.Queue(maxsize=16)
+    got: list[list[tuple[int, int]]] = [[] for _ in range(consumers)]
+    produced = threading.Barrier(producers + 1, timeout=60)
+
+    def thread_producer(p: int) -> None:
+        for i in range(n):
+            q.sync_q.put((p, i), timeout=30)
+        produced.wait()
+
+    def thread_consumer(k: int) -> None:
+        while (item := q.sync_q.get(timeout=30)) is not None:
+            got[k].append(item)
+
+    def loop_thread(k: int, p: int) -> None:
+        async def producer() -> None:
+            for i in range(n):
+                await q.async_q.put((p, i))
+            await asyncio.to_thread(produced.wait)
+
+        async def consumer() -> None:
+            while (item := await q.async_q.get()) is not None:
+                got[k].append(item)
+
+        async def main() -> None:
+            await asyncio.wait_for(asyncio.gather(producer(), consumer()), 60)
+
+        asyncio.run(main())
+
+    threads = [threading.Thread(target=thread_producer, args=(p,)) for p in (0, 1)]
+    threads += [threading.Thread(target=thread_consumer, args=(k,)) for k in (0, 1)]
+    threads += [threading.Thread(target=loop_thread, args=(k, p)) for k, p in ((2, 2), (3, 3))]
+    for t in threads:
+        t.start()
+    produced.wait()
+    for _ in range(consumers):
+        q.sync_q.put(None, timeout=30)
+    for t in threads:
+        t.join(60)
+    assert not [t for t in threads if t.is_alive()]
+    assert sum(map(len, got)) == n * producers
+    for p in range(producers):
+        assert sorted(i for part in got for (pp, i) in part if pp == p) == list(range(n))
+        for part in got:  # FIFO per producer, as each consumer saw them
+            seq = [i for (pp, i) in part if pp == p]
+            assert seq == sorted(seq)
+
+
+async def test_cancellation_storm_on_get_loses_no_item() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    n = 500
+    received: list[int] = []
+
+    async def getter() -> None:
+        received.append(await q.async_q.get())
+
+    for round_ in range(n):
+        tasks = [asyncio.ensure_future(getter()) for _ in range(3)]
+        await asyncio.sleep(0)
+        q.sync_q.put(round_)  # handed to the first getter ...
+        tasks[0].cancel()  # ... which is cancelled before it resumes: the item must come back
+        tasks[1].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for t in tasks[2:]:
+            t.cancel()
+    # Whatever no getter kept is still in the queue: nothing lost, nothing duplicated.
+    leftover = []
+    while not q.empty():
+        leftover.append(q.sync_q.get_nowait())
+    assert sorted(received + leftover) == list(range(n))
+
+
+def test_ctrl_c_interrupts_a_blocked_get_in_the_main_thread() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, ferrio
+        q = ferrio.Queue()
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            q.sync_q.get(timeout=30)
+        except KeyboardInterrupt:
+            sys.stdout.write("interrupted\\n")
+        q.sync_q.put(1)
+        sys.stdout.write(f"still usable {q.sync_q.get(timeout=5)}\\n")
+        """
+    )
+    proc = run_python(code, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted\nstill usable 1\n"
+
+
+def test_janus_style_close() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    q.sync_q.put(1)
+    q.close()
+    assert q.closed
+    with pytest.raises(ferrio.QueueShutDown):
+        q.sync_q.get_nowait()
+    ferrio.run(q.aclose())
+    ferrio.run(q.wait_closed())

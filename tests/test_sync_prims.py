@@ -1,0 +1,174 @@
+"""ferrio.Lock, Semaphore, BoundedSemaphore, Event, AtomicInt across threads and tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import ferrio
+import pytest
+
+
+async def test_mutual_exclusion_across_threads_and_tasks() -> None:
+    lock = ferrio.Lock()
+    inside = ferrio.AtomicInt(0)
+    count = 0
+    overlaps = 0
+    per = 500
+
+    def enter() -> None:
+        nonlocal count, overlaps
+        if inside.add(1) != 1:
+            overlaps += 1
+        value = count
+        time.sleep(0)  # invite a switch inside the critical section
+        count = value + 1
+        inside.add(-1)
+
+    def thread_worker() -> None:
+        for _ in range(per):
+            with lock:
+                enter()
+
+    async def task_worker() -> None:
+        for _ in range(per):
+            async with lock:
+                enter()
+                await asyncio.sleep(0)
+
+    threads = [threading.Thread(target=thread_worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    await asyncio.gather(*(task_worker() for _ in range(4)))
+    for t in threads:
+        await asyncio.to_thread(t.join, 30)
+    assert overlaps == 0
+    assert count == 8 * per
+    assert not lock.locked()
+
+
+async def test_waiters_are_served_first_come_first_served_across_worlds() -> None:
+    lock = ferrio.Lock()
+    order: list[str] = []
+    lock.acquire()
+
+    def thread_waiter(name: str, queued: threading.Event) -> None:
+        queued.set()
+        with lock:
+            order.append(name)
+
+    async def task_waiter(name: str) -> None:
+        async with lock:
+            order.append(name)
+
+    # Queue A (thread), B (task), C (thread), in that order, each confirmed before the next.
+    a_q, c_q = threading.Event(), threading.Event()
+    a = threading.Thread(target=thread_waiter, args=("A", a_q))
+    a.start()
+    assert await asyncio.to_thread(a_q.wait, 10)
+    while lock.statistics().waiting < 1:  # bounded by the test timeout: A is about to queue
+        await asyncio.sleep(0.001)
+    b = asyncio.ensure_future(task_waiter("B"))
+    while lock.statistics().waiting < 2:
+        await asyncio.sleep(0.001)
+    c = threading.Thread(target=thread_waiter, args=("C", c_q))
+    c.start()
+    while lock.statistics().waiting < 3:
+        await asyncio.sleep(0.001)
+    lock.release()
+    await asyncio.wait_for(b, 10)
+    for t in (a, c):
+        await asyncio.to_thread(t.join, 10)
+    assert order == ["A", "B", "C"]
+
+
+async def test_cancellation_storm_on_acquire_leaks_no_permit() -> None:
+    sem = ferrio.Semaphore(2)
+    for _ in range(200):
+        held = [await sem.acquire_async(), await sem.acquire_async()]
+        assert held == [True, True]
+        waiters = [asyncio.ensure_future(sem.acquire_async()) for _ in range(5)]
+        await asyncio.sleep(0)
+        sem.release()  # handed to waiters[0] ...
+        waiters[0].cancel()  # ... cancelled before it resumes: the permit must pass on
+        waiters[3].cancel()
+        sem.release()
+        results = await asyncio.gather(*waiters[:3], return_exceptions=True)
+        winners = [r for r in results if r is True]
+        for w in waiters[3:]:
+            w.cancel()
+        await asyncio.gather(*waiters[3:], return_exceptions=True)
+        for _ in winners:
+            sem.release()
+        # Waiter 4 may have won a permit before it was cancelled; either way nothing leaked.
+        free, waiting = sem.stats()
+        assert waiting == 0
+        assert free == 2
+    assert sem.statistics() == ferrio.LockStatistics(locked=False, waiting=0)
+
+
+def test_thread_acquire_timeout_and_nonblocking() -> None:
+    lock = ferrio.Lock()
+    assert lock.acquire()
+    assert lock.acquire(timeout=0.01) is False
+    assert lock.acquire(blocking=False) is False
+    assert lock.acquire_nowait() is False
+    with pytest.raises(ValueError, match="can't specify a timeout for a non-blocking call"):
+        lock.acquire(blocking=False, timeout=1)
+    lock.release()
+    assert lock.acquire_nowait() is True
+    lock.release()
+
+
+def test_release_errors() -> None:
+    with pytest.raises(RuntimeError, match="release unlocked lock"):
+        ferrio.Lock().release()
+    sem = ferrio.BoundedSemaphore(1)
+    with pytest.raises(ValueError, match="Semaphore released too many times"):
+        sem.release()
+    ferrio.Semaphore(0).release()  # unbounded: fine
+    with pytest.raises(ValueError, match=r"Semaphore\(\) expected value >= 0, got -1"):
+        ferrio.Semaphore(-1)
+
+
+async def test_event_across_worlds() -> None:
+    ev = ferrio.Event()
+    woke = threading.Event()
+
+    def thread_waits() -> None:
+        assert ev.wait(10)
+        woke.set()
+
+    t = threading.Thread(target=thread_waits)
+    t.start()
+    waiter = asyncio.ensure_future(ev.wait_async())
+    await asyncio.sleep(0)
+    assert not waiter.done()
+    await asyncio.to_thread(ev.set)  # set from another thread wakes both
+    assert await asyncio.wait_for(waiter, 10) is True
+    assert await asyncio.to_thread(woke.wait, 10)
+    await asyncio.to_thread(t.join, 10)
+    ev.clear()
+    assert ev.is_set() is False
+    assert ev.wait(timeout=0.01) is False
+
+
+def test_atomic_int_under_contention() -> None:
+    hits = ferrio.AtomicInt(0)
+
+    def bump() -> None:
+        for _ in range(10_000):
+            hits.add(1)
+
+    threads = [threading.Thread(target=bump) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert hits.get() == 40_000
+    assert hits.compare_exchange(40_000, 7) == (True, 40_000)
+    assert hits.compare_exchange(40_000, 9) == (False, 7)
+    assert hits.swap(3) == 7
+    assert int(hits) == 3
+    assert repr(hits) == "ferrio.AtomicInt(3)"
