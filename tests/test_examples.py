@@ -49,3 +49,11 @@ def test_sync_async_bridges() -> None:
         "sync wrapper: done",
         "thread with its own loop: done",
     ]
+
+
+def test_sync_producer_async_consumer() -> None:
+    assert run("sync_producer_async_consumer.py").splitlines() == [
+        f"consumed {list(range(10))}",
+        "processed 10",
+        "log entries 20",
+    ]

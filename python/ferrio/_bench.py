@@ -21,6 +21,7 @@ import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -340,6 +341,230 @@ def bench_portal(rounds: int, n: int) -> list[Result]:
     ]
 
 
+def _queue_contenders() -> dict[str, tuple[Callable[[int], Any], ...]]:
+    """name -> (make(maxsize), sync put, async get, async put, sync get) for each installed queue."""
+    c: dict[str, tuple[Callable[[int], Any], ...]] = {
+        "ferrio.Queue": (
+            ferrio.Queue,
+            lambda q: q.sync_q.put,
+            lambda q: q.async_q.get,
+            lambda q: q.async_q.put,
+            lambda q: q.sync_q.get,
+        )
+    }
+    for name in ("culsans", "janus"):
+        try:
+            mod = __import__(name)
+        except ImportError:
+            continue
+        c[name] = (
+            mod.Queue,
+            lambda q: q.sync_q.put,
+            lambda q: q.async_q.get,
+            lambda q: q.async_q.put,
+            lambda q: q.sync_q.get,
+        )
+    try:
+        import aiologic
+    except ImportError:
+        pass
+    else:
+        c["aiologic"] = (
+            lambda m: aiologic.Queue(m or None),
+            lambda q: q.green_put,
+            lambda q: q.async_get,
+            lambda q: q.async_put,
+            lambda q: q.green_get,
+        )
+    return c
+
+
+async def _thread_to_task(make: Callable[[int], Any], maxsize: int, n: int, sput: Any, aget: Any) -> float:
+    q = make(maxsize)
+    put = sput(q)
+
+    def produce() -> None:
+        for i in range(n):
+            put(i)
+
+    t = threading.Thread(target=produce)
+    t0 = time.perf_counter()
+    t.start()
+    get = aget(q)
+    for _ in range(n):
+        await get()
+    elapsed = time.perf_counter() - t0
+    await asyncio.to_thread(t.join)
+    return n / elapsed
+
+
+async def _task_to_thread(make: Callable[[int], Any], maxsize: int, n: int, aput: Any, sget: Any) -> float:
+    q = make(maxsize)
+    get = sget(q)
+
+    def consume() -> None:
+        for _ in range(n):
+            get()
+
+    t = threading.Thread(target=consume)
+    t0 = time.perf_counter()
+    t.start()
+    put = aput(q)
+    for i in range(n):
+        await put(i)
+    await asyncio.to_thread(t.join)
+    return n / (time.perf_counter() - t0)
+
+
+def bench_queues(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """One thread puts ``n`` ints and one task gets them, and the reverse; bounded and not."""
+    contenders = _queue_contenders()
+    results = []
+    for maxsize in (64, 0):
+        for direction in ("thread puts, task gets", "task puts, thread gets"):
+            samples: dict[str, list[float]] = {k: [] for k in contenders}
+            for _ in range(rounds):
+                for name, (make, sput, aget, aput, sget) in contenders.items():
+                    k = n if name == "ferrio.Queue" else max(1, n // 4)  # the peers are slower: fewer items
+                    if direction.startswith("thread"):
+                        rate = loop.run_until_complete(_thread_to_task(make, maxsize, k, sput, aget))
+                    else:
+                        rate = loop.run_until_complete(_task_to_thread(make, maxsize, k, aput, sget))
+                    samples[name].append(rate)
+            bound = f"maxsize {maxsize}" if maxsize else "unbounded"
+            results += [
+                Result(f"queue, {direction}, {bound}", loop_name, k, statistics.median(v), "items/s", True, v)
+                for k, v in samples.items()
+            ]
+    # The documents' pattern: a sync producer, and the consumer parking a pool thread per item.
+    m = max(1, n // 40)
+    samples = {"ferrio.Queue": [], "run_in_executor(None, queue.Queue.get)": []}
+
+    async def executor_pattern() -> float:
+        import queue as _queue
+
+        q: _queue.Queue[int] = _queue.Queue()
+
+        def produce() -> None:
+            for i in range(m):
+                q.put(i)
+
+        t = threading.Thread(target=produce)
+        t0 = time.perf_counter()
+        t.start()
+        running = asyncio.get_running_loop()
+        for _ in range(m):
+            await running.run_in_executor(None, q.get)
+        rate = m / (time.perf_counter() - t0)
+        await asyncio.to_thread(t.join)
+        return rate
+
+    for _ in range(rounds):
+        samples["ferrio.Queue"].append(
+            loop.run_until_complete(_thread_to_task(ferrio.Queue, 0, m * 10, *contenders["ferrio.Queue"][1:3]))
+        )
+        samples["run_in_executor(None, queue.Queue.get)"].append(loop.run_until_complete(executor_pattern()))
+    results += [
+        Result(
+            "sync producer, async consumer (the documents' pattern)",
+            loop_name,
+            k,
+            statistics.median(v),
+            "items/s",
+            True,
+            v,
+        )
+        for k, v in samples.items()
+    ]
+    return results
+
+
+def bench_locks(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
+    """Uncontended lock costs against the stdlib, and a contended mix of threads and tasks."""
+    flock = ferrio.Lock()
+
+    async def async_with(lock: Any) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            async with lock:
+                pass
+        return (time.perf_counter() - t0) / n * 1e9
+
+    def sync_with(lock: Any) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            with lock:
+                pass
+        return (time.perf_counter() - t0) / n * 1e9
+
+    samples: dict[str, list[float]] = {"ferrio.Lock": [], "asyncio.Lock": []}
+    ssamples: dict[str, list[float]] = {"ferrio.Lock": [], "threading.Lock": []}
+    for _ in range(rounds):
+        samples["ferrio.Lock"].append(loop.run_until_complete(async_with(flock)))
+        samples["asyncio.Lock"].append(loop.run_until_complete(async_with(asyncio.Lock())))
+        ssamples["ferrio.Lock"].append(sync_with(flock))
+        ssamples["threading.Lock"].append(sync_with(threading.Lock()))
+    results = [
+        Result("uncontended `async with lock`", loop_name, k, statistics.median(v), "ns", False, v)
+        for k, v in samples.items()
+    ]
+    results += [
+        Result("uncontended `with lock` in a thread", loop_name, k, statistics.median(v), "ns", False, v)
+        for k, v in ssamples.items()
+    ]
+
+    # 4 threads and 4 tasks share one lock: n acquisitions in all.
+    per = max(1, n // 8)
+
+    def contended(lock: Any, sync_enter: Callable[[Any], Any], async_enter: Callable[[Any], Any]) -> float:
+        async def main() -> float:
+            def worker() -> None:
+                for _ in range(per):
+                    with sync_enter(lock):
+                        pass
+
+            async def task() -> None:
+                for _ in range(per):
+                    async with async_enter(lock):
+                        await asyncio.sleep(0)
+
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            t0 = time.perf_counter()
+            for t in threads:
+                t.start()
+            await asyncio.gather(*(task() for _ in range(4)))
+            for t in threads:
+                await asyncio.to_thread(t.join)
+            return per * 8 / (time.perf_counter() - t0)
+
+        return loop.run_until_complete(main())
+
+    csamples: dict[str, list[float]] = {"ferrio.Lock": []}
+    try:
+        import aiologic
+    except ImportError:
+        aiologic = None
+    else:
+        csamples["aiologic.Lock"] = []
+    for _ in range(rounds):
+        csamples["ferrio.Lock"].append(contended(ferrio.Lock(), lambda lk: lk, lambda lk: lk))
+        if aiologic is not None:
+            csamples["aiologic.Lock"].append(contended(aiologic.Lock(), lambda lk: lk, lambda lk: lk))
+    results += [
+        Result(
+            f"4 threads + 4 tasks, {per * 8:,} acquisitions",
+            loop_name,
+            k,
+            statistics.median(v),
+            "acquisitions/s",
+            True,
+            v,
+        )
+        for k, v in csamples.items()
+    ]
+    return results
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -412,11 +637,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     if args.smoke:
-        rounds, n, seq, sleeps, calls, bridges = 1, 640, 50, 128, 2_000, 50
+        rounds, n, seq, sleeps, calls, bridges, items = 1, 640, 50, 128, 2_000, 50, 400
     elif args.quick:
-        rounds, n, seq, sleeps, calls, bridges = 3, 20_000, 2_000, 2_000, 200_000, 2_000
+        rounds, n, seq, sleeps, calls, bridges, items = 3, 20_000, 2_000, 2_000, 200_000, 2_000, 50_000
     else:
-        rounds, n, seq, sleeps, calls, bridges = 5, 20_000, 5_000, 2_000, 1_000_000, 5_000
+        rounds, n, seq, sleeps, calls, bridges, items = 5, 20_000, 5_000, 2_000, 1_000_000, 5_000, 200_000
     results: list[Result] = []
     for loop_name, factory in _loop_factories(args.loop).items():
         loop = factory()
@@ -426,6 +651,8 @@ def main(argv: list[str]) -> int:
             results += bench_latency(loop, loop_name, rounds, seq)
             results += bench_sleep(loop, loop_name, rounds, sleeps)
             results += bench_from_thread(loop, loop_name, rounds, bridges)
+            results += bench_queues(loop, loop_name, rounds, items)
+            results += bench_locks(loop, loop_name, rounds, items // 2)
         finally:
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
