@@ -42,6 +42,17 @@ def test_nowait_errors_and_sizes() -> None:
         q.sync_q.get(timeout=0.01)
 
 
+def test_priority_order_and_unorderable_items() -> None:
+    q: ferrio.PriorityQueue[tuple[int, str]] = ferrio.PriorityQueue()
+    for item in [(3, "c"), (1, "a"), (2, "b")]:
+        q.sync_q.put(item)
+    assert [q.sync_q.get() for _ in range(3)] == [(1, "a"), (2, "b"), (3, "c")]
+    with pytest.raises(TypeError, match=r"PriorityQueue.put\(\) needs items that support '<'.* got \{\}"):
+        q.sync_q.put({})
+    with pytest.raises(TypeError, match="needs items that support '<'"):
+        ferrio.run(q.async_q.put({}))
+
+
 def test_lifo_order() -> None:
     q: ferrio.LifoQueue[int] = ferrio.LifoQueue()
     for i in range(3):
@@ -151,9 +162,10 @@ ops = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(maxsize=st.integers(0, 4), lifo=st.booleans(), program=ops)
-def test_model(maxsize: int, lifo: bool, program: list[tuple[str, object, int]]) -> None:
-    q = (ferrio.LifoQueue if lifo else ferrio.Queue)(maxsize)
+@given(maxsize=st.integers(0, 4), kind=st.sampled_from(["fifo", "lifo", "priority"]), program=ops)
+def test_model(maxsize: int, kind: str, program: list[tuple[str, object, int]]) -> None:
+    q = {"fifo": ferrio.Queue, "lifo": ferrio.LifoQueue, "priority": ferrio.PriorityQueue}[kind](maxsize)
+    lifo = kind == "lifo"
     items: collections.deque[int] = collections.deque()
     unfinished = 0
     shut = False
@@ -172,7 +184,12 @@ def test_model(maxsize: int, lifo: bool, program: list[tuple[str, object, int]])
                 unfinished += 1
         elif op == "get":
             if items:
-                assert face.get_nowait() == (items.pop() if lifo else items.popleft())
+                if kind == "priority":
+                    expected = min(items)
+                    items.remove(expected)
+                else:
+                    expected = items.pop() if lifo else items.popleft()
+                assert face.get_nowait() == expected
             else:
                 with pytest.raises(ferrio.QueueShutDown if shut else ferrio.QueueEmpty):
                     face.get_nowait()

@@ -172,3 +172,68 @@ def test_atomic_int_under_contention() -> None:
     assert hits.swap(3) == 7
     assert int(hits) == 3
     assert repr(hits) == "ferrio.AtomicInt(3)"
+
+
+async def test_condition_across_worlds() -> None:
+    cond = ferrio.Condition()
+    ready: list[str] = []
+    thread_saw = threading.Event()
+
+    def thread_waits() -> None:
+        with cond:
+            assert cond.wait_for(lambda: "go" in ready, timeout=10) is True
+            thread_saw.set()
+
+    t = threading.Thread(target=thread_waits)
+    t.start()
+
+    async def task_waits() -> str:
+        async with cond:
+            await cond.wait_for_async(lambda: "go" in ready)
+            return "task saw it"
+
+    waiter = asyncio.ensure_future(task_waits())
+    while cond.statistics().waiting < 2:  # bounded by the test timeout: both are about to wait
+        await asyncio.sleep(0.001)
+    async with cond:
+        ready.append("go")
+        cond.notify_all()
+    assert await asyncio.wait_for(waiter, 10) == "task saw it"
+    assert await asyncio.to_thread(thread_saw.wait, 10)
+    await asyncio.to_thread(t.join, 10)
+
+
+async def test_condition_cancelled_waiter_passes_its_notification_on() -> None:
+    cond = ferrio.Condition()
+    woke: list[int] = []
+
+    async def waiter(i: int) -> None:
+        async with cond:
+            await cond.wait_async()
+            woke.append(i)
+
+    first = asyncio.ensure_future(waiter(1))
+    second = asyncio.ensure_future(waiter(2))
+    while cond.statistics().waiting < 2:
+        await asyncio.sleep(0.001)
+    async with cond:
+        cond.notify(1)  # goes to the first waiter ...
+        first.cancel()  # ... which is cancelled before it acts: the second must wake instead
+    await asyncio.gather(first, return_exceptions=True)
+    await asyncio.wait_for(second, 10)
+    assert woke == [2]
+    assert not cond.locked()
+
+
+def test_condition_errors_and_timeout() -> None:
+    cond = ferrio.Condition()
+    with pytest.raises(RuntimeError, match=r"Condition.notify\(\) was called without holding the condition's lock"):
+        cond.notify()
+    with pytest.raises(RuntimeError, match=r"Condition.wait\(\) was called without holding"):
+        cond.wait(0.01)
+    with pytest.raises(TypeError, match=r"expected lock= to be a ferrio.Lock or None"):
+        ferrio.Condition(threading.Lock())  # type: ignore[arg-type]
+    with cond:
+        assert cond.wait(timeout=0.01) is False
+        assert cond.wait_for(lambda: False, timeout=0.01) is False
+    assert cond.statistics() == ferrio.LockStatistics(locked=False, waiting=0)

@@ -10,7 +10,11 @@ first come, first served; a cancelled ``await`` never loses an item or a permit.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import queue as _queue
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -182,11 +186,11 @@ class Queue(Generic[T]):
         ValueError: ``maxsize`` is negative.
     """
 
-    _lifo = False
+    _order = "fifo"
 
     def __init__(self, maxsize: int = 0) -> None:
         api = f"{type(self).__name__}()"
-        self._core = _ferrio.QueueCore(_nonneg_int(api, "maxsize", maxsize), self._lifo, _SHUTDOWN, _ERRORS)
+        self._core = _ferrio.QueueCore(_nonneg_int(api, "maxsize", maxsize), self._order, _SHUTDOWN, _ERRORS)
         self.sync_q: _SyncFace[T] = _SyncFace(self._core)
         self.async_q: _AsyncFace[T] = _AsyncFace(self._core)
 
@@ -231,7 +235,18 @@ class Queue(Generic[T]):
 class LifoQueue(Queue[T]):
     """A :class:`Queue` that returns the most recently added item first."""
 
-    _lifo = True
+    _order = "lifo"
+
+
+class PriorityQueue(Queue[T]):
+    """A :class:`Queue` that returns the smallest item first (``heapq`` order), such as
+    ``(priority, data)`` tuples.
+
+    Raises:
+        TypeError: from ``put``, for an item that does not support ``<``.
+    """
+
+    _order = "priority"
 
 
 @dataclass(frozen=True)
@@ -355,3 +370,137 @@ class Event(_ferrio.EventCore):
 
 
 AtomicInt = _ferrio.AtomicInt
+
+
+class Condition:
+    """A condition variable for threads and tasks at once, over a :class:`ferrio.Lock`.
+
+    ::
+
+        with cond:                       # in a thread
+            cond.wait_for(lambda: ready)
+        async with cond:                 # in a task
+            await cond.wait_for_async(lambda: ready)
+            cond.notify_all()
+
+    ``wait``/``wait_for`` (blocking, ``timeout=``) and ``notify``/``notify_all`` are
+    :class:`threading.Condition`'s; ``await wait_async()`` / ``await wait_for_async()`` are the
+    async waits. Waiters of both worlds are notified in the order they started waiting. A task
+    cancelled while waiting re-acquires the lock before ``CancelledError`` propagates (as
+    :class:`asyncio.Condition` does) and passes on a notification it already received.
+
+    Raises:
+        TypeError: ``lock`` is not a :class:`ferrio.Lock`.
+        RuntimeError: ``wait``/``notify`` called while the lock is not held.
+    """
+
+    def __init__(self, lock: Lock | None = None) -> None:
+        if lock is None:
+            lock = Lock()
+        elif not isinstance(lock, Lock):
+            raise TypeError(f"Condition() expected lock= to be a ferrio.Lock or None, got {lock!r}")
+        self._lock = lock
+        self._waiters: collections.deque[Event] = collections.deque()
+        self.acquire, self.release, self.acquire_nowait = lock.acquire, lock.release, lock.acquire_nowait
+        self.acquire_async, self.locked = lock.acquire_async, lock.locked
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    async def __aenter__(self) -> None:
+        await self._lock.__aenter__()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def _check_held(self, api: str) -> None:
+        # The lock does not track its owner: this catches the common mistake (not holding it at
+        # all), not a wait by a thread other than the holder.
+        if not self._lock.locked():
+            raise RuntimeError(f"Condition.{api}() was called without holding the condition's lock; acquire it first")
+
+    def _forget(self, ev: Event) -> None:
+        with contextlib.suppress(ValueError):  # already taken by notify()
+            self._waiters.remove(ev)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, block until notified (or ``timeout``), re-acquire; ``False`` on timeout."""
+        self._check_held("wait")
+        ev = Event()
+        self._waiters.append(ev)
+        self._lock.release()
+        try:
+            return ev.wait(timeout)
+        finally:
+            self._lock.acquire()
+            if not ev.is_set():
+                self._forget(ev)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        """Wait until ``predicate()`` is true (or ``timeout``); returns its last value."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    async def wait_async(self) -> bool:
+        """Release the lock, wait until notified without blocking the loop, re-acquire."""
+        self._check_held("wait_async")
+        ev = Event()
+        self._waiters.append(ev)
+        self._lock.release()
+        cancelled: BaseException | None = None
+        try:
+            await ev.wait_async()
+        except asyncio.CancelledError as e:
+            cancelled = e
+        while True:  # the lock is re-acquired whatever happens, as asyncio.Condition does
+            try:
+                await self._lock.acquire_async()
+                break
+            except asyncio.CancelledError as e:
+                cancelled = e
+        if not ev.is_set():
+            self._forget(ev)
+        elif cancelled is not None:
+            self._notify(1)  # we were notified but will not act on it: pass it on
+        if cancelled is not None:
+            raise cancelled
+        return True
+
+    async def wait_for_async(self, predicate: Callable[[], T]) -> T:
+        """Wait (without blocking the loop) until ``predicate()`` is true; returns its value."""
+        result = predicate()
+        while not result:
+            await self.wait_async()
+            result = predicate()
+        return result
+
+    def _notify(self, n: int) -> None:
+        while n > 0 and self._waiters:
+            ev = self._waiters.popleft()
+            if not ev.is_set():
+                ev.set()
+                n -= 1
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters, oldest first."""
+        self._check_held("notify")
+        self._notify(n)
+
+    def notify_all(self) -> None:
+        """Wake every waiter."""
+        self._check_held("notify_all")
+        self._notify(len(self._waiters))
+
+    def statistics(self) -> LockStatistics:
+        """Whether the lock is held, and how many wait on the condition."""
+        return LockStatistics(locked=self._lock.locked(), waiting=len(self._waiters))

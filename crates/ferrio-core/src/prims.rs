@@ -13,7 +13,8 @@
 //! back (`release`, `give_back`, `release_reservation`), so a cancelled wait never loses a permit
 //! or an item.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -271,8 +272,45 @@ enum Putter<T, A> {
     Task(A),
 }
 
+/// The order a queue hands items out in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    Fifo,
+    Lifo,
+    /// Smallest first (`T: Ord`), as `heapq`.
+    Priority,
+}
+
+enum Items<T> {
+    Deque(VecDeque<T>),
+    Heap(BinaryHeap<Reverse<T>>),
+}
+
+impl<T: Ord> Items<T> {
+    fn len(&self) -> usize {
+        match self {
+            Items::Deque(d) => d.len(),
+            Items::Heap(h) => h.len(),
+        }
+    }
+
+    fn push(&mut self, item: T) {
+        match self {
+            Items::Deque(d) => d.push_back(item),
+            Items::Heap(h) => h.push(Reverse(item)),
+        }
+    }
+
+    fn drain(&mut self) -> Vec<T> {
+        match self {
+            Items::Deque(d) => d.drain(..).collect(),
+            Items::Heap(h) => h.drain().map(|Reverse(t)| t).collect(),
+        }
+    }
+}
+
 struct QState<T, A> {
-    items: VecDeque<T>,
+    items: Items<T>,
     /// Slots granted to task putters that have not inserted yet.
     reserved: usize,
     getters: VecDeque<Waiter<Got<T>, A>>,
@@ -323,16 +361,21 @@ pub enum Put<T> {
 pub struct Queue<T, A> {
     state: Mutex<QState<T, A>>,
     maxsize: usize,
-    lifo: bool,
+    order: Order,
 }
 
-impl<T, A> Queue<T, A> {
+impl<T: Ord, A> Queue<T, A> {
     /// `maxsize` 0 means unbounded.
     #[must_use]
-    pub fn new(maxsize: usize, lifo: bool) -> Self {
+    pub fn new(maxsize: usize, order: Order) -> Self {
+        let items = if order == Order::Priority {
+            Items::Heap(BinaryHeap::new())
+        } else {
+            Items::Deque(VecDeque::new())
+        };
         Self {
             state: Mutex::new(QState {
-                items: VecDeque::new(),
+                items,
                 reserved: 0,
                 getters: VecDeque::new(),
                 putters: VecDeque::new(),
@@ -341,7 +384,7 @@ impl<T, A> Queue<T, A> {
                 shutdown: false,
             }),
             maxsize,
-            lifo,
+            order,
         }
     }
 
@@ -358,15 +401,15 @@ impl<T, A> Queue<T, A> {
     fn insert(st: &mut QState<T, A>, item: T, wake: &mut Wakeups<T, A>) {
         match st.getters.pop_front() {
             Some(g) => wake.getters.extend(g.hand(Some(item))),
-            None => st.items.push_back(item),
+            None => st.items.push(item),
         }
     }
 
     fn pop(&self, st: &mut QState<T, A>) -> Option<T> {
-        if self.lifo {
-            st.items.pop_back()
-        } else {
-            st.items.pop_front()
+        match &mut st.items {
+            Items::Deque(d) if self.order == Order::Lifo => d.pop_back(),
+            Items::Deque(d) => d.pop_front(),
+            Items::Heap(h) => h.pop().map(|Reverse(t)| t),
         }
     }
 
@@ -475,10 +518,10 @@ impl<T, A> Queue<T, A> {
     /// front (to the next getter, if one waits). Its `unfinished` count stays.
     pub fn give_back(&self, item: T, wake: &mut Wakeups<T, A>) {
         let mut st = lock(&self.state);
-        match st.getters.pop_front() {
-            Some(g) => wake.getters.extend(g.hand(Some(item))),
-            None if self.lifo => st.items.push_back(item),
-            None => st.items.push_front(item),
+        match (st.getters.pop_front(), &mut st.items) {
+            (Some(g), _) => wake.getters.extend(g.hand(Some(item))),
+            (None, Items::Deque(d)) if self.order == Order::Fifo => d.push_front(item),
+            (None, items) => items.push(item),
         }
     }
 
@@ -537,13 +580,9 @@ impl<T, A> Queue<T, A> {
     pub fn shutdown(&self, immediate: bool, wake: &mut Wakeups<T, A>) -> Vec<T> {
         let mut st = lock(&self.state);
         st.shutdown = true;
-        let dropped: Vec<T> = if immediate {
-            st.items.drain(..).collect()
-        } else {
-            Vec::new()
-        };
+        let dropped: Vec<T> = if immediate { st.items.drain() } else { Vec::new() };
         st.unfinished = st.unfinished.saturating_sub(dropped.len());
-        if st.items.is_empty() {
+        if st.items.len() == 0 {
             for g in st.getters.drain(..) {
                 wake.getters.extend(g.hand(None));
             }

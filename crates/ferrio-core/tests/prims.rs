@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use ferrio_core::prims::{Attempt, Put, Queue, QueueError, Semaphore, Wakeups};
+use ferrio_core::prims::{Attempt, Order, Put, Queue, QueueError, Semaphore, Wakeups};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -41,7 +41,7 @@ fn an_abandoning_thread_keeps_a_permit_that_reached_it() {
 
 #[test]
 fn queue_hands_items_directly_and_takes_cancelled_ones_back_in_front() {
-    let q: Queue<u32, &'static str> = Queue::new(0, false);
+    let q: Queue<u32, &'static str> = Queue::new(0, Order::Fifo);
     let mut wake = Wakeups::default();
     assert!(matches!(q.get(Some("g1"), &mut wake), Ok(Attempt::Queued(None))));
     assert!(matches!(q.get(Some("g2"), &mut wake), Ok(Attempt::Queued(None))));
@@ -61,7 +61,7 @@ fn queue_hands_items_directly_and_takes_cancelled_ones_back_in_front() {
 
 #[test]
 fn a_blocked_thread_putter_is_refilled_in_order_and_task_putters_reserve() {
-    let q: Arc<Queue<u32, &'static str>> = Arc::new(Queue::new(1, false));
+    let q: Arc<Queue<u32, &'static str>> = Arc::new(Queue::new(1, Order::Fifo));
     let mut wake = Wakeups::default();
     q.put_nowait(0, &mut wake).unwrap();
     let Ok(Put::ThreadWait(t)) = q.put(1, None, &mut wake) else {
@@ -93,7 +93,7 @@ fn a_blocked_thread_putter_is_refilled_in_order_and_task_putters_reserve() {
 
 #[test]
 fn shutdown_wakes_waiters_and_immediate_drops_items() {
-    let q: Queue<u32, &'static str> = Queue::new(1, false);
+    let q: Queue<u32, &'static str> = Queue::new(1, Order::Fifo);
     let mut wake = Wakeups::default();
     q.put_nowait(1, &mut wake).unwrap();
     let Ok(Put::TaskQueued(_)) = q.put(2, Some("p"), &mut wake) else {
@@ -104,4 +104,17 @@ fn shutdown_wakes_waiters_and_immediate_drops_items() {
     assert_eq!(wake.putters, vec![("p", false)]);
     assert_eq!(q.get_nowait(&mut wake), Err(QueueError::ShutDown));
     assert_eq!(q.task_done(&mut wake), Err(QueueError::TooManyTaskDone));
+}
+
+#[test]
+fn priority_order_smallest_first_and_give_back_keeps_it() {
+    let q: Queue<u32, ()> = Queue::new(0, Order::Priority);
+    let mut wake = Wakeups::default();
+    for x in [5, 1, 4, 2, 3] {
+        q.put_nowait(x, &mut wake).unwrap();
+    }
+    assert_eq!(q.get_nowait(&mut wake), Ok(1));
+    q.give_back(1, &mut wake);
+    let out: Vec<u32> = (0..5).map(|_| q.get_nowait(&mut wake).unwrap()).collect();
+    assert_eq!(out, vec![1, 2, 3, 4, 5]);
 }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferrio_core::prims::{self, Attempt, Put, QueueError, ThreadWaiter, Wakeups};
+use ferrio_core::prims::{self, Attempt, Order, Put, QueueError, ThreadWaiter, Wakeups};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
@@ -273,7 +273,44 @@ impl EventCore {
 
 // -- queue ---------------------------------------------------------------------------------------
 
-type Q = prims::Queue<Py<PyAny>, TaskWaiter>;
+/// A queued Python object, ordered (for `PriorityQueue`) by Python's `<`. Every queue operation
+/// holds the GIL, so comparing here is safe; a comparison that raises counts as equal (the Python
+/// side checks comparability before it puts).
+pub(crate) struct Item(Py<PyAny>);
+
+impl Item {
+    fn lt(&self, other: &Self) -> bool {
+        Python::attach(|py| self.0.bind(py).lt(other.0.bind(py)).unwrap_or(false))
+    }
+}
+
+impl PartialEq for Item {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
+
+impl Eq for Item {}
+
+impl PartialOrd for Item {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Item {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        if self.lt(other) {
+            std::cmp::Ordering::Less
+        } else if other.lt(self) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    }
+}
+
+type Q = prims::Queue<Item, TaskWaiter>;
 
 #[pyclass(subclass, frozen, module = "ferrio._ferrio")]
 pub struct QueueCore {
@@ -282,18 +319,20 @@ pub struct QueueCore {
     shutdown_marker: Py<PyAny>,
     /// The exception classes to raise: `(Empty, Full, ShutDown)`.
     errors: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
+    /// A priority queue: items must support `<`, checked at the call site.
+    priority: bool,
 }
 
 /// Resolves everything a queue operation woke; hand-offs to cancelled futures come back here.
-fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Py<PyAny>, TaskWaiter>) {
+fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Item, TaskWaiter>) {
     for (t, got) in wake.getters {
         match got {
-            Some(item) => {
+            Some(Item(item)) => {
                 let (q2, m2) = (Arc::clone(q), marker.clone_ref(py));
                 let back = item.clone_ref(py);
                 let give_back: GiveBack = Box::new(move |py| {
                     let mut w = Wakeups::default();
-                    q2.give_back(back, &mut w);
+                    q2.give_back(Item(back), &mut w);
                     wake_all(py, &q2, &m2, w);
                 });
                 t.deliver(py, Resolution::Handoff(item, give_back));
@@ -321,7 +360,22 @@ fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Py<PyA
 }
 
 impl QueueCore {
-    fn finish(&self, py: Python<'_>, wake: Wakeups<Py<PyAny>, TaskWaiter>) {
+    /// For a priority queue, fails unless `item < item` works: an item that cannot be ordered
+    /// would otherwise be placed arbitrarily, since the heap's comparisons cannot raise.
+    fn check_orderable(&self, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.priority {
+            if let Err(e) = item.lt(item) {
+                let msg = format!(
+                    "PriorityQueue.put() needs items that support '<' (such as (priority, data) tuples), got {}: {e}",
+                    item.repr().map(|r| r.to_string()).unwrap_or_default()
+                );
+                return Err(pyo3::exceptions::PyTypeError::new_err(msg));
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(&self, py: Python<'_>, wake: Wakeups<Item, TaskWaiter>) {
         if !wake.is_empty() {
             wake_all(py, &self.inner, &self.shutdown_marker, wake);
         }
@@ -346,17 +400,31 @@ impl QueueCore {
 #[pymethods]
 impl QueueCore {
     #[new]
-    fn new(maxsize: usize, lifo: bool, shutdown_marker: Py<PyAny>, errors: (Py<PyAny>, Py<PyAny>, Py<PyAny>)) -> Self {
-        Self {
-            inner: Arc::new(prims::Queue::new(maxsize, lifo)),
+    fn new(
+        maxsize: usize,
+        order: &str,
+        shutdown_marker: Py<PyAny>,
+        errors: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
+    ) -> PyResult<Self> {
+        let order = match order {
+            "fifo" => Order::Fifo,
+            "lifo" => Order::Lifo,
+            "priority" => Order::Priority,
+            other => return Err(PyValueError::new_err(format!("unknown queue order {other:?}"))),
+        };
+        let priority = order == Order::Priority;
+        Ok(Self {
+            inner: Arc::new(prims::Queue::new(maxsize, order)),
             shutdown_marker,
             errors,
-        }
+            priority,
+        })
     }
 
     fn put_nowait(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<()> {
+        self.check_orderable(item.bind(py))?;
         let mut wake = Wakeups::default();
-        let r = self.inner.put_nowait(item, &mut wake);
+        let r = self.inner.put_nowait(Item(item), &mut wake);
         self.finish(py, wake);
         r.map_err(|(e, _)| self.error(py, &e))
     }
@@ -365,7 +433,7 @@ impl QueueCore {
         let mut wake = Wakeups::default();
         let r = self.inner.get_nowait(&mut wake);
         self.finish(py, wake);
-        r.map_err(|e| self.error(py, &e))
+        r.map(|i| i.0).map_err(|e| self.error(py, &e))
     }
 
     /// `(True, item)` if an item is there now, else `(False, None)`; never raises or waits.
@@ -374,17 +442,18 @@ impl QueueCore {
         let r = self.inner.get_nowait(&mut wake);
         self.finish(py, wake);
         match r {
-            Ok(item) => (true, item),
+            Ok(item) => (true, item.0),
             Err(_) => (false, py.None()),
         }
     }
 
     /// Puts `item` if there is room now; `False` (item not taken) otherwise. Never raises.
-    fn try_put(&self, py: Python<'_>, item: Py<PyAny>) -> bool {
+    fn try_put(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<bool> {
+        self.check_orderable(item.bind(py))?;
         let mut wake = Wakeups::default();
-        let r = self.inner.put_nowait(item, &mut wake);
+        let r = self.inner.put_nowait(Item(item), &mut wake);
         self.finish(py, wake);
-        r.is_ok()
+        Ok(r.is_ok())
     }
 
     /// `queue.Queue.put`: blocks (GIL released) while full.
@@ -394,8 +463,9 @@ impl QueueCore {
             return self.put_nowait(py, item);
         }
         let timeout = check_timeout(timeout)?;
+        self.check_orderable(item.bind(py))?;
         let mut wake = Wakeups::default();
-        let r = self.inner.put(item, None, &mut wake);
+        let r = self.inner.put(Item(item), None, &mut wake);
         self.finish(py, wake);
         let w = match r {
             Ok(Put::ThreadWait(w)) => w,
@@ -433,7 +503,7 @@ impl QueueCore {
         let r = self.inner.get(None, &mut wake);
         self.finish(py, wake);
         let w = match r {
-            Ok(Attempt::Ready(Some(item))) => return Ok(item),
+            Ok(Attempt::Ready(Some(item))) => return Ok(item.0),
             Ok(Attempt::Queued(Some(w))) => w,
             Ok(_) | Err(QueueError::ShutDown) => return Err(self.error(py, &QueueError::ShutDown)),
             Err(e) => return Err(self.error(py, &e)),
@@ -453,7 +523,7 @@ impl QueueCore {
                 return Err(e);
             }
         };
-        got.ok_or_else(|| self.error(py, &QueueError::ShutDown))
+        got.map(|i| i.0).ok_or_else(|| self.error(py, &QueueError::ShutDown))
     }
 
     /// Async put, part 1: `None` if the item went in; else `fut` is queued for a slot and the
@@ -466,11 +536,12 @@ impl QueueCore {
         fut: Py<PyAny>,
         item: Py<PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
+        self.check_orderable(item.bind(py))?;
         let mut wake = Wakeups::default();
-        let r = self.inner.put(item, Some(TaskWaiter::new(waker, fut)), &mut wake);
+        let r = self.inner.put(Item(item), Some(TaskWaiter::new(waker, fut)), &mut wake);
         self.finish(py, wake);
         match r {
-            Ok(Put::TaskQueued(item)) => Ok(Some(item)),
+            Ok(Put::TaskQueued(item)) => Ok(Some(item.0)),
             Ok(_) => Ok(None),
             Err((e, _)) => Err(self.error(py, &e)),
         }
@@ -478,7 +549,7 @@ impl QueueCore {
 
     fn commit_put(&self, py: Python<'_>, item: Py<PyAny>) {
         let mut wake = Wakeups::default();
-        self.inner.commit_reserved(item, &mut wake);
+        self.inner.commit_reserved(Item(item), &mut wake);
         self.finish(py, wake);
     }
 
@@ -489,7 +560,7 @@ impl QueueCore {
         let r = self.inner.get(Some(TaskWaiter::new(waker, fut)), &mut wake);
         self.finish(py, wake);
         match r {
-            Ok(Attempt::Ready(Some(item))) => Ok((true, item)),
+            Ok(Attempt::Ready(Some(item))) => Ok((true, item.0)),
             Ok(Attempt::Ready(None)) => Err(self.error(py, &QueueError::ShutDown)),
             Ok(Attempt::Queued(_)) => Ok((false, py.None())),
             Err(e) => Err(self.error(py, &e)),
@@ -507,7 +578,7 @@ impl QueueCore {
         let value = fut.call_method0("result")?;
         let mut wake = Wakeups::default();
         match kind {
-            "get" if !value.is(&self.shutdown_marker) => self.inner.give_back(value.unbind(), &mut wake),
+            "get" if !value.is(&self.shutdown_marker) => self.inner.give_back(Item(value.unbind()), &mut wake),
             "put" if value.is_truthy()? => self.inner.release_reservation(&mut wake),
             _ => {}
         }
@@ -549,7 +620,7 @@ impl QueueCore {
         let mut wake = Wakeups::default();
         let dropped = self.inner.shutdown(immediate, &mut wake);
         self.finish(py, wake);
-        dropped
+        dropped.into_iter().map(|i| i.0).collect()
     }
 
     fn is_shutdown(&self) -> bool {
