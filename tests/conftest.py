@@ -54,6 +54,21 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
+def until_cancelled(started: threading.Event, cancelled: threading.Event):
+    """An async function that sets ``started``, then waits until it is cancelled, setting
+    ``cancelled`` as it goes: for checking that a cancel really reached a coroutine."""
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    return forever
+
+
 def run_python(code: str, timeout: float = 60.0, **kw):
     """Runs ``code`` in a fresh interpreter (for exit, fork and signal tests)."""
     import subprocess

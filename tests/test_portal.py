@@ -9,6 +9,7 @@ import threading
 
 import ferrio
 import pytest
+from conftest import until_cancelled
 
 
 async def double(x: int) -> int:
@@ -37,14 +38,7 @@ def test_call_and_submit(loop_factory) -> None:
 
 def test_cancelling_a_submitted_future_cancels_its_task(loop_factory) -> None:
     started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    forever = until_cancelled(started, cancelled)
 
     with ferrio.start_blocking_portal(loop_factory) as portal:
         fut = portal.submit(forever)
@@ -89,14 +83,7 @@ def test_exit_awaits_running_tasks_and_stops_the_thread(loop_factory) -> None:
 
 def test_exit_on_error_cancels_running_tasks(loop_factory) -> None:
     started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    forever = until_cancelled(started, cancelled)
 
     with pytest.raises(ValueError, match="leave"), ferrio.start_blocking_portal(loop_factory) as portal:
         portal.submit(forever)

@@ -11,6 +11,7 @@ import time
 
 import ferrio
 import pytest
+from conftest import until_cancelled
 
 
 def square(x: int) -> int:
@@ -117,14 +118,7 @@ async def _loop_id() -> int:
 
 async def test_cancelling_the_awaiting_task_cancels_the_coroutine_on_the_worker(pool: ferrio.ThreadPool) -> None:
     started, cancelled = threading.Event(), threading.Event()
-
-    async def forever() -> None:
-        started.set()
-        try:
-            await asyncio.sleep(60)
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    forever = until_cancelled(started, cancelled)
 
     task = asyncio.ensure_future(pool.run(forever))
     assert await asyncio.to_thread(started.wait, 10)

@@ -45,6 +45,13 @@ class Result:
     samples: list[float] = field(default_factory=list)
 
 
+def _results(
+    workload: str, loop_name: str, samples: dict[str, list[float]], unit: str, higher_is_better: bool
+) -> list[Result]:
+    """One Result per contender: the median of its rounds."""
+    return [Result(workload, loop_name, k, statistics.median(v), unit, higher_is_better, v) for k, v in samples.items()]
+
+
 def _loop_factories(which: str) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
     if which in ("asyncio", "both"):
@@ -141,12 +148,7 @@ def bench_offload(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, 
         for _ in range(rounds):
             for name, one in contenders.items():
                 samples[name].append(n / loop.run_until_complete(harness(n, 64, one)))
-        results += [
-            Result(
-                f"{n:,} x await noop, 64 in flight, {label}", loop_name, k, statistics.median(v), "awaits/s", True, v
-            )
-            for k, v in samples.items()
-        ]
+        results += _results(f"{n:,} x await noop, 64 in flight, {label}", loop_name, samples, "awaits/s", True)
     tpe.shutdown()
     return results
 
@@ -172,10 +174,7 @@ def bench_bulk(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: 
     for _ in range(rounds):
         samples["ferrio pool.amap"].append(n / loop.run_until_complete(amap()))
         samples["gather(asyncio.to_thread)"].append(n / loop.run_until_complete(gather()))
-    return [
-        Result(f"map noop over {n:,} items", loop_name, k, statistics.median(v), "calls/s", True, v)
-        for k, v in samples.items()
-    ]
+    return _results(f"map noop over {n:,} items", loop_name, samples, "calls/s", True)
 
 
 def bench_latency(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
@@ -197,10 +196,7 @@ def bench_latency(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, 
         for name, one in contenders.items():
             samples[name].append(loop.run_until_complete(seq(one)) * 1e6)
     tpe.shutdown()
-    return [
-        Result(f"{n:,} sequential awaits, median latency", loop_name, k, statistics.median(v), "us", False, v)
-        for k, v in samples.items()
-    ]
+    return _results(f"{n:,} sequential awaits, median latency", loop_name, samples, "us", False)
 
 
 def bench_sleep(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
@@ -223,18 +219,13 @@ def bench_sleep(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
         )
     fpool.shutdown()
     tpe.shutdown()
-    return [
-        Result(
-            f"{n:,} x sleep(2 ms), 64 in flight, 64 workers: wall / ideal ({ideal * 1e3:.1f} ms)",
-            loop_name,
-            k,
-            statistics.median(v),
-            "x ideal",
-            False,
-            v,
-        )
-        for k, v in samples.items()
-    ]
+    return _results(
+        f"{n:,} x sleep(2 ms), 64 in flight, 64 workers: wall / ideal ({ideal * 1e3:.1f} ms)",
+        loop_name,
+        samples,
+        "x ideal",
+        False,
+    )
 
 
 async def trivial(x: int = 0) -> int:
@@ -272,10 +263,7 @@ def bench_run_from_sync(rounds: int, n: int) -> list[Result]:
             samples[name].append(_per_call_us(k, fn))
     if runner is not None:
         runner.close()
-    return [
-        Result(f"{n:,} x run(trivial()) from sync code, per call", "asyncio", k, statistics.median(v), "us", False, v)
-        for k, v in samples.items()
-    ]
+    return _results(f"{n:,} x run(trivial()) from sync code, per call", "asyncio", samples, "us", False)
 
 
 def bench_from_thread(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int) -> list[Result]:
@@ -312,10 +300,7 @@ def bench_from_thread(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: i
         for _ in range(rounds):
             for name, make in contenders.items():
                 samples[name].append(loop.run_until_complete(make()))
-        results += [
-            Result(f"{n:,} x {workload}, per call", loop_name, k, statistics.median(v), "us", False, v)
-            for k, v in samples.items()
-        ]
+        results += _results(f"{n:,} x {workload}, per call", loop_name, samples, "us", False)
     return results
 
 
@@ -335,10 +320,7 @@ def bench_portal(rounds: int, n: int) -> list[Result]:
             samples["ferrio portal.call"].append(_per_call_us(n, lambda: fp.call(trivial)))
             if ap is not None:
                 samples["anyio portal.call"].append(_per_call_us(n, lambda: ap.call(trivial)))
-    return [
-        Result(f"{n:,} x portal.call(trivial), per call", "asyncio", k, statistics.median(v), "us", False, v)
-        for k, v in samples.items()
-    ]
+    return _results(f"{n:,} x portal.call(trivial), per call", "asyncio", samples, "us", False)
 
 
 def _queue_contenders() -> dict[str, tuple[Callable[[int], Any], ...]]:
@@ -432,10 +414,7 @@ def bench_queues(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n
                         rate = loop.run_until_complete(_task_to_thread(make, maxsize, k, aput, sget))
                     samples[name].append(rate)
             bound = f"maxsize {maxsize}" if maxsize else "unbounded"
-            results += [
-                Result(f"queue, {direction}, {bound}", loop_name, k, statistics.median(v), "items/s", True, v)
-                for k, v in samples.items()
-            ]
+            results += _results(f"queue, {direction}, {bound}", loop_name, samples, "items/s", True)
     # The documents' pattern: a sync producer, and the consumer parking a pool thread per item.
     m = max(1, n // 40)
     samples = {"ferrio.Queue": [], "run_in_executor(None, queue.Queue.get)": []}
@@ -464,18 +443,7 @@ def bench_queues(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n
             loop.run_until_complete(_thread_to_task(ferrio.Queue, 0, m * 10, *contenders["ferrio.Queue"][1:3]))
         )
         samples["run_in_executor(None, queue.Queue.get)"].append(loop.run_until_complete(executor_pattern()))
-    results += [
-        Result(
-            "sync producer, async consumer (the documents' pattern)",
-            loop_name,
-            k,
-            statistics.median(v),
-            "items/s",
-            True,
-            v,
-        )
-        for k, v in samples.items()
-    ]
+    results += _results("sync producer, async consumer (the documents' pattern)", loop_name, samples, "items/s", True)
     return results
 
 
@@ -504,28 +472,22 @@ def bench_locks(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
         samples["asyncio.Lock"].append(loop.run_until_complete(async_with(asyncio.Lock())))
         ssamples["ferrio.Lock"].append(sync_with(flock))
         ssamples["threading.Lock"].append(sync_with(threading.Lock()))
-    results = [
-        Result("uncontended `async with lock`", loop_name, k, statistics.median(v), "ns", False, v)
-        for k, v in samples.items()
-    ]
-    results += [
-        Result("uncontended `with lock` in a thread", loop_name, k, statistics.median(v), "ns", False, v)
-        for k, v in ssamples.items()
-    ]
+    results = _results("uncontended `async with lock`", loop_name, samples, "ns", False)
+    results += _results("uncontended `with lock` in a thread", loop_name, ssamples, "ns", False)
 
     # 4 threads and 4 tasks share one lock: n acquisitions in all.
     per = max(1, n // 8)
 
-    def contended(lock: Any, sync_enter: Callable[[Any], Any], async_enter: Callable[[Any], Any]) -> float:
+    def contended(lock: Any) -> float:
         async def main() -> float:
             def worker() -> None:
                 for _ in range(per):
-                    with sync_enter(lock):
+                    with lock:
                         pass
 
             async def task() -> None:
                 for _ in range(per):
-                    async with async_enter(lock):
+                    async with lock:
                         await asyncio.sleep(0)
 
             threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -547,21 +509,10 @@ def bench_locks(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
     else:
         csamples["aiologic.Lock"] = []
     for _ in range(rounds):
-        csamples["ferrio.Lock"].append(contended(ferrio.Lock(), lambda lk: lk, lambda lk: lk))
+        csamples["ferrio.Lock"].append(contended(ferrio.Lock()))
         if aiologic is not None:
-            csamples["aiologic.Lock"].append(contended(aiologic.Lock(), lambda lk: lk, lambda lk: lk))
-    results += [
-        Result(
-            f"4 threads + 4 tasks, {per * 8:,} acquisitions",
-            loop_name,
-            k,
-            statistics.median(v),
-            "acquisitions/s",
-            True,
-            v,
-        )
-        for k, v in csamples.items()
-    ]
+            csamples["aiologic.Lock"].append(contended(aiologic.Lock()))
+    results += _results(f"4 threads + 4 tasks, {per * 8:,} acquisitions", loop_name, csamples, "acquisitions/s", True)
     return results
 
 

@@ -57,54 +57,52 @@ def _nonneg_int(api: str, name: str, value: object) -> int:
     return value
 
 
-class _SyncFace(Generic[T]):
+class _QueueView:
+    """What every view of a queue offers: its size, bound and shutdown."""
+
+    __slots__ = ("_core",)
+    _core: _ferrio.QueueCore
+
+    @property
+    def maxsize(self) -> int:
+        return self._core.maxsize
+
+    def qsize(self) -> int:
+        return self._core.qsize()
+
+    def empty(self) -> bool:
+        return self._core.qsize() == 0
+
+    def full(self) -> bool:
+        return self._core.full()
+
+    def shutdown(self, immediate: bool = False) -> None:
+        """Puts fail from now on; gets fail once the queue is empty (at once with
+        ``immediate``, which also drops the items). Waiters wake with :exc:`QueueShutDown`."""
+        self._core.shutdown(immediate)
+
+
+class _SyncFace(_QueueView, Generic[T]):
     """``queue.Queue``'s API over a :class:`ferrio.Queue`, usable from any thread."""
 
-    __slots__ = ("_core", "get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done")
+    __slots__ = ("get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done")
 
     def __init__(self, core: _ferrio.QueueCore) -> None:
         self._core = core
         # Bound Rust methods: a call from a thread goes straight to Rust.
         self.put, self.get, self.put_nowait, self.get_nowait = core.put, core.get, core.put_nowait, core.get_nowait
-        self.task_done, self.qsize = core.task_done, core.qsize
-        self.join = core.join
-
-    @property
-    def maxsize(self) -> int:
-        return self._core.maxsize
-
-    def empty(self) -> bool:
-        return self._core.qsize() == 0
-
-    def full(self) -> bool:
-        return self._core.full()
-
-    def shutdown(self, immediate: bool = False) -> None:
-        self._core.shutdown(immediate)
+        self.task_done, self.qsize, self.join = core.task_done, core.qsize, core.join
 
 
-class _AsyncFace(Generic[T]):
+class _AsyncFace(_QueueView, Generic[T]):
     """``asyncio.Queue``'s API over a :class:`ferrio.Queue`, usable from any event loop."""
 
-    __slots__ = ("_core", "get_nowait", "put_nowait", "qsize", "task_done")
+    __slots__ = ("get_nowait", "put_nowait", "qsize", "task_done")
 
     def __init__(self, core: _ferrio.QueueCore) -> None:
         self._core = core
         self.put_nowait, self.get_nowait = core.put_nowait, core.get_nowait
         self.task_done, self.qsize = core.task_done, core.qsize
-
-    @property
-    def maxsize(self) -> int:
-        return self._core.maxsize
-
-    def empty(self) -> bool:
-        return self._core.qsize() == 0
-
-    def full(self) -> bool:
-        return self._core.full()
-
-    def shutdown(self, immediate: bool = False) -> None:
-        self._core.shutdown(immediate)
 
     async def put(self, item: T) -> None:
         """Put ``item``, waiting (without blocking the loop) while the queue is full.
@@ -167,7 +165,7 @@ class _AsyncFace(Generic[T]):
             raise
 
 
-class Queue(Generic[T]):
+class Queue(_QueueView, Generic[T]):
     """A FIFO queue for threads and tasks at once, with janus's two faces.
 
     ::
@@ -193,24 +191,6 @@ class Queue(Generic[T]):
         self._core = _ferrio.QueueCore(_nonneg_int(api, "maxsize", maxsize), self._order, _SHUTDOWN, _ERRORS)
         self.sync_q: _SyncFace[T] = _SyncFace(self._core)
         self.async_q: _AsyncFace[T] = _AsyncFace(self._core)
-
-    @property
-    def maxsize(self) -> int:
-        return self._core.maxsize
-
-    def qsize(self) -> int:
-        return self._core.qsize()
-
-    def empty(self) -> bool:
-        return self._core.qsize() == 0
-
-    def full(self) -> bool:
-        return self._core.full()
-
-    def shutdown(self, immediate: bool = False) -> None:
-        """Puts fail from now on; gets fail once the queue is empty (at once with
-        ``immediate``, which also drops the items). Waiters wake with :exc:`QueueShutDown`."""
-        self._core.shutdown(immediate)
 
     @property
     def closed(self) -> bool:

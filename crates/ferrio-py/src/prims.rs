@@ -76,6 +76,28 @@ fn wait_thread<V: Send>(py: Python<'_>, w: &Arc<ThreadWaiter<V>>, timeout: Optio
     }
 }
 
+/// Waits for a plain grant (a permit, an event, the end of a join): `Ok(true)` once granted,
+/// `Ok(false)` at the timeout. `abandon` leaves the primitive's queue and says whether the grant
+/// won the race; on Ctrl-C a grant that won goes to `give_back` before the error propagates.
+fn wait_granted(
+    py: Python<'_>,
+    w: &Arc<ThreadWaiter<()>>,
+    timeout: Option<f64>,
+    abandon: impl Fn(&Arc<ThreadWaiter<()>>) -> bool,
+    give_back: impl FnOnce(),
+) -> PyResult<bool> {
+    match wait_thread(py, w, timeout) {
+        Waited::Got(()) => Ok(true),
+        Waited::TimedOut => Ok(abandon(w)),
+        Waited::Interrupted(e) => {
+            if abandon(w) {
+                give_back();
+            }
+            Err(e)
+        }
+    }
+}
+
 fn check_timeout(timeout: Option<f64>) -> PyResult<Option<f64>> {
     match timeout {
         Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!(
@@ -141,16 +163,13 @@ impl SemaphoreCore {
         let Attempt::Queued(Some(w)) = self.inner.acquire(None) else {
             return Ok(true);
         };
-        match wait_thread(py, &w, timeout) {
-            Waited::Got(()) => Ok(true),
-            Waited::TimedOut => Ok(self.inner.abandon(&w)),
-            Waited::Interrupted(e) => {
-                if self.inner.abandon(&w) {
-                    self.release_inner(py).ok();
-                }
-                Err(e)
-            }
-        }
+        wait_granted(
+            py,
+            &w,
+            timeout,
+            |w| self.inner.abandon(w),
+            || drop(self.release_inner(py)),
+        )
     }
 
     fn acquire_nowait(&self) -> bool {
@@ -251,14 +270,8 @@ impl EventCore {
         let Attempt::Queued(Some(w)) = self.inner.wait(None) else {
             return Ok(true);
         };
-        match wait_thread(py, &w, timeout) {
-            Waited::Got(()) => Ok(true),
-            Waited::TimedOut => Ok(self.inner.abandon(&w)),
-            Waited::Interrupted(e) => {
-                self.inner.abandon(&w);
-                Err(e)
-            }
-        }
+        // An event's grant consumes nothing: there is nothing to give back.
+        wait_granted(py, &w, timeout, |w| self.inner.abandon(w), || ())
     }
 
     /// `True` if set; else `fut` is queued until `set()`.
@@ -600,14 +613,7 @@ impl QueueCore {
         let Attempt::Queued(Some(w)) = self.inner.join(None) else {
             return Ok(true);
         };
-        match wait_thread(py, &w, timeout) {
-            Waited::Got(()) => Ok(true),
-            Waited::TimedOut => Ok(self.inner.abandon_join(&w)),
-            Waited::Interrupted(e) => {
-                self.inner.abandon_join(&w);
-                Err(e)
-            }
-        }
+        wait_granted(py, &w, timeout, |w| self.inner.abandon_join(w), || ())
     }
 
     fn join_async(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
