@@ -142,3 +142,101 @@ def in_worker() -> bool:
 
 def join_orphans() -> None:
     """Joins, with the GIL released, the threads of pools garbage-collected before they exited."""
+
+def current_job_future() -> asyncio.Future[Any] | concurrent.futures.Future[Any] | None:
+    """The future of the job running on this thread, or ``None`` outside a ferrio job."""
+
+class SemaphoreCore:
+    """The Rust semaphore behind ``ferrio.Lock``, ``Semaphore`` and ``BoundedSemaphore``.
+
+    Blocking calls release the GIL and wake every 50 ms to run signal handlers.
+    """
+
+    def __new__(cls, value: int, bound: int | None = None, is_lock: bool = False) -> SemaphoreCore: ...
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """``threading``'s acquire. Raises:
+        ValueError: a timeout with ``blocking=False``, or a negative timeout.
+        """
+    def acquire_nowait(self) -> bool:
+        """Take a free permit if nobody is queued; never waits."""
+    def acquire_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
+        """``True`` if taken at once; else ``fut`` is queued and resolves when a permit reaches it."""
+    def cancel_acquire(self, fut: asyncio.Future[Any]) -> None:
+        """The awaiting task was cancelled: unqueue ``fut``, or pass on a permit that reached it."""
+    def release(self) -> None:
+        """Raises:
+        RuntimeError: a lock released while unlocked.
+        ValueError: a bounded semaphore released past its initial value.
+        """
+    def __enter__(self) -> None: ...
+    def __exit__(self, *args: object) -> None: ...
+    def stats(self) -> tuple[int, int]:
+        """``(free permits, waiters)``."""
+
+class EventCore:
+    """The Rust event behind ``ferrio.Event``."""
+
+    def set(self) -> None: ...
+    def clear(self) -> None: ...
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool:
+        """``threading.Event.wait``: blocks with the GIL released; returns the flag."""
+    def wait_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
+        """``True`` if set; else ``fut`` is queued until ``set()``."""
+    def cancel_wait(self, fut: asyncio.Future[Any]) -> None: ...
+
+class QueueCore:
+    """The Rust queue behind ``ferrio.Queue``, ``LifoQueue`` and ``PriorityQueue``.
+
+    ``order`` is ``"fifo"``, ``"lifo"`` or ``"priority"``; a waiting getter's future receives
+    ``shutdown_marker`` when the queue shuts down; ``errors`` are the ``(Empty, Full, ShutDown)``
+    classes to raise.
+    """
+
+    def __init__(self, maxsize: int, order: str, shutdown_marker: object, errors: tuple[type, type, type]) -> None: ...
+    @property
+    def maxsize(self) -> int: ...
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        """``queue.Queue.put``: blocks (GIL released) while full. Raises Full, ShutDown,
+        TypeError (an unorderable item in a priority queue), ValueError (a negative timeout)."""
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """``queue.Queue.get``: blocks (GIL released) while empty. Raises Empty, ShutDown."""
+    def put_nowait(self, item: object) -> None: ...
+    def get_nowait(self) -> Any: ...
+    def try_put(self, item: object) -> bool:
+        """Put if there is room now; never raises Full or waits."""
+    def try_get(self) -> tuple[bool, Any]:
+        """``(True, item)`` if one is there now, else ``(False, None)``; never raises or waits."""
+    def put_async(self, waker: LoopWaker, fut: asyncio.Future[bool], item: object) -> object | None:
+        """``None`` if the item went in; else ``fut`` waits for a slot and the item comes back."""
+    def commit_put(self, item: object) -> None:
+        """Insert an item into the slot reserved for it (after ``fut`` resolved ``True``)."""
+    def get_async(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> tuple[bool, Any]:
+        """``(True, item)`` at once, or ``(False, None)`` with ``fut`` queued."""
+    def cancel_wait(self, fut: asyncio.Future[Any], kind: str) -> None:
+        """The task awaiting ``fut`` (``kind`` is ``"get"``, ``"put"`` or ``"join"``) was cancelled:
+        unqueue it, or give back the item or slot that already reached it."""
+    def task_done(self) -> None: ...
+    def join(self, timeout: float | None = None) -> bool: ...
+    def join_async(self, waker: LoopWaker, fut: asyncio.Future[None]) -> bool: ...
+    def shutdown(self, immediate: bool = False) -> list[Any]:
+        """Returns the items an immediate shutdown dropped."""
+    def is_shutdown(self) -> bool: ...
+    def qsize(self) -> int: ...
+    def full(self) -> bool: ...
+    def stats(self) -> tuple[int, int, int, int]:
+        """``(items, unfinished, getters waiting, putters waiting)``."""
+
+class AtomicInt:
+    """A lock-free 64-bit integer shared by threads and tasks (wraps on overflow)."""
+
+    def __init__(self, value: int = 0) -> None: ...
+    def get(self) -> int: ...
+    def set(self, value: int) -> None: ...
+    def add(self, delta: int = 1) -> int:
+        """Adds ``delta`` and returns the new value."""
+    def swap(self, value: int) -> int:
+        """Stores ``value``; returns the old one."""
+    def compare_exchange(self, expected: int, new: int) -> tuple[bool, int]:
+        """Stores ``new`` if the value is ``expected``; returns ``(succeeded, value before)``."""
+    def __int__(self) -> int: ...
