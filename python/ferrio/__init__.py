@@ -14,6 +14,7 @@ from . import (
     from_thread,
 )
 from ._errors import NoEventLoopError
+from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
 from ._portal import BlockingPortal, start_blocking_portal
@@ -49,6 +50,7 @@ if _installed != __version__:
     )
 
 __all__ = (
+    "AsyncFile",
     "AtomicInt",
     "BlockingPortal",
     "BoundedSemaphore",
@@ -61,6 +63,7 @@ __all__ = (
     "Lock",
     "LockStatistics",
     "NoEventLoopError",
+    "Path",
     "Percentiles",
     "PoolStatistics",
     "PriorityQueue",
@@ -78,6 +81,8 @@ __all__ = (
     "default_pool",
     "from_thread",
     "is_cancelled",
+    "open_file",
+    "read_files",
     "run",
     "start_blocking_portal",
     "syncify",

@@ -4,6 +4,7 @@
 //! docstrings of everything defined here.
 
 mod errors;
+mod files;
 mod job;
 mod limiter;
 mod pool;
@@ -14,6 +15,8 @@ use pyo3::prelude::*;
 
 #[pymodule]
 mod _ferrio {
+    #[pymodule_export]
+    use super::files::read_files_blocking;
     #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, in_worker, is_cancelled};
     #[pymodule_export]

@@ -1,0 +1,55 @@
+//! File reads done in Rust, without the GIL.
+
+use std::path::PathBuf;
+
+use pyo3::exceptions::PyOSError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// The `OSError` subclass `open()` would raise for `err` on `path`: same errno, same filename.
+fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
+    let filename = path.to_string_lossy().into_owned();
+    match err.raw_os_error() {
+        // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError, ...) itself.
+        Some(code) => PyOSError::new_err((code, std::io::Error::from_raw_os_error(code).to_string(), filename)),
+        None => PyOSError::new_err(format!("{err}: {filename}")),
+    }
+}
+
+/// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
+/// returns their contents in order, or raises the first file's error (as `open()` would).
+#[pyfunction]
+#[pyo3(signature = (paths, threads=8))]
+#[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned Vec
+pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
+
+    let threads = threads.clamp(1, 64).min(paths.len().max(1));
+    let slots: Vec<Mutex<Option<std::io::Result<Vec<u8>>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
+    py.detach(|| {
+        // Each thread claims the next unread index until none is left.
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|s| {
+            for _ in 0..threads {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = paths.get(i) else { break };
+                    *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(std::fs::read(path));
+                });
+            }
+        });
+    });
+    slots
+        .into_iter()
+        .zip(&paths)
+        .map(|(slot, path)| {
+            let read = slot
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner)
+                .expect("every index was claimed");
+            read.map(|data| PyBytes::new(py, &data).unbind())
+                .map_err(|e| os_error(&e, path))
+        })
+        .collect()
+}

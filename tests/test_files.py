@@ -1,0 +1,375 @@
+"""ferrio.open_file, Path and read_files: parity with the builtin open(), batching, cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import io
+import os
+import sys
+import threading
+import time
+from pathlib import Path as SyncPath
+
+import ferrio
+import pytest
+from ferrio import _files
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+# -- differential test: the same operations through the builtin and through ferrio ----------------
+
+text_alphabet = st.sampled_from(["a", "b", " ", "\n", "\r", "\r\n", "é", "€", "😀", "\udcff"])
+contents = st.one_of(
+    st.binary(max_size=300),
+    st.lists(text_alphabet, max_size=120).map(lambda parts: "".join(parts).encode("utf-8", "surrogateescape")),
+)
+sizes = st.one_of(st.just(-1), st.integers(0, 12), st.just(70_000))
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("read"), sizes),
+        st.tuples(st.just("readline"), sizes),
+        st.tuples(st.just("readlines"), st.just(-1)),
+        st.tuples(st.just("tell"), st.just(0)),
+        st.tuples(st.just("seek0"), st.just(0)),
+        st.tuples(st.just("seek_end"), st.just(0)),
+        st.tuples(st.just("seek_saved"), st.just(0)),
+        st.tuples(st.just("iter"), st.integers(1, 4)),
+        st.tuples(st.just("write"), st.sampled_from(["x", "yz\n", "\r", "é"])),
+        st.tuples(st.just("flush"), st.just(0)),
+        st.tuples(st.just("truncate"), st.just(0)),
+    ),
+    max_size=25,
+)
+modes = st.sampled_from(
+    [
+        ("r", {"encoding": "utf-8", "errors": "surrogateescape"}),
+        ("r", {"encoding": "utf-8", "errors": "replace", "newline": ""}),
+        ("r", {"encoding": "utf-8", "errors": "replace", "newline": "\r"}),
+        ("r", {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\r\n"}),
+        ("r+", {"encoding": "utf-8", "errors": "surrogateescape"}),
+        ("a+", {"encoding": "utf-8", "errors": "surrogateescape", "newline": ""}),
+        ("rb", {}),
+        ("rb", {"buffering": 0}),
+        ("r+b", {}),
+        ("wb", {}),
+    ]
+)
+
+
+def _outcome(fn):
+    try:
+        return ("ok", fn())
+    except Exception as e:  # compared by type: the same operation must fail the same way
+        return ("error", type(e))
+
+
+async def _aoutcome(coro):
+    try:
+        return ("ok", await coro)
+    except Exception as e:
+        return ("error", type(e))
+
+
+@pytest.fixture(params=["default batches", "tiny batches"])
+def batch_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.param == "tiny batches":
+        # Tiny read-ahead and line batches: every small file crosses many batch edges and rewinds.
+        monkeypatch.setattr(_files, "_SMALL_CHUNK", 3)
+        monkeypatch.setattr(_files, "_LINES_HINT", 2)
+        monkeypatch.setattr(_files, "_WRITE_BATCH", 4)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=contents, mode=modes, program=ops)
+def test_same_results_positions_and_contents_as_builtin_open(
+    tmp_path: SyncPath, batch_sizes: None, data: bytes, mode: tuple[str, dict], program: list
+) -> None:
+    m, kwargs = mode
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(data)
+    b.write_bytes(data)
+    text = "b" not in m
+    got_sync: list = []
+    sync_saved = [0]
+    with open(a, m, **kwargs) as f:
+        for op, arg in program:
+            if op == "read":
+                got_sync.append(_outcome(lambda arg=arg: f.read(arg)))
+            elif op == "readline":
+                got_sync.append(_outcome(lambda arg=arg: f.readline(arg)))
+            elif op == "readlines":
+                got_sync.append(_outcome(f.readlines))
+            elif op == "tell":
+                r = _outcome(f.tell)
+                if r[0] == "ok":
+                    sync_saved[0] = r[1]
+                got_sync.append(r)
+            elif op == "seek0":
+                got_sync.append(_outcome(lambda: f.seek(0)))
+            elif op == "seek_end":
+                got_sync.append(_outcome(lambda: f.seek(0, 2)))
+            elif op == "seek_saved":
+                got_sync.append(_outcome(lambda: f.seek(sync_saved[0])))
+            elif op == "iter":
+                lines = []
+                for _ in range(arg):
+                    r = _outcome(f.readline)
+                    if r[0] == "error" or not r[1]:
+                        break
+                    lines.append(r[1])
+                got_sync.append(("ok", lines))
+            elif op == "write":
+                payload = arg if text else arg.encode("utf-8")
+                got_sync.append(_outcome(lambda payload=payload: f.write(payload)))
+            elif op == "flush":
+                got_sync.append(_outcome(f.flush))
+            elif op == "truncate":
+                got_sync.append(_outcome(f.truncate))
+
+    async def through_ferrio() -> list:
+        got: list = []
+        saved = 0
+        async with ferrio.open_file(b, m, **kwargs) as f:
+            for op, arg in program:
+                if op == "read":
+                    got.append(await _aoutcome(f.read(arg)))
+                elif op == "readline":
+                    got.append(await _aoutcome(f.readline(arg)))
+                elif op == "readlines":
+                    got.append(await _aoutcome(f.readlines()))
+                elif op == "tell":
+                    r = await _aoutcome(f.tell())
+                    if r[0] == "ok":
+                        saved = r[1]
+                    got.append(r)
+                elif op == "seek0":
+                    got.append(await _aoutcome(f.seek(0)))
+                elif op == "seek_end":
+                    got.append(await _aoutcome(f.seek(0, 2)))
+                elif op == "seek_saved":
+                    got.append(await _aoutcome(f.seek(saved)))
+                elif op == "iter":
+                    lines = []
+                    try:
+                        async for line in f:
+                            lines.append(line)
+                            if len(lines) == arg:
+                                break
+                    except Exception:
+                        pass  # the builtin side records the same failure as "no more lines"
+                    got.append(("ok", lines))
+                elif op == "write":
+                    payload = arg if text else arg.encode("utf-8")
+                    got.append(await _aoutcome(f.write(payload)))
+                elif op == "flush":
+                    got.append(await _aoutcome(f.flush()))
+                elif op == "truncate":
+                    got.append(await _aoutcome(f.truncate()))
+        return got
+
+    got_async = asyncio.run(through_ferrio())
+    assert got_async == got_sync
+    assert b.read_bytes() == a.read_bytes()
+
+
+# -- error parity ----------------------------------------------------------------------------------
+
+
+async def test_open_errors_match_the_builtin(tmp_path: SyncPath) -> None:
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(FileNotFoundError, match=r"\[Errno 2\] No such file or directory") as info:
+        await ferrio.open_file(missing)
+    assert (info.value.errno, info.value.filename) == (errno.ENOENT, str(missing))
+    with pytest.raises(IsADirectoryError, match=r"\[Errno 21\] Is a directory") as info:
+        await ferrio.open_file(tmp_path)
+    assert info.value.filename == str(tmp_path)
+    if hasattr(os, "geteuid") and os.geteuid() != 0:
+        locked = tmp_path / "locked"
+        locked.write_text("x")
+        locked.chmod(0)
+        with pytest.raises(PermissionError, match=r"\[Errno 13\] Permission denied"):
+            await ferrio.open_file(locked)
+    with pytest.raises(FileExistsError, match=r"\[Errno 17\] File exists"):
+        await ferrio.open_file(missing.parent, "x")
+    with pytest.raises(ValueError, match="must have exactly one of create/read/write/append mode"):
+        await ferrio.open_file(missing, "rw")
+
+
+async def test_operation_errors_match_the_builtin(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f.txt"
+    p.write_text("hello\n")
+    async with ferrio.open_file(p) as f:
+        with pytest.raises(io.UnsupportedOperation, match="not writable"):
+            await f.write("x")
+        with pytest.raises(TypeError, match=r"write\(\) argument must be str, not bytes"):
+            await f.write(b"x")
+    with pytest.raises(ValueError, match=r"I/O operation on closed file\."):
+        await f.read()
+    with pytest.raises(ValueError, match=r"I/O operation on closed file\."):
+        await f.write("x")
+    async with ferrio.open_file(p, "wb") as w:
+        with pytest.raises(TypeError, match="a bytes-like object is required, not 'str'"):
+            await w.write("text")
+        with pytest.raises(io.UnsupportedOperation, match="read"):
+            await w.read()
+    async with ferrio.open_file(p, "w", encoding="ascii") as w:
+        with pytest.raises(UnicodeEncodeError, match="'ascii' codec can't encode"):
+            await w.write("é")
+
+
+async def test_read_files_and_its_errors(tmp_path: SyncPath) -> None:
+    paths = []
+    for i in range(50):
+        p = tmp_path / f"{i}.bin"
+        p.write_bytes(bytes([i]) * (i * 100))
+        paths.append(p)
+    assert await ferrio.read_files(paths) == [bytes([i]) * (i * 100) for i in range(50)]
+    with pytest.raises(FileNotFoundError, match="No such file or directory") as info:
+        await ferrio.read_files([paths[0], tmp_path / "nope"])
+    assert (info.value.errno, info.value.filename) == (errno.ENOENT, str(tmp_path / "nope"))
+
+
+async def test_path(tmp_path: SyncPath) -> None:
+    d = ferrio.Path(tmp_path) / "sub"
+    assert isinstance(d, ferrio.Path)
+    assert not await d.exists()
+    await d.mkdir()
+    assert await d.is_dir()
+    f = d / "x.json"
+    assert await f.write_text('{"a": 1}') == 8
+    assert await f.read_text() == '{"a": 1}'
+    assert await f.read_bytes() == b'{"a": 1}'
+    assert await f.is_file()
+    assert (await f.stat()).st_size == 8
+    assert [p.name async for p in d.iterdir()] == ["x.json"]
+    assert [p.name async for p in d.glob("*.json")] == ["x.json"]
+    g = await f.rename(d / "y.json")
+    assert g.name == "y.json"
+    async with g.open() as fh:
+        assert await fh.read() == '{"a": 1}'
+    await g.unlink()
+    with pytest.raises(FileNotFoundError):
+        await g.unlink()
+
+
+# -- batching, cancellation, many files, the loop keeps ticking -----------------------------------
+
+
+async def test_line_iteration_crosses_few_hops(tmp_path: SyncPath) -> None:
+    p = tmp_path / "lines.txt"
+    p.write_text("".join(f"line {i}\n" for i in range(20_000)))
+    before = _files.io_pool().stats().completed
+    async with ferrio.open_file(p) as f:
+        count = sum([1 async for _ in f])
+    hops = _files.io_pool().stats().completed - before
+    assert count == 20_000
+    assert hops < 10, f"{hops} hops for {p.stat().st_size} bytes: lines must come in batches"
+
+
+async def test_cancelled_writes_are_not_lost(tmp_path: SyncPath) -> None:
+    p = tmp_path / "out.bin"
+    async with ferrio.open_file(p, "wb") as f:
+        for i in range(200):
+            task = asyncio.ensure_future(f.write(bytes([i % 256]) * 50_000))
+            if i % 3 == 0:
+                task.cancel()  # before it ran: nothing was written, and it says so
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+            else:
+                continue
+            await f.write(bytes([i % 256]) * 50_000)  # write it again: it must appear exactly once
+    data = p.read_bytes()
+    assert len(data) == 200 * 50_000
+    assert all(data[i * 50_000] == i % 256 for i in range(200))
+
+
+async def test_cancelling_a_read_leaves_the_file_consistent(tmp_path: SyncPath) -> None:
+    p = tmp_path / "big.bin"
+    p.write_bytes(bytes(range(256)) * 40_000)
+    async with ferrio.open_file(p, "rb") as f:
+        task = asyncio.ensure_future(f.read(5_000_000))
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        # The cancelled read ran to completion in the background or never started: the next
+        # operation sees a position the builtin could have reached, and reads continue from it.
+        pos = await f.tell()
+        assert pos in (0, 5_000_000)
+        assert await f.read(3) == bytes(range(256))[pos % 256 : pos % 256 + 3]
+
+
+async def test_many_files_open_at_once(tmp_path: SyncPath) -> None:
+    paths = [tmp_path / f"{i}.txt" for i in range(300)]
+    for i, p in enumerate(paths):
+        p.write_text(f"{i}\n" * 10)
+    files = [await ferrio.open_file(p) for p in paths]
+    try:
+        heads = await asyncio.gather(*(f.readline() for f in files))
+        assert heads == [f"{i}\n" for i in range(300)]
+    finally:
+        await asyncio.gather(*(f.close() for f in files))
+    assert all(f.closed for f in files)
+
+
+async def test_the_loop_keeps_ticking_during_a_large_read(tmp_path: SyncPath) -> None:
+    p = tmp_path / "large.bin"
+    with open(p, "wb") as fh:
+        fh.truncate(64 * 1024 * 1024)
+    ticks = 0
+    longest_gap = 0.0
+
+    async def ticker() -> None:
+        nonlocal ticks, longest_gap
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            longest_gap = max(longest_gap, now - last)
+            last = now
+            ticks += 1
+
+    t = asyncio.ensure_future(ticker())
+    async with ferrio.open_file(p, "rb") as f:
+        data = await f.read()
+    t.cancel()
+    assert len(data) == 64 * 1024 * 1024
+    assert ticks > 10
+    # Reading 64 MiB takes tens of ms; the loop must never have been stuck for the whole of it.
+    assert longest_gap < 0.5
+
+
+def test_write_is_flushed_by_close_on_error(tmp_path: SyncPath) -> None:
+    p = tmp_path / "e.txt"
+
+    async def main() -> None:
+        async with ferrio.open_file(p, "w") as f:
+            await f.write("kept")
+            raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        asyncio.run(main())
+    assert p.read_text() == "kept"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs os.mkfifo")
+def test_non_seekable_files_work_without_read_ahead(tmp_path: SyncPath) -> None:
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+
+    def writer() -> None:
+        with open(fifo, "w") as w:
+            w.write("a\nb\nc\n")
+
+    t = threading.Thread(target=writer)
+    t.start()
+
+    async def main() -> list[str]:
+        async with ferrio.open_file(fifo) as f:
+            return [await f.readline(), await f.read(2), await f.read()]
+
+    assert asyncio.run(main()) == ["a\n", "b\n", "c\n"]
+    t.join(10)
