@@ -47,6 +47,6 @@ if command -v pyenv >/dev/null 2>&1; then
         "$prefix/bin/python" -m venv ".venv-$minor"
         run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py tests/test_limiter.py \
             tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
-            tests/test_queue.py tests/test_sync_prims.py
+            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py
     done
 fi

@@ -57,3 +57,12 @@ def test_sync_producer_async_consumer() -> None:
         "processed 10",
         "log entries 20",
     ]
+
+
+def test_read_without_blocking() -> None:
+    assert run("read_without_blocking.py").splitlines() == [
+        "lines 1000 line 0 line 999",
+        "same as read_text True",
+        "read_files [8890, 8890]",
+        "loop kept ticking True",
+    ]

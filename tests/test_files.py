@@ -78,6 +78,9 @@ def batch_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setattr(_files, "_SMALL_CHUNK", 3)
         monkeypatch.setattr(_files, "_LINES_HINT", 2)
         monkeypatch.setattr(_files, "_WRITE_BATCH", 4)
+        monkeypatch.setattr(_files, "_PIECE_MIN", 5)
+        monkeypatch.setattr(_files, "_BIG_CHUNK", 23)
+        monkeypatch.setattr(_files, "_PIECES_BYTES", 23)
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

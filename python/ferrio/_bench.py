@@ -516,6 +516,204 @@ def bench_locks(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
     return results
 
 
+def _alternate(contenders: dict[str, Any], round_: int) -> list[tuple[str, Any]]:
+    """The contenders in order on even rounds and reversed on odd ones: nobody always goes first."""
+    items = list(contenders.items())
+    return items if round_ % 2 == 0 else items[::-1]
+
+
+def _settle() -> None:
+    """Untimed: write back dirty pages, so no contender pays for the previous one's writes."""
+    if hasattr(os, "sync"):
+        os.sync()
+
+
+def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Result]:
+    """Line iteration, many small files, and large sequential reads and writes, against plain sync
+    code and the installed async file libraries. Runs on asyncio, in a temporary directory."""
+    import tempfile
+
+    peers: dict[str, Any] = {}
+    for name in ("aiofiles", "aiofile", "anyio"):
+        with contextlib.suppress(ImportError):
+            peers[name] = __import__(name)
+    results: list[Result] = []
+    loop = asyncio.new_event_loop()
+    with tempfile.TemporaryDirectory(prefix="ferrio-bench-") as tmp:
+        text = os.path.join(tmp, "lines.txt")
+        with open(text, "w") as fh:
+            fh.writelines(f"{i:08d} {'x' * 60}\n" for i in range(lines))
+        small = [os.path.join(tmp, f"small-{i}.bin") for i in range(files)]
+        for p in small:
+            with open(p, "wb") as fh:
+                fh.write(os.urandom(4096))
+        big = os.path.join(tmp, "big.bin")
+        with open(big, "wb") as fh:
+            fh.truncate(big_mib * 2**20)
+
+        # 1. iterate lines
+        def sync_lines() -> float:
+            t0 = time.perf_counter()
+            with open(text) as fh:
+                for _ in fh:
+                    pass
+            return time.perf_counter() - t0
+
+        async def ferrio_lines() -> float:
+            t0 = time.perf_counter()
+            async with ferrio.open_file(text) as fh:
+                async for _ in fh:
+                    pass
+            return time.perf_counter() - t0
+
+        async def aiofiles_lines() -> float:
+            t0 = time.perf_counter()
+            async with peers["aiofiles"].open(text) as fh:
+                async for _ in fh:
+                    pass
+            return time.perf_counter() - t0
+
+        async def anyio_lines() -> float:
+            t0 = time.perf_counter()
+            async with await peers["anyio"].open_file(text) as fh:
+                async for _ in fh:
+                    pass
+            return time.perf_counter() - t0
+
+        async def aiofile_lines() -> float:
+            t0 = time.perf_counter()
+            async with peers["aiofile"].async_open(text) as fh:
+                async for _ in fh:
+                    pass
+            return time.perf_counter() - t0
+
+        runs: dict[str, Callable[[], float]] = {
+            "plain sync": sync_lines,
+            "ferrio.open_file": lambda: loop.run_until_complete(ferrio_lines()),
+        }
+        slow = {"aiofiles": aiofiles_lines, "anyio": anyio_lines, "aiofile": aiofile_lines}
+        for name, fn in slow.items():
+            if name in peers:
+                runs[name] = lambda fn=fn: loop.run_until_complete(fn())
+        samples: dict[str, list[float]] = {k: [] for k in runs}
+        for r in range(rounds):
+            for name, fn in _alternate(runs, r):
+                if name in slow and r > 0:
+                    continue  # the peers take seconds per run: one round is enough to show it
+                _settle()
+                samples[name].append(fn() * 1e3)
+        results += _results(f"iterate the lines of a {lines:,}-line file", "asyncio", samples, "ms", False)
+
+        # 2. many small files, 64 in flight; 3. read_files
+        async def bounded(read_one: Callable[[str], Awaitable[bytes]]) -> float:
+            sem = asyncio.Semaphore(64)
+
+            async def one(p: str) -> None:
+                async with sem:
+                    await read_one(p)
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(p) for p in small))
+            return files / (time.perf_counter() - t0)
+
+        async def ferrio_one(p: str) -> bytes:
+            async with ferrio.open_file(p, "rb") as fh:
+                return await fh.read()
+
+        async def aiofiles_one(p: str) -> bytes:
+            async with peers["aiofiles"].open(p, "rb") as fh:
+                return await fh.read()
+
+        async def anyio_one(p: str) -> bytes:
+            async with await peers["anyio"].open_file(p, "rb") as fh:
+                return await fh.read()
+
+        async def aiofile_one(p: str) -> bytes:
+            async with peers["aiofile"].async_open(p, "rb") as fh:
+                return await fh.read()
+
+        def sync_loop() -> float:
+            t0 = time.perf_counter()
+            for p in small:
+                with open(p, "rb") as fh:
+                    fh.read()
+            return files / (time.perf_counter() - t0)
+
+        async def with_read_files() -> float:
+            t0 = time.perf_counter()
+            await ferrio.read_files(small)
+            return files / (time.perf_counter() - t0)
+
+        readers = {"ferrio.open_file": ferrio_one, "aiofiles": aiofiles_one, "anyio": anyio_one, "aiofile": aiofile_one}
+        readers = {k: v for k, v in readers.items() if k == "ferrio.open_file" or k in peers}
+        samples = {k: [] for k in readers}
+        samples2: dict[str, list[float]] = {"ferrio.read_files": [], "plain sync loop": []}
+        for r in range(rounds):
+            for name, one in _alternate(readers, r):
+                _settle()
+                samples[name].append(loop.run_until_complete(bounded(one)))
+            at_once = {
+                "ferrio.read_files": lambda: loop.run_until_complete(with_read_files()),
+                "plain sync loop": sync_loop,
+            }
+            for name, fn in _alternate(at_once, r):
+                _settle()
+                samples2[name].append(fn())
+        results += _results(f"read {files:,} files of 4 KiB, 64 in flight", "asyncio", samples, "files/s", True)
+        results += _results(f"read the same {files:,} files at once", "asyncio", samples2, "files/s", True)
+
+        # 4./5. large sequential reads and writes in 64 KiB chunks
+        chunk = 64 * 1024
+        payload = os.urandom(chunk)
+        count = big_mib * 2**20 // chunk
+
+        def sync_read() -> float:
+            t0 = time.perf_counter()
+            with open(big, "rb") as fh:
+                while fh.read(chunk):
+                    pass
+            return big_mib / (time.perf_counter() - t0)
+
+        async def ferrio_read() -> float:
+            t0 = time.perf_counter()
+            async with ferrio.open_file(big, "rb") as fh:
+                while await fh.read(chunk):
+                    pass
+            return big_mib / (time.perf_counter() - t0)
+
+        out = os.path.join(tmp, "out.bin")
+
+        def sync_write() -> float:
+            t0 = time.perf_counter()
+            with open(out, "wb") as fh:
+                for _ in range(count):
+                    fh.write(payload)
+            return big_mib / (time.perf_counter() - t0)
+
+        async def ferrio_write() -> float:
+            t0 = time.perf_counter()
+            async with ferrio.open_file(out, "wb") as fh:
+                for _ in range(count):
+                    await fh.write(payload)
+            return big_mib / (time.perf_counter() - t0)
+
+        rs: dict[str, list[float]] = {"ferrio.open_file": [], "plain sync": []}
+        ws: dict[str, list[float]] = {"ferrio.open_file": [], "plain sync": []}
+        reads = {"ferrio.open_file": lambda: loop.run_until_complete(ferrio_read()), "plain sync": sync_read}
+        writes = {"ferrio.open_file": lambda: loop.run_until_complete(ferrio_write()), "plain sync": sync_write}
+        for r in range(rounds):
+            for name, fn in _alternate(reads, r):
+                _settle()
+                rs[name].append(fn())
+            for name, fn in _alternate(writes, r):
+                _settle()
+                ws[name].append(fn())
+        results += _results(f"read a {big_mib} MiB file in 64 KiB chunks", "asyncio", rs, "MiB/s", True)
+        results += _results(f"write a {big_mib} MiB file in 64 KiB chunks", "asyncio", ws, "MiB/s", True)
+    loop.close()
+    return results
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -525,14 +723,22 @@ def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
-def _os_threads() -> int:
-    return len(os.listdir("/proc/self/task"))
+def _threads_named(prefix: str) -> int:
+    """OS threads of this process whose name starts with ``prefix`` (Linux names: 15 chars)."""
+    count = 0
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as fh:
+                count += fh.read().startswith(prefix[:15])
+        except OSError:  # the thread exited meanwhile
+            pass
+    return count
 
 
 def bench_memory(n: int) -> list[Result]:
     """RSS growth over ``n`` no-op calls through a fresh pool; threads and fds left after it."""
     gc.collect()
-    threads_before, fds_before = _os_threads(), _fds()
+    fds_before = _fds()
     loop = asyncio.new_event_loop()
     pool = ferrio.ThreadPool(8, thread_name_prefix="bench-mem")
 
@@ -555,9 +761,7 @@ def bench_memory(n: int) -> list[Result]:
     return [
         Result(f"{w}: RSS growth", "asyncio", "ferrio", grown, "MB", False),
         Result(f"{w}: fds left after shutdown", "asyncio", "ferrio", _fds() - fds_before, "fds", False),
-        Result(
-            f"{w}: threads left after shutdown", "asyncio", "ferrio", _os_threads() - threads_before, "threads", False
-        ),
+        Result(f"{w}: threads left after shutdown", "asyncio", "ferrio", _threads_named("bench-mem"), "threads", False),
     ]
 
 
@@ -589,10 +793,13 @@ def main(argv: list[str]) -> int:
 
     if args.smoke:
         rounds, n, seq, sleeps, calls, bridges, items = 1, 640, 50, 128, 2_000, 50, 400
+        file_sizes = (200, 20, 1)  # lines, small files, MiB
     elif args.quick:
         rounds, n, seq, sleeps, calls, bridges, items = 3, 20_000, 2_000, 2_000, 200_000, 2_000, 50_000
+        file_sizes = (20_000, 2_000, 64)
     else:
         rounds, n, seq, sleeps, calls, bridges, items = 5, 20_000, 5_000, 2_000, 1_000_000, 5_000, 200_000
+        file_sizes = (100_000, 2_000, 256)
     results: list[Result] = []
     for loop_name, factory in _loop_factories(args.loop).items():
         loop = factory()
@@ -609,6 +816,7 @@ def main(argv: list[str]) -> int:
             loop.close()
     results += bench_run_from_sync(rounds, bridges)
     results += bench_portal(rounds, bridges)
+    results += bench_files(rounds, *file_sizes)
     results += bench_memory(calls)
 
     meta = {

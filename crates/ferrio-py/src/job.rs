@@ -48,6 +48,9 @@ pub(crate) struct PyJob {
     pub context: Option<Py<PyAny>>,
     pub target: Target,
     pub limiter: Option<Arc<Limiter<PyJob>>>,
+    /// Run even if the awaiting task was cancelled first (file operations, whose effects must
+    /// happen once they were asked for); the result is then dropped.
+    pub always_run: bool,
 }
 
 thread_local! {
@@ -118,8 +121,9 @@ impl PyJob {
             context,
             target,
             limiter,
+            always_run,
         } = self;
-        let outcome = if target.claim(py) {
+        let outcome = if target.claim(py) || always_run {
             CURRENT.with(|c| *c.borrow_mut() = Some(target.future().clone_ref(py)));
             let result = invoke(py, func.bind(py), &call, context.as_ref());
             CURRENT.with(|c| c.borrow_mut().take());

@@ -147,7 +147,7 @@ impl ThreadPoolCore {
     }
 
     /// Queues `func(*args, **kwargs)`; its outcome resolves the asyncio future `fut` through `waker`.
-    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None))]
+    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None, always_run=false))]
     #[allow(clippy::too_many_arguments)] // reason: one flat call from Python on the hot path
     fn submit_async(
         &self,
@@ -160,6 +160,7 @@ impl ThreadPoolCore {
         context: Option<Py<PyAny>>,
         limiter: Option<&Bound<'_, LimiterCore>>,
         coroutine_runner: Option<&Bound<'_, PyAny>>,
+        always_run: bool,
     ) -> PyResult<()> {
         let (func, call) = job_call(api, func, args, kwargs, coroutine_runner)?;
         let job = PyJob {
@@ -171,6 +172,7 @@ impl ThreadPoolCore {
                 loop_queue: Arc::clone(&waker.get().queue),
             },
             limiter: limiter_arc(limiter),
+            always_run,
         };
         self.enqueue(api, job)
     }
@@ -196,6 +198,7 @@ impl ThreadPoolCore {
             context,
             target: Target::Sync { fut },
             limiter: limiter_arc(limiter),
+            always_run: false,
         };
         self.enqueue(api, job)
     }
@@ -222,6 +225,7 @@ impl ThreadPoolCore {
                 loop_queue: Arc::clone(&waker.get().queue),
             },
             limiter: limiter_arc(limiter),
+            always_run: false,
         };
         self.enqueue(api, job)
     }
