@@ -566,7 +566,8 @@ class _Opening:
         return self._file
 
     async def __aexit__(self, *exc_info: object) -> None:
-        assert self._file is not None
+        if self._file is None:  # only reachable by calling __aexit__ by hand
+            raise RuntimeError("open_file(...).__aexit__() was called without __aenter__()")
         await self._file.__aexit__(*exc_info)
 
 
