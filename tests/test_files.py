@@ -345,6 +345,7 @@ async def test_the_loop_keeps_ticking_during_a_large_read(tmp_path: SyncPath) ->
     assert longest_gap < 0.5
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_write_is_flushed_by_close_on_error(tmp_path: SyncPath) -> None:
     p = tmp_path / "e.txt"
 

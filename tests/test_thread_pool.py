@@ -128,6 +128,7 @@ async def test_cancelling_the_awaiting_task_cancels_the_coroutine_on_the_worker(
     assert await asyncio.to_thread(cancelled.wait, 10)
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_workers_are_named_and_bounded_by_max_workers() -> None:
     pool = ferrio.ThreadPool(3, thread_name_prefix="bounded")
     lock = threading.Lock()
@@ -159,6 +160,7 @@ def test_workers_are_named_and_bounded_by_max_workers() -> None:
     assert names <= {"bounded-0", "bounded-1", "bounded-2"}
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_idle_workers_exit_and_the_pool_starts_new_ones() -> None:
     pool = ferrio.ThreadPool(2, thread_name_prefix="idle", idle_timeout=0.05)
     assert pool.submit(square, 2).result(10) == 4
@@ -185,6 +187,7 @@ def test_idle_exit_racing_new_jobs_loses_no_job() -> None:
     pool.shutdown()
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_shutdown_waits_and_runs_queued_work() -> None:
     pool = ferrio.ThreadPool(1, thread_name_prefix="sd")
     gate = threading.Event()
@@ -197,6 +200,7 @@ def test_shutdown_waits_and_runs_queued_work() -> None:
     assert pool.stats().workers_alive == 0
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_shutdown_cancel_futures_cancels_queued_work() -> None:
     pool = ferrio.ThreadPool(1, thread_name_prefix="sdc")
     gate, started = threading.Event(), threading.Event()
@@ -225,6 +229,7 @@ async def test_shutdown_cancel_futures_cancels_awaiting_tasks() -> None:
     await first
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_submit_after_shutdown_raises() -> None:
     pool = ferrio.ThreadPool(1)
     pool.shutdown()
@@ -267,6 +272,7 @@ def test_submit_rejects_non_callables() -> None:
         p.submit("nope")  # type: ignore[arg-type]
 
 
+@pytest.mark.usefixtures("no_thread_leaks")
 def test_stats_is_a_frozen_snapshot() -> None:
     with ferrio.ThreadPool(2, thread_name_prefix="stats") as p:
         for f in [p.submit(square, i) for i in range(10)] + [p.submit(int, "x")]:
