@@ -559,42 +559,31 @@ def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Resul
                     pass
             return time.perf_counter() - t0
 
-        async def ferrio_lines() -> float:
+        # How each contender opens a file: a callable returning an async context manager.
+        @contextlib.asynccontextmanager
+        async def anyio_open(path: str, mode: str = "r") -> Any:
+            async with await peers["anyio"].open_file(path, mode) as fh:
+                yield fh
+
+        openers: dict[str, Callable[..., Any]] = {"ferrio.open_file": ferrio.open_file}
+        if "aiofiles" in peers:
+            openers["aiofiles"] = peers["aiofiles"].open
+        if "anyio" in peers:
+            openers["anyio"] = anyio_open
+        if "aiofile" in peers:
+            openers["aiofile"] = peers["aiofile"].async_open
+
+        async def timed_lines(opener: Callable[..., Any]) -> float:
             t0 = time.perf_counter()
-            async with ferrio.open_file(text) as fh:
+            async with opener(text) as fh:
                 async for _ in fh:
                     pass
             return time.perf_counter() - t0
 
-        async def aiofiles_lines() -> float:
-            t0 = time.perf_counter()
-            async with peers["aiofiles"].open(text) as fh:
-                async for _ in fh:
-                    pass
-            return time.perf_counter() - t0
-
-        async def anyio_lines() -> float:
-            t0 = time.perf_counter()
-            async with await peers["anyio"].open_file(text) as fh:
-                async for _ in fh:
-                    pass
-            return time.perf_counter() - t0
-
-        async def aiofile_lines() -> float:
-            t0 = time.perf_counter()
-            async with peers["aiofile"].async_open(text) as fh:
-                async for _ in fh:
-                    pass
-            return time.perf_counter() - t0
-
-        runs: dict[str, Callable[[], float]] = {
-            "plain sync": sync_lines,
-            "ferrio.open_file": lambda: loop.run_until_complete(ferrio_lines()),
-        }
-        slow = {"aiofiles": aiofiles_lines, "anyio": anyio_lines, "aiofile": aiofile_lines}
-        for name, fn in slow.items():
-            if name in peers:
-                runs[name] = lambda fn=fn: loop.run_until_complete(fn())
+        runs: dict[str, Callable[[], float]] = {"plain sync": sync_lines}
+        for name, opener in openers.items():
+            runs[name] = lambda opener=opener: loop.run_until_complete(timed_lines(opener))
+        slow = {"aiofiles", "anyio", "aiofile"}
         samples: dict[str, list[float]] = {k: [] for k in runs}
         for r in range(rounds):
             for name, fn in _alternate(runs, r):
@@ -616,21 +605,12 @@ def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Resul
             await asyncio.gather(*(one(p) for p in small))
             return files / (time.perf_counter() - t0)
 
-        async def ferrio_one(p: str) -> bytes:
-            async with ferrio.open_file(p, "rb") as fh:
-                return await fh.read()
+        def reader(opener: Callable[..., Any]) -> Callable[[str], Awaitable[bytes]]:
+            async def read_one(p: str) -> bytes:
+                async with opener(p, "rb") as fh:
+                    return await fh.read()
 
-        async def aiofiles_one(p: str) -> bytes:
-            async with peers["aiofiles"].open(p, "rb") as fh:
-                return await fh.read()
-
-        async def anyio_one(p: str) -> bytes:
-            async with await peers["anyio"].open_file(p, "rb") as fh:
-                return await fh.read()
-
-        async def aiofile_one(p: str) -> bytes:
-            async with peers["aiofile"].async_open(p, "rb") as fh:
-                return await fh.read()
+            return read_one
 
         def sync_loop() -> float:
             t0 = time.perf_counter()
@@ -644,8 +624,7 @@ def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Resul
             await ferrio.read_files(small)
             return files / (time.perf_counter() - t0)
 
-        readers = {"ferrio.open_file": ferrio_one, "aiofiles": aiofiles_one, "anyio": anyio_one, "aiofile": aiofile_one}
-        readers = {k: v for k, v in readers.items() if k == "ferrio.open_file" or k in peers}
+        readers = {name: reader(opener) for name, opener in openers.items()}
         samples = {k: [] for k in readers}
         samples2: dict[str, list[float]] = {"ferrio.read_files": [], "plain sync loop": []}
         for r in range(rounds):
