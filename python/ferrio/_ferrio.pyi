@@ -137,9 +137,6 @@ def is_cancelled() -> bool:
         RuntimeError: not called from a job running on a ferrio worker.
     """
 
-def in_worker() -> bool:
-    """Whether the calling thread is running a ferrio job right now."""
-
 def join_orphans() -> None:
     """Joins, with the GIL released, the threads of pools garbage-collected before they exited."""
 

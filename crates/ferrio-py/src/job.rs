@@ -269,12 +269,6 @@ pub(crate) fn check_cancelled(py: Python<'_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Whether the calling thread is running a ferrio job right now.
-#[pyfunction]
-pub(crate) fn in_worker() -> bool {
-    CURRENT.with(|c| c.borrow().is_some())
-}
-
 /// The future of the job running on this thread (an `asyncio.Future` when an event loop awaits
 /// it, a `concurrent.futures.Future` otherwise), or `None` outside a ferrio job.
 #[pyfunction]

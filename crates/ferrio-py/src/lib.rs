@@ -18,7 +18,7 @@ mod _ferrio {
     #[pymodule_export]
     use super::files::read_files_blocking;
     #[pymodule_export]
-    use super::job::{check_cancelled, current_job_future, in_worker, is_cancelled};
+    use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]
     use super::limiter::LimiterCore;
     #[pymodule_export]
