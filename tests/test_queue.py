@@ -155,6 +155,9 @@ ops = st.lists(
         st.tuples(st.just("put"), st.sampled_from(["sync", "async"]), st.integers()),
         st.tuples(st.just("get"), st.sampled_from(["sync", "async"]), st.just(0)),
         st.tuples(st.just("task_done"), st.sampled_from(["sync", "async"]), st.just(0)),
+        st.tuples(st.just("aput"), st.just("async"), st.integers()),
+        st.tuples(st.just("aget"), st.just("async"), st.just(0)),
+        st.tuples(st.just("join"), st.just("sync"), st.just(0)),
         st.tuples(st.just("shutdown"), st.booleans(), st.just(0)),
     ),
     max_size=60,
@@ -193,6 +196,35 @@ def test_model(maxsize: int, kind: str, program: list[tuple[str, object, int]]) 
             else:
                 with pytest.raises(ferrio.QueueShutDown if shut else ferrio.QueueEmpty):
                     face.get_nowait()
+        elif op == "aput":
+            # An awaited put: at once if there is room; if full it must wait, and cancelling that
+            # wait (the timeout) must leave the queue as it was.
+            if shut:
+                with pytest.raises(ferrio.QueueShutDown):
+                    ferrio.run(q.async_q.put(x))
+            elif maxsize and len(items) >= maxsize:
+                with pytest.raises(asyncio.TimeoutError):
+                    ferrio.run(asyncio.wait_for(q.async_q.put(x), 0.001))
+            else:
+                ferrio.run(q.async_q.put(x))
+                items.append(x)
+                unfinished += 1
+        elif op == "aget":
+            if items:
+                if kind == "priority":
+                    expected = min(items)
+                    items.remove(expected)
+                else:
+                    expected = items.pop() if lifo else items.popleft()
+                assert ferrio.run(q.async_q.get()) == expected
+            elif shut:
+                with pytest.raises(ferrio.QueueShutDown):
+                    ferrio.run(q.async_q.get())
+            else:
+                with pytest.raises(asyncio.TimeoutError):
+                    ferrio.run(asyncio.wait_for(q.async_q.get(), 0.001))
+        elif op == "join":
+            assert q.sync_q.join(timeout=0) is (unfinished == 0)
         elif op == "task_done":
             if unfinished:
                 face.task_done()
