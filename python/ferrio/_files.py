@@ -37,6 +37,14 @@ _PIECES_BYTES = 256 * 1024
 _io_pool: ThreadPool | None = None
 
 
+def _always_run(fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    """Queues ``fn`` on the I/O pool; it runs even if the returned future is cancelled first."""
+    loop = _get_running_loop()
+    fut = loop.create_future()
+    io_pool()._core.submit_async("ferrio.open_file()", _waker_for(loop), fut, fn, (), None, None, None, None, True)
+    return fut
+
+
 def io_pool() -> ThreadPool:
     """The pool whose threads run file operations (``ferrio-io-N``), created on first use."""
     global _io_pool
@@ -215,10 +223,7 @@ class AsyncFile:
                     turn.notify_all()
                 self._running.add(-1)
 
-        loop = _get_running_loop()
-        fut = loop.create_future()
-        io_pool()._core.submit_async("ferrio.open_file()", _waker_for(loop), fut, job, (), None, None, None, None, True)
-        return await fut
+        return await _always_run(job)
 
     def _after_sync(self, op: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -533,8 +538,6 @@ class _Opening:
                 f.close()
                 raise
 
-        loop = _get_running_loop()
-        fut = loop.create_future()
         # If the awaiting task is cancelled, whichever side comes second closes the file: the
         # open, if it finishes after the cancel; the cancel, if the open already finished.
         handshake = threading.Lock()
@@ -549,9 +552,8 @@ class _Opening:
                     state["file"] = r[0]
             return r
 
-        io_pool()._core.submit_async("ferrio.open_file()", _waker_for(loop), fut, run, (), None, None, None, None, True)
         try:
-            f, prefetched = await fut
+            f, prefetched = await _always_run(run)
         except asyncio.CancelledError:
             with handshake:
                 state["cancelled"] = True
@@ -603,8 +605,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     (``FileNotFoundError`` with its errno and filename, ...).
     """
     names = [os.fspath(p) for p in paths]
-    fut = asyncio.wrap_future(io_pool().submit(_ferrio.read_files_blocking, names, threads))
-    return await fut
+    return await io_pool().run(_ferrio.read_files_blocking, names, threads)
 
 
 _PurePath = type(pathlib.PurePath())
@@ -627,7 +628,7 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._blocking(), name)
-        return await asyncio.wrap_future(io_pool().submit(method, *args, **kwargs))
+        return await io_pool().run(method, *args, **kwargs)
 
     async def read_bytes(self) -> bytes:
         return await self._call("read_bytes")
@@ -663,11 +664,11 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
         return Path(await self._call("rename", os.fspath(target)))
 
     async def iterdir(self) -> AsyncIterator[Path]:
-        for p in await asyncio.wrap_future(io_pool().submit(lambda: list(self._blocking().iterdir()))):
+        for p in await io_pool().run(lambda: list(self._blocking().iterdir())):
             yield Path(p)
 
     async def glob(self, pattern: str) -> AsyncIterator[Path]:
-        for p in await asyncio.wrap_future(io_pool().submit(lambda: list(self._blocking().glob(pattern)))):
+        for p in await io_pool().run(lambda: list(self._blocking().glob(pattern))):
             yield Path(p)
 
     def open(

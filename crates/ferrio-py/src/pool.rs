@@ -41,13 +41,18 @@ fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// Fails unless `func` is a callable that is not a coroutine function.
-#[pyfunction]
-pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
+/// Fails unless `func` is callable; says whether it is a coroutine function.
+fn classify_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<bool> {
     if !func.is_callable() {
         return Err(errors::not_callable(api, func));
     }
-    if is_coroutine_function(func)? {
+    is_coroutine_function(func)
+}
+
+/// Fails unless `func` is a callable that is not a coroutine function.
+#[pyfunction]
+pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
+    if classify_callable(api, func)? {
         return Err(errors::coroutine_function(api, func));
     }
     Ok(())
@@ -63,10 +68,7 @@ fn job_call(
     kwargs: Option<Py<PyDict>>,
     coroutine_runner: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(Py<PyAny>, Call)> {
-    if !func.is_callable() {
-        return Err(errors::not_callable(api, func));
-    }
-    if is_coroutine_function(func)? {
+    if classify_callable(api, func)? {
         let Some(runner) = coroutine_runner else {
             return Err(errors::coroutine_function(api, func));
         };
