@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import gc
+import importlib
 import json
 import os
 import platform
@@ -52,14 +53,21 @@ def _results(
     return [Result(workload, loop_name, k, statistics.median(v), unit, higher_is_better, v) for k, v in samples.items()]
 
 
+def _peer(name: str) -> Any:
+    """The module ``name`` (say ``"anyio.to_thread"``) if that peer is installed, else None."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def _loop_factories(which: str) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     loops: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {}
     if which in ("asyncio", "both"):
         loops["asyncio"] = asyncio.new_event_loop
     if which in ("uvloop", "both"):
-        try:
-            import uvloop
-        except ImportError:
+        uvloop = _peer("uvloop")
+        if uvloop is None:
             print("uvloop is not installed: measuring on asyncio only", file=sys.stderr)
         else:
             loops["uvloop"] = uvloop.new_event_loop
@@ -129,12 +137,9 @@ def _contenders(pool_tpe: concurrent.futures.ThreadPoolExecutor) -> dict[str, Ca
         "asyncio.to_thread": lambda i: asyncio.to_thread(noop, i),
         "run_in_executor(TPE)": executor,
     }
-    try:
-        import anyio.to_thread
-    except ImportError:
-        pass
-    else:
-        c["anyio.to_thread"] = lambda i: anyio.to_thread.run_sync(noop, i)
+    anyio_to_thread = _peer("anyio.to_thread")
+    if anyio_to_thread is not None:
+        c["anyio.to_thread"] = lambda i: anyio_to_thread.run_sync(noop, i)
     return c
 
 
@@ -249,12 +254,9 @@ def bench_run_from_sync(rounds: int, n: int) -> list[Result]:
     if sys.version_info >= (3, 11):
         runner = asyncio.Runner()
         contenders["reused asyncio.Runner"] = lambda: runner.run(trivial())
-    try:
-        from asgiref.sync import async_to_sync
-    except ImportError:
-        pass
-    else:
-        contenders["asgiref async_to_sync"] = lambda: async_to_sync(trivial)()
+    asgiref_sync = _peer("asgiref.sync")
+    if asgiref_sync is not None:
+        contenders["asgiref async_to_sync"] = lambda: asgiref_sync.async_to_sync(trivial)()
     samples: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
@@ -282,17 +284,13 @@ def bench_from_thread(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: i
         "from_thread.run(trivial) from a worker": {"ferrio": lambda: ferrio.to_thread(ferrio_run)},
         "from_thread.run_sync(noop) from a worker": {"ferrio": lambda: ferrio.to_thread(ferrio_run_sync)},
     }
-    try:
-        import anyio.from_thread
-        import anyio.to_thread
-    except ImportError:
-        anyio = None
-    else:
-        cases["from_thread.run(trivial) from a worker"]["anyio"] = lambda: anyio.to_thread.run_sync(
-            lambda: _per_call_us(n, lambda: anyio.from_thread.run(trivial))
+    a_to, a_from = _peer("anyio.to_thread"), _peer("anyio.from_thread")
+    if a_to is not None and a_from is not None:
+        cases["from_thread.run(trivial) from a worker"]["anyio"] = lambda: a_to.run_sync(
+            lambda: _per_call_us(n, lambda: a_from.run(trivial))
         )
-        cases["from_thread.run_sync(noop) from a worker"]["anyio"] = lambda: anyio.to_thread.run_sync(
-            lambda: _per_call_us(n, lambda: anyio.from_thread.run_sync(noop_sync))
+        cases["from_thread.run_sync(noop) from a worker"]["anyio"] = lambda: a_to.run_sync(
+            lambda: _per_call_us(n, lambda: a_from.run_sync(noop_sync))
         )
     results = []
     for workload, contenders in cases.items():
@@ -307,15 +305,12 @@ def bench_from_thread(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: i
 def bench_portal(rounds: int, n: int) -> list[Result]:
     """``n`` calls of a trivial coroutine through a blocking portal."""
     samples: dict[str, list[float]] = {"ferrio portal.call": []}
-    try:
-        import anyio.from_thread
-    except ImportError:
-        anyio = None
-    else:
+    a_from = _peer("anyio.from_thread")
+    if a_from is not None:
         samples["anyio portal.call"] = []
     with contextlib.ExitStack() as stack:
         fp = stack.enter_context(ferrio.start_blocking_portal())
-        ap = stack.enter_context(anyio.from_thread.start_blocking_portal()) if anyio else None
+        ap = stack.enter_context(a_from.start_blocking_portal()) if a_from is not None else None
         for _ in range(rounds):
             samples["ferrio portal.call"].append(_per_call_us(n, lambda: fp.call(trivial)))
             if ap is not None:
@@ -335,9 +330,8 @@ def _queue_contenders() -> dict[str, tuple[Callable[[int], Any], ...]]:
         )
     }
     for name in ("culsans", "janus"):
-        try:
-            mod = __import__(name)
-        except ImportError:
+        mod = _peer(name)
+        if mod is None:
             continue
         c[name] = (
             mod.Queue,
@@ -346,11 +340,8 @@ def _queue_contenders() -> dict[str, tuple[Callable[[int], Any], ...]]:
             lambda q: q.async_q.put,
             lambda q: q.sync_q.get,
         )
-    try:
-        import aiologic
-    except ImportError:
-        pass
-    else:
+    aiologic = _peer("aiologic")
+    if aiologic is not None:
         c["aiologic"] = (
             lambda m: aiologic.Queue(m or None),
             lambda q: q.green_put,
@@ -502,11 +493,8 @@ def bench_locks(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n:
         return loop.run_until_complete(main())
 
     csamples: dict[str, list[float]] = {"ferrio.Lock": []}
-    try:
-        import aiologic
-    except ImportError:
-        aiologic = None
-    else:
+    aiologic = _peer("aiologic")
+    if aiologic is not None:
         csamples["aiologic.Lock"] = []
     for _ in range(rounds):
         csamples["ferrio.Lock"].append(contended(ferrio.Lock()))
@@ -533,10 +521,7 @@ def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Resul
     code and the installed async file libraries. Runs on asyncio, in a temporary directory."""
     import tempfile
 
-    peers: dict[str, Any] = {}
-    for name in ("aiofiles", "aiofile", "anyio"):
-        with contextlib.suppress(ImportError):
-            peers[name] = __import__(name)
+    peers = {name: mod for name in ("aiofiles", "aiofile", "anyio") if (mod := _peer(name)) is not None}
     results: list[Result] = []
     loop = asyncio.new_event_loop()
     with tempfile.TemporaryDirectory(prefix="ferrio-bench-") as tmp:
