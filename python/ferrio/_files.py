@@ -79,7 +79,10 @@ class AsyncFile:
         # Read-ahead needs a position to rewind to, and must not call tell() between a write and
         # a read (it flushes, and the builtin's read-after-write differs with and without it):
         # so it is for seekable read-only files; others make one hop per call.
-        self._ahead = self._seekable and not f.writable()
+        self._writable = f.writable()
+        # The builtin raises UnicodeEncodeError at write() under errors="strict": check the same.
+        self._strict_encoding = f.encoding if self._text and f.errors == "strict" else None
+        self._ahead = self._seekable and not self._writable
         # Operations run on I/O threads one at a time, in the order they were asked for: each
         # takes a ticket on the loop's thread and waits for its turn on the I/O thread.
         self._turn = threading.Condition(threading.Lock())
@@ -124,7 +127,7 @@ class AsyncFile:
         return self._f.readable()
 
     def writable(self) -> bool:
-        return self._f.writable()
+        return self._f.writable()  # the builtin's: raises on a closed file
 
     def seekable(self) -> bool:
         return self._seekable
@@ -448,8 +451,8 @@ class AsyncFile:
         if self._text:
             if not isinstance(data, str):
                 raise TypeError(f"write() argument must be str, not {type(data).__name__}")
-            if self._f.encoding and self._f.errors == "strict":
-                data.encode(self._f.encoding)  # the builtin raises UnicodeEncodeError at write()
+            if self._strict_encoding:
+                data.encode(self._strict_encoding)
             n = len(data)
         else:
             try:
@@ -459,7 +462,7 @@ class AsyncFile:
             n = view.nbytes
             if type(data) is not bytes:
                 data = view.tobytes()  # a mutable buffer may change after we return, as with the builtin
-        if not self._f.writable():
+        if not self._writable:
             raise io.UnsupportedOperation("not writable")
         if self._kind is None and self._idle():
             self._wbuf.append(data)
@@ -493,7 +496,7 @@ class AsyncFile:
         close still completes on the I/O thread."""
         if self._f.closed:
             return
-        if not self._f.writable() and self._idle():
+        if not self._writable and self._idle():
             # Nothing to flush: closing a read-only descriptor does not wait on the disk.
             self._kind = None
             self._f.close()
