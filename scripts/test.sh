@@ -2,7 +2,7 @@
 # Installs what the tests need and runs them all: the Rust core's tests (nextest, or cargo test
 # where nextest is missing), the loom model of the completion protocol, then pytest on the
 # default python3 (whole suite) and on every other CPython 3.10-3.13 that pyenv has (the pool,
-# bridge, primitive and lifecycle suites). Exits non-zero on any failure, including "no tests
+# bridge, primitive, file, process and lifecycle suites). Exits non-zero on any failure, including "no tests
 # collected".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,6 +47,6 @@ if command -v pyenv >/dev/null 2>&1; then
         "$prefix/bin/python" -m venv ".venv-$minor"
         run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py tests/test_limiter.py \
             tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
-            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py
+            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py
     done
 fi

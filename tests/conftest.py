@@ -102,3 +102,69 @@ def no_thread_leaks():
     if fds:
         new = set(os.listdir("/proc/self/fd")) - fds
         assert not new, f"file descriptors left open: {sorted(new)}"
+
+
+def _child_processes() -> set[int]:
+    """Live processes whose parent is this process or multiprocessing's forkserver (which, like
+    its resource tracker, is shared by the whole test run and expected to stay)."""
+    from multiprocessing import forkserver, resource_tracker
+
+    server = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    tracker = getattr(getattr(resource_tracker, "_resource_tracker", None), "_pid", None)
+    parents = {os.getpid(), server}
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in (server, tracker):
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[1]) in parents:
+            found.add(int(entry))
+    return found
+
+
+def _default_process_pool_workers() -> set[int]:
+    # ferrio.to_process's pool lives until interpreter exit by design, like the default thread pool.
+    from ferrio import _process
+
+    pool = _process._default
+    return set(pool.worker_pids()) if pool is not None else set()
+
+
+@pytest.fixture(scope="module")
+def no_process_leaks():
+    """Fails the module if it leaves worker processes, /dev/shm segments or descriptors behind."""
+    if not os.path.isdir("/proc"):
+        yield
+        return
+    procs = _child_processes()
+    shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    yield
+    gc.collect()
+    deadline = time.monotonic() + 15
+    while _child_processes() - procs - _default_process_pool_workers() and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling: pools reap their workers on their manager threads
+    left = _child_processes() - procs - _default_process_pool_workers()
+    assert not left, f"processes left running: {sorted(left)}"
+    if shm:
+        new = set(os.listdir("/dev/shm")) - shm
+        assert not new, f"shared-memory segments left in /dev/shm: {sorted(new)}"
+
+
+@pytest.fixture
+def run_python_in_tmp(tmp_path):
+    """Runs a script from a file (worker processes import the main module by path)."""
+    import subprocess
+    import textwrap
+
+    def run(code: str, timeout: float = 60.0):
+        script = tmp_path / "script.py"
+        script.write_text(textwrap.dedent(code))
+        return subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    return run

@@ -18,7 +18,15 @@ from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
 from ._portal import BlockingPortal, start_blocking_portal
-from ._stats import LimiterStatistics, Percentiles, PoolStatistics
+from ._process import (
+    BrokenProcessPool,
+    ProcessPool,
+    WorkerCrashed,
+    default_process_pool,
+    to_process,
+)
+from ._shared import SharedCounter, SharedValue
+from ._stats import LimiterStatistics, Percentiles, PoolStatistics, ProcessPoolStatistics
 from ._sync import (
     AtomicInt,
     BoundedSemaphore,
@@ -54,6 +62,7 @@ __all__ = (
     "AtomicInt",
     "BlockingPortal",
     "BoundedSemaphore",
+    "BrokenProcessPool",
     "CapacityLimiter",
     "Condition",
     "Event",
@@ -67,18 +76,24 @@ __all__ = (
     "Percentiles",
     "PoolStatistics",
     "PriorityQueue",
+    "ProcessPool",
+    "ProcessPoolStatistics",
     "Queue",
     "QueueEmpty",
     "QueueFull",
     "QueueShutDown",
     "QueueStatistics",
     "Semaphore",
+    "SharedCounter",
+    "SharedValue",
     "ThreadPool",
+    "WorkerCrashed",
     "__version__",
     "asyncify",
     "check_cancelled",
     "current_token",
     "default_pool",
+    "default_process_pool",
     "from_thread",
     "is_cancelled",
     "open_file",
@@ -86,5 +101,6 @@ __all__ = (
     "run",
     "start_blocking_portal",
     "syncify",
+    "to_process",
     "to_thread",
 )

@@ -31,6 +31,9 @@ class LoopWaker:
         """The descriptor to watch for readability; ``None`` for a ``threadsafe`` waker."""
     def drain(self) -> None:
         """Resolves every queued completion. Call on the loop's thread only."""
+    def post(self, fut: asyncio.Future[Any], value: Any, failed: bool) -> None:
+        """Queues ``fut.set_result(value)``, or ``fut.set_exception(value)`` when ``failed``, for
+        the loop's next drain; callable from any thread. A future done by then is skipped."""
 
 class LimiterCore:
     """The Rust capacity limiter behind :class:`ferrio.CapacityLimiter`."""
@@ -237,3 +240,41 @@ class AtomicInt:
     def compare_exchange(self, expected: int, new: int) -> tuple[bool, int]:
         """Stores ``new`` if the value is ``expected``; returns ``(succeeded, value before)``."""
     def __int__(self) -> int: ...
+
+class SharedCell:
+    """A 64-bit int or float in shared memory (the first 8 bytes of a file descriptor's file),
+    changed only with atomic operations; the memory behind :class:`ferrio.SharedValue`."""
+
+    def __init__(self, fd: int, float: bool) -> None:
+        """Maps the file; ``fd`` may be closed afterwards.
+
+        Raises:
+            OSError: the file is smaller than 8 bytes or cannot be mapped.
+        """
+    def get(self) -> Any: ...
+    def set(self, value: Any) -> None: ...
+    def add(self, delta: Any) -> Any:
+        """Adds ``delta`` (ints wrap at 64 bits) and returns the new value."""
+    def swap(self, value: Any) -> Any:
+        """Stores ``value``; returns the old one."""
+    def compare_exchange(self, expected: Any, new: Any) -> tuple[bool, Any]:
+        """Stores ``new`` if the value is ``expected`` (floats: bit for bit); returns
+        ``(succeeded, value before)``."""
+
+def set_parent_death_signal(signal: int) -> bool:
+    """Has the kernel send ``signal`` to this process when its parent exits (Linux's
+    ``PR_SET_PDEATHSIG``); returns ``False`` where the platform has no such thing.
+
+    Raises:
+        ValueError: ``signal`` is not positive.
+        OSError: the kernel refused.
+    """
+
+class LatencyHistogram:
+    """A lock-free latency histogram (percentiles within 12.5%), as the thread pool keeps in Rust."""
+
+    def __init__(self) -> None: ...
+    def record(self, seconds: float) -> None:
+        """Records one sample (negative counts as zero)."""
+    def percentiles(self) -> tuple[int, float, float, float, float]:
+        """``(count, p50, p90, p99, max)`` in seconds."""

@@ -42,6 +42,22 @@ class PoolStatistics:
 
 
 @dataclass(frozen=True)
+class ProcessPoolStatistics(PoolStatistics):
+    """A snapshot of a :class:`ferrio.ProcessPool`, from :meth:`ferrio.ProcessPool.stats`.
+
+    The fields of :class:`PoolStatistics` count worker processes and calls; ``queued`` includes
+    calls already sent to a busy worker's pipeline, and ``failed`` includes crashes and timeouts.
+    """
+
+    #: Calls whose worker died under them (:exc:`ferrio.WorkerCrashed`).
+    crashed: int
+    #: Calls whose worker was killed for running past ``timeout=``.
+    timed_out: int
+    #: Worker processes started, replacements included.
+    workers_started: int
+
+
+@dataclass(frozen=True)
 class LimiterStatistics:
     """A snapshot of a :class:`ferrio.CapacityLimiter` (anyio's field names)."""
 

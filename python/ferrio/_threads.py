@@ -7,16 +7,14 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
-import itertools
 import os
 import threading
-import time
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
 
 from . import _ferrio, _loops
+from ._chunks import Submitted, ordered_map
 from ._limiter import CapacityLimiter, limiter_core
 from ._stats import Percentiles, PoolStatistics
 
@@ -217,38 +215,18 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
         )
         fixed = None if chunksize is None else _check_positive_int(api, "chunksize", chunksize)
-        size = fixed or 1
         loop = _get_running_loop()
         waker = _waker_for(loop)
         context = _copy_context()
-        items = iter(iterable)
-        pending: deque[tuple[asyncio.Future[Any], int, float]] = deque()
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(pending) < window:
-                    chunk = tuple(itertools.islice(items, size))
-                    if not chunk:
-                        exhausted = True
-                        break
-                    fut = loop.create_future()
-                    self._core.submit_map(api, waker, fut, func, chunk, context.copy(), core)
-                    pending.append((fut, len(chunk), time.perf_counter()))
-                if not pending:
-                    return
-                fut, n, sent = pending.popleft()
-                results, error = await fut
-                if fixed is None and error is None:
-                    # Aim for about 1 ms of work per chunk: the elapsed time bounds the work.
-                    per_item = max((time.perf_counter() - sent) / n, 1e-7)
-                    size = max(1, min(4096, int(1e-3 / per_item), size * 4))
-                for r in results:
-                    yield r
-                if error is not None:
-                    raise error
-        finally:
-            for fut, _, _ in pending:
-                fut.cancel()
+
+        def submit(chunk: tuple[Any, ...]) -> Submitted:
+            fut = loop.create_future()
+            self._core.submit_map(api, waker, fut, func, chunk, context.copy(), core)
+            return fut, fut.cancel
+
+        # About 1 ms of work per chunk: one GIL hold runs it back to back.
+        async for r in ordered_map(iterable, submit, window=window, chunksize=fixed, seconds_per_chunk=1e-3):
+            yield r
 
     async def __aenter__(self) -> ThreadPool:
         return self

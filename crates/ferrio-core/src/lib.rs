@@ -6,6 +6,7 @@
 //! - [`completion`]: the hand-off of finished work to an event loop, one wake-up per batch.
 //! - [`limiter`]: a capacity limiter that admits jobs to pools first come, first served.
 //! - [`stats`]: lock-free counters and latency histograms for `stats()`.
+//! - [`shm`]: atomic cells in memory shared between processes.
 //!
 //! Every blocking call in this crate waits on std primitives only, so the embedder decides how to
 //! release its own locks (the GIL) around them.
@@ -14,6 +15,7 @@ pub mod completion;
 pub mod limiter;
 pub mod pool;
 pub mod prims;
+pub mod shm;
 pub mod stats;
 mod sync;
 

@@ -9,6 +9,7 @@ mod job;
 mod limiter;
 mod pool;
 mod prims;
+mod process;
 mod waker;
 
 use pyo3::prelude::*;
@@ -25,6 +26,8 @@ mod _ferrio {
     use super::pool::{check_sync_callable, join_orphans, ThreadPoolCore};
     #[pymodule_export]
     use super::prims::{AtomicInt, EventCore, QueueCore, SemaphoreCore};
+    #[pymodule_export]
+    use super::process::{set_parent_death_signal, LatencyHistogram, SharedCell};
     #[pymodule_export]
     use super::waker::LoopWaker;
 

@@ -151,4 +151,15 @@ impl LoopWaker {
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         drain(py, &self.queue)
     }
+
+    /// Queues `fut.set_result(value)` (or `set_exception(value)` when `failed`) for the loop's
+    /// next drain; callable from any thread. A future done by then is skipped.
+    fn post(&self, py: Python<'_>, fut: Py<PyAny>, value: Py<PyAny>, failed: bool) {
+        let res = if failed {
+            Resolution::Error(PyErr::from_value(value.into_bound(py)))
+        } else {
+            Resolution::Value(value)
+        };
+        self.queue.push((fut, res));
+    }
 }

@@ -1,0 +1,1139 @@
+"""``ProcessPool`` and ``to_process``: CPU-bound work in worker processes that survive crashes.
+
+Each worker is a process started with forkserver (spawn where there is none) and joined to the
+pool by its own Unix socket (see :mod:`ferrio._wire`). A call is pickled on the caller's thread,
+so a bad argument fails at the call site, and is written straight to an idle worker's socket;
+calls that find no idle worker wait in a queue. One manager thread per pool watches every
+worker's socket and process sentinel with one ``select``: it hands the next queued call to a
+worker the moment its result arrives, delivers results to event loops in batches (one wake-up per
+loop per batch), starts and replaces workers, and kills those that run past a ``timeout=``.
+A worker that dies fails only the call it was running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import heapq
+import inspect
+import itertools
+import logging
+import multiprocessing
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
+from typing import Any, TypeVar
+
+from . import _ferrio, _process_worker, _wire
+from ._chunks import Submitted, ordered_map
+from ._stats import Percentiles, ProcessPoolStatistics
+from ._threads import _check_positive_int, _waker_for
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_get_running_loop = asyncio.get_running_loop
+
+
+# -- errors ----------------------------------------------------------------------------------------
+
+
+class BrokenProcessPool(_BrokenProcessPool):
+    """The pool cannot run calls any more: its initializer failed, or a worker could not start.
+
+    A :class:`concurrent.futures.process.BrokenProcessPool`, so existing handlers catch it. The
+    error that broke the pool is its ``__cause__``.
+    """
+
+
+class WorkerCrashed(_BrokenProcessPool):
+    """The worker process running a call died (a signal, ``os._exit``, the out-of-memory killer).
+
+    Only that call fails; the pool starts a replacement worker and stays usable. It subclasses
+    :class:`concurrent.futures.process.BrokenProcessPool` so code written for
+    ``ProcessPoolExecutor`` still catches it.
+
+    Attributes:
+        pid: The dead worker's process id.
+        exitcode: Its exit status: negative for a signal, as in :attr:`multiprocessing.Process.exitcode`.
+        signal: The :class:`signal.Signals` that killed it, or ``None`` if it exited.
+        function: The qualified name of the function it was running.
+    """
+
+    def __init__(self, pid: int, exitcode: int | None, function: str) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.function = function
+        self.signal: signal.Signals | None = None
+        if exitcode is not None and exitcode < 0:
+            with contextlib.suppress(ValueError):
+                self.signal = signal.Signals(-exitcode)
+        if self.signal is not None:
+            how = f"was killed by {self.signal.name}"
+        elif exitcode is None:
+            how = "died"
+        else:
+            how = f"exited with code {exitcode}"
+        super().__init__(
+            f"worker process {pid} running '{function}' {how}; a replacement worker was started "
+            "and the pool's other calls are unaffected"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.pid, self.exitcode, self.function)
+
+
+class _RemoteTraceback(Exception):
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def _with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = _RemoteTraceback(tb)
+    return exc
+
+
+# -- the pool's state, shared with its manager thread ----------------------------------------------
+
+_QUEUED, _SENT, _RUNNING, _DONE = 0, 1, 2, 3
+#: Calls a worker holds at once: the one it runs and the next, already in its socket, so short
+#: calls run back to back instead of waiting a round trip through the manager each.
+_PIPELINE = 2
+_STARTING, _IDLE, _BUSY, _RETIRING = 0, 1, 2, 3
+
+
+class _Task:
+    __slots__ = (
+        "afut",
+        "cf",
+        "deadline",
+        "kill_on_cancel",
+        "name",
+        "pickled",
+        "started",
+        "state",
+        "submitted",
+        "tid",
+        "timed_out",
+        "timeout",
+        "waker",
+        "worker",
+    )
+
+    def __init__(self, tid: int, name: str, pickled: _wire.Pickled, timeout: float | None) -> None:
+        self.tid = tid
+        self.name = name
+        self.pickled = pickled
+        self.timeout = timeout
+        self.deadline = 0.0
+        self.state = _QUEUED
+        self.timed_out = False
+        self.kill_on_cancel = False
+        self.worker: _Worker | None = None
+        self.cf: concurrent.futures.Future[Any] | None = None
+        self.afut: asyncio.Future[Any] | None = None
+        self.waker: Any = None
+        self.submitted = time.perf_counter()
+        self.started = 0.0
+
+    def release(self) -> None:
+        self.pickled.close()
+
+
+class _Worker:
+    __slots__ = ("chan", "pid", "proc", "state", "tasks")
+
+    def __init__(self, proc: Any, chan: _wire.Channel) -> None:
+        self.proc = proc
+        self.pid: int = proc.pid
+        self.chan = chan
+        self.state = _STARTING
+        # Calls sent to it, in the order it runs them: the first runs, the rest wait in its socket.
+        self.tasks: deque[_Task] = deque()
+
+
+class _Core:
+    """Everything a pool's manager thread touches; the :class:`ProcessPool` only holds it, so a
+    pool nobody references is collected and shuts down."""
+
+    def __init__(
+        self,
+        max_workers: int,
+        ctx: Any,
+        name: str,
+        init: _wire.Pickled,
+        max_tasks_per_child: int | None,
+    ) -> None:
+        self.max_workers = max_workers
+        self.ctx = ctx
+        self.name = name
+        self.init = init
+        self.max_tasks_per_child = max_tasks_per_child
+        self.lock = threading.Lock()
+        self.queue: deque[_Task] = deque()
+        self.idle: list[_Worker] = []
+        self.workers: dict[int, _Worker] = {}  # by pid
+        self.timeouts: list[tuple[float, int, _Task]] = []
+        self.closed = False  # no new calls
+        self.forked = False  # this is a forked child's copy of the parent's pool
+        self.stopping = False  # interpreter exit: cancel what is queued, kill what runs
+        self.broken: BaseException | None = None
+        self.thread: threading.Thread | None = None
+        self.wake_r, self.wake_w = os.pipe()
+        os.set_blocking(self.wake_r, False)
+        os.set_blocking(self.wake_w, False)
+        self.wake_pending = False
+        self.ids = itertools.count(1)
+        self.numbers = itertools.count(1)
+        self.n_queued = 0
+        self.n_sent = 0  # sent to a busy worker, not started yet
+        self.n_running = 0
+        self.deficit = 0  # workers that died or retired and are to be replaced
+        self.completed = self.failed = self.cancelled = self.crashed = self.timed_out = self.started = 0
+        self.queue_wait = _ferrio.LatencyHistogram()
+        self.run_time = _ferrio.LatencyHistogram()
+
+    # -- any thread ----------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        if not self.wake_pending:
+            self.wake_pending = True
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self.wake_w, b"x")
+
+    def submit(self, api: str, task: _Task) -> None:
+        with self.lock:
+            if self.closed or self.broken is not None:
+                task.release()
+                if self.broken is not None:
+                    raise BrokenProcessPool(
+                        f"{api} cannot run calls on a broken pool: {self.broken}; create a new pool"
+                    ) from self.broken
+                if self.forked:
+                    raise RuntimeError(
+                        f"{api} cannot use a pool created in the parent process before os.fork(); "
+                        "create a new pool in the child"
+                    )
+                raise RuntimeError(f"{api} cannot schedule new work after the pool was shut down; create a new pool")
+            worker = None
+            if not self.queue:
+                if self.idle:
+                    worker = self.idle.pop()
+                elif len(self.workers) == self.max_workers:
+                    worker = self._pipeline_with_room()
+            if worker is not None:
+                if task.cf is not None:
+                    task.cf.set_running_or_notify_cancel()  # just made, so not cancelled
+                # Sent under the lock, so each worker's socket holds calls in the order of its
+                # `tasks`; the frame is small (large buffers go to shared memory) and the worker reads.
+                self._send(worker, task)
+            else:
+                self.queue.append(task)
+                self.n_queued += 1
+            wake = (worker is None and len(self.workers) < self.max_workers) or task.timeout is not None
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
+                self.thread.start()
+        if wake:
+            self.wake()
+
+    def cancel(self, task: _Task, kill: bool) -> None:
+        """The caller stopped waiting: drop a queued call, kill the worker of a running one if asked.
+
+        A call already in a busy worker's socket cannot be taken back: it runs, and its result is
+        dropped."""
+        with self.lock:
+            if task.state == _QUEUED:
+                task.state = _DONE  # left in the queue; the dispatcher skips it
+                self.n_queued -= 1
+                self.cancelled += 1
+                task.release()
+            elif task.state == _SENT:
+                task.state = _DONE
+                self.n_sent -= 1
+                self.cancelled += 1
+            elif task.state == _RUNNING and kill and task.worker is not None:
+                task.state = _DONE
+                self.n_running -= 1
+                self.cancelled += 1
+                self._kill(task.worker)
+
+    def close(self, cancel_futures: bool, stop: bool = False) -> None:
+        dropped: list[_Task] = []
+        with self.lock:
+            self.closed = True
+            if stop:
+                self.stopping = True
+            if cancel_futures or stop:
+                dropped = [t for t in self.queue if t.state == _QUEUED]
+                self.queue.clear()
+                for t in dropped:
+                    t.state = _DONE
+                    t.release()
+                self.n_queued = 0
+                self.cancelled += len(dropped)
+            if stop:
+                for w in self.workers.values():
+                    if w.state != _IDLE:
+                        self._kill(w)
+            running = self.thread is not None
+        for t in dropped:
+            _cancel(t)
+        if running:
+            self.wake()
+        else:
+            self._close_fds()
+
+    # -- under self.lock -----------------------------------------------------------------------
+
+    def _pipeline_with_room(self) -> _Worker | None:
+        best = None
+        for w in self.workers.values():
+            if w.state == _BUSY and len(w.tasks) < _PIPELINE and (best is None or len(w.tasks) < len(best.tasks)):
+                best = w
+        return best
+
+    def _send(self, worker: _Worker, task: _Task) -> None:
+        """Sends a call to a worker (idle or busy with room in its pipeline)."""
+        worker.state = _BUSY
+        worker.tasks.append(task)
+        task.worker = worker
+        task.state = _SENT
+        self.n_sent += 1
+        with contextlib.suppress(OSError):  # it is dying: the manager sees it exit and fails or requeues the call
+            worker.chan.send_pickled(_wire.CALL, task.tid, task.pickled)
+        if len(worker.tasks) == 1:
+            self._start(task)
+
+    def _start(self, task: _Task) -> None:
+        """A call reached the head of its worker's pipeline: it runs now."""
+        if task.state != _SENT:
+            return  # cancelled while it waited: it runs anyway, unobserved
+        task.state = _RUNNING
+        self.n_sent -= 1
+        self.n_running += 1
+        task.started = time.perf_counter()
+        self.queue_wait.record(task.started - task.submitted)
+        task.release()
+        if task.timeout is not None:
+            task.deadline = time.monotonic() + task.timeout
+            heapq.heappush(self.timeouts, (task.deadline, task.tid, task))
+            self.wake()
+
+    def _next_task(self) -> _Task | None:
+        while self.queue:
+            task = self.queue.popleft()
+            if task.state != _QUEUED:
+                continue
+            self.n_queued -= 1
+            if task.cf is not None and not task.cf.running() and not task.cf.set_running_or_notify_cancel():
+                task.state = _DONE
+                self.cancelled += 1
+                task.release()
+                continue
+            if task.afut is not None and task.afut.done():  # cancelled; its loop has not told us yet
+                task.state = _DONE
+                self.cancelled += 1
+                task.release()
+                continue
+            return task
+        return None
+
+    def _kill(self, worker: _Worker) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+
+    def _finish(self, task: _Task) -> bool:
+        """Marks a running call done; ``False`` if it already was (cancelled, timed out)."""
+        if task.state == _SENT:  # a worker answered it before we saw it start
+            self._start(task)
+        if task.state != _RUNNING:
+            return False
+        task.state = _DONE
+        self.n_running -= 1
+        self.run_time.record(time.perf_counter() - task.started)
+        return True
+
+    # -- the manager thread --------------------------------------------------------------------
+
+    def _manage(self) -> None:
+        sel = selectors.DefaultSelector()
+        sel.register(self.wake_r, selectors.EVENT_READ, None)
+        try:
+            while self._step(sel):
+                pass
+        except BaseException as e:  # a bug here must not strand callers or leave processes behind
+            self._fail_everything(RuntimeError(f"ferrio's process pool manager failed: {e!r}"), e)
+            for worker in list(self.workers.values()):
+                worker.proc.join(5)
+                worker.chan.close()
+            self.workers.clear()
+            raise
+        finally:
+            sel.close()
+            self._close_fds()
+
+    def _step(self, sel: selectors.BaseSelector) -> bool:
+        with self.lock:
+            if self.closed and not self.workers and (self.stopping or self.broken or not self._has_queued()):
+                return False
+            want = 0
+            if not self.stopping and self.broken is None:
+                starting = sum(1 for w in self.workers.values() if w.state == _STARTING)
+                want = min(self.max_workers - len(self.workers), max(0, self.n_queued - starting) + self.deficit)
+                self.deficit = 0
+            if self.closed and not self._has_queued():
+                for w in self.workers.values():
+                    if w.state == _IDLE:
+                        w.state = _RETIRING
+                        with contextlib.suppress(OSError):
+                            w.chan.send(_wire.EXIT, 0)
+                self.idle.clear()
+            timeout = None
+            if self.timeouts:
+                timeout = max(0.0, self.timeouts[0][0] - time.monotonic())
+        for _ in range(want):
+            self._start_worker(sel)
+        for key, _ in sel.select(timeout):
+            if key.data is None:
+                self.wake_pending = False
+                with contextlib.suppress(BlockingIOError):
+                    os.read(self.wake_r, 4096)
+            else:
+                worker, is_sentinel = key.data
+                if is_sentinel:
+                    self._reap(sel, worker)
+                elif worker.pid in self.workers:
+                    try:
+                        more = worker.chan.pump()
+                    except OSError:
+                        more = False
+                    self._on_frames(worker)
+                    if not more:
+                        with contextlib.suppress(KeyError, ValueError):
+                            sel.unregister(worker.chan)
+        if self.timeouts:
+            self._expire()
+        return True
+
+    def _has_queued(self) -> bool:
+        return self.n_queued > 0
+
+    def _start_worker(self, sel: selectors.BaseSelector) -> None:
+        parent, child = socket.socketpair()
+        try:
+            proc = self.ctx.Process(
+                target=_process_worker.main, args=(child,), name=f"{self.name}-{next(self.numbers)}", daemon=False
+            )
+            proc.start()
+        except BaseException as e:
+            parent.close()
+            self._break(e, f"ProcessPool could not start a worker process: {e!r}")
+            return
+        finally:
+            child.close()
+        worker = _Worker(proc, _wire.Channel(parent))
+        with contextlib.suppress(OSError):  # if it died already, its sentinel says so
+            worker.chan.send_pickled(_wire.INIT, 0, self.init)
+        with self.lock:
+            self.workers[worker.pid] = worker
+            self.started += 1
+        sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
+        sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
+
+    def _on_frames(self, worker: _Worker) -> None:
+        frames = worker.chan.frames()
+        while frames:
+            kind, tid, payload, fds = frames.popleft()
+            base = kind & ~_wire.LAST
+            if base in (_wire.RESULT, _wire.ERROR):
+                self._on_result(worker, base, tid, kind & _wire.LAST, payload, fds)
+            elif base == _wire.LOG:
+                _forward_log(worker.chan.loads(payload, fds))
+            elif base == _wire.READY:
+                with self.lock:
+                    if worker.state == _STARTING:
+                        self._fill(worker)
+            elif base == _wire.INIT_FAILED:
+                exc, tb = worker.chan.loads(payload, fds)
+                _with_remote_traceback(exc, tb)
+                self._break(exc, f"the initializer failed in worker process {worker.pid}: {exc!r}")
+            else:
+                for fd in fds:
+                    os.close(fd)
+
+    def _fill(self, worker: _Worker) -> None:
+        """Under the lock: tops up a worker's pipeline from the queue, or parks it if it has nothing."""
+        while len(worker.tasks) < (_PIPELINE if len(self.workers) == self.max_workers else 1) and not self.stopping:
+            task = self._next_task()
+            if task is None:
+                break
+            self._send(worker, task)
+        if worker.tasks:
+            return
+        worker.state = _IDLE
+        if not self.closed or self._has_queued():
+            self.idle.append(worker)
+        else:
+            worker.state = _RETIRING
+            with contextlib.suppress(OSError):
+                worker.chan.send(_wire.EXIT, 0)
+
+    def _on_result(
+        self, worker: _Worker, kind: int, tid: int, last: int, payload: bytes | bytearray, fds: list[int]
+    ) -> None:
+        value: Any = None
+        loaded = False
+        if _wire.has_buffers(payload):  # read them out of the worker's arena before it gets a new call
+            value, loaded = self._load_result(worker, None, payload, fds), True
+        with self.lock:
+            task = None
+            for t in worker.tasks:
+                if t.tid == tid:
+                    task = t
+                    break
+            live = False
+            if task is not None:
+                worker.tasks.remove(task)
+                live = self._finish(task)
+                if worker.tasks and not last:  # after its last call the worker exits: the rest never start
+                    self._start(worker.tasks[0])
+            if last:
+                worker.state = _RETIRING  # it exits now; the calls behind this one are sent elsewhere
+            else:
+                self._fill(worker)
+            if live:
+                if kind == _wire.ERROR:
+                    self.failed += 1
+                else:
+                    self.completed += 1
+        if not live or task is None:
+            for fd in fds:
+                if fd >= 0:
+                    os.close(fd)
+            return
+        if not loaded:
+            value = self._load_result(worker, task, payload, fds)
+        if isinstance(value, _Unloadable):
+            if kind != _wire.ERROR:
+                with self.lock:
+                    self.completed -= 1
+                    self.failed += 1
+            kind = _wire.ERROR
+            value = value.error
+        if kind == _wire.ERROR:
+            exc, tb = value
+            if tb:
+                _with_remote_traceback(exc, tb)
+            _reject(task, exc)
+        else:
+            _resolve(task, value)
+
+    def _load_result(self, worker: _Worker, task: _Task | None, payload: bytes | bytearray, fds: list[int]) -> Any:
+        try:
+            return worker.chan.loads(payload, fds)
+        except BaseException as e:
+            name = task.name if task is not None else "a call"
+            return _Unloadable(
+                RuntimeError(f"the result of '{name}' could not be unpickled in the parent process: {e!r}"), ""
+            )
+
+    def _reap(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
+        # Read what it sent before it died: a last result, log records.
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(worker.chan)
+            with contextlib.suppress(OSError):
+                while worker.chan.pump():
+                    pass
+        self._on_frames(worker)
+        with contextlib.suppress(KeyError, ValueError):
+            sel.unregister(worker.proc.sentinel)
+        worker.proc.join(5)
+        exitcode = worker.proc.exitcode
+        error: BaseException | None = None
+        task = None
+        with self.lock:
+            self.workers.pop(worker.pid, None)
+            with contextlib.suppress(ValueError):
+                self.idle.remove(worker)
+            # Its results are all read, so the first call left is the one it died running, and
+            # the calls behind it never started: they go back to the front of the queue.
+            if worker.tasks and worker.tasks[0].state == _RUNNING:
+                task = worker.tasks.popleft()
+                self._finish(task)
+                self.failed += 1
+                self.crashed += 1
+                error = WorkerCrashed(worker.pid, exitcode, task.name)
+            for t in reversed(worker.tasks):
+                if t.state == _SENT:
+                    t.state = _QUEUED
+                    t.worker = None
+                    self.n_sent -= 1
+                    self.n_queued += 1
+                    self.queue.appendleft(t)
+            worker.tasks.clear()
+            early = worker.state == _STARTING and not self.closed and self.broken is None
+            if not self.closed and not early:
+                self.deficit += 1
+        worker.chan.close()
+        with contextlib.suppress(ValueError):
+            worker.proc.close()
+        if task is not None and error is not None:
+            _reject(task, error)
+        if early:
+            self._break(
+                RuntimeError(f"worker process {worker.pid} exited with code {exitcode} before it was ready"),
+                f"worker process {worker.pid} exited with code {exitcode} before it was ready; its stderr "
+                "says why (often an error importing the main module)",
+            )
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        expired = []
+        with self.lock:
+            while self.timeouts and self.timeouts[0][0] <= now:
+                _, _, task = heapq.heappop(self.timeouts)
+                worker = task.worker
+                if task.state == _RUNNING and worker is not None and worker.tasks and worker.tasks[0] is task:
+                    self._finish(task)
+                    task.timed_out = True
+                    self.failed += 1
+                    self.timed_out += 1
+                    self._kill(worker)
+                    expired.append((task, worker.pid))
+        for task, pid in expired:
+            _reject(
+                task,
+                TimeoutError(
+                    f"'{task.name}' was still running after timeout={task.timeout:g} s; its worker process "
+                    f"{pid} was killed and a replacement started"
+                ),
+            )
+
+    def _break(self, cause: BaseException, why: str) -> None:
+        with self.lock:
+            if self.broken is None:
+                self.broken = cause
+        self._fail_everything(BrokenProcessPool(f"the pool is broken: {why}; create a new pool"), cause)
+
+    def _fail_everything(self, error: BaseException, cause: BaseException | None = None) -> None:
+        error.__cause__ = cause
+        with self.lock:
+            self.closed = True
+            victims = [t for t in self.queue if t.state == _QUEUED]
+            self.queue.clear()
+            self.n_queued = 0
+            for t in victims:
+                t.state = _DONE
+                t.release()
+            for w in self.workers.values():
+                for t in w.tasks:
+                    if t.state == _SENT:
+                        t.state = _DONE
+                        self.n_sent -= 1
+                        t.release()
+                        victims.append(t)
+                    elif self._finish(t):
+                        victims.append(t)
+                self._kill(w)
+            self.failed += len(victims)
+        for t in victims:
+            _reject(t, error)
+
+    def _close_fds(self) -> None:
+        for fd in (self.wake_r, self.wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.init.close()
+        self.wake_r = self.wake_w = -1
+
+
+class _Unloadable:
+    __slots__ = ("error",)
+
+    def __init__(self, exc: BaseException, tb: str) -> None:
+        self.error = (exc, tb)
+
+
+def _settle(task: _Task, value: Any, failed: bool) -> None:
+    """Delivers a result (or, when ``failed``, an exception) to the call's future."""
+    if task.afut is not None:
+        task.waker.post(task.afut, value, failed)
+    elif task.cf is not None:
+        with contextlib.suppress(concurrent.futures.InvalidStateError):
+            if failed:
+                task.cf.set_exception(value)
+            else:
+                task.cf.set_result(value)
+
+
+def _resolve(task: _Task, value: Any) -> None:
+    _settle(task, value, False)
+
+
+def _reject(task: _Task, exc: BaseException) -> None:
+    _settle(task, exc, True)
+
+
+def _cancel(task: _Task) -> None:
+    if task.afut is not None:
+        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
+            task.afut.get_loop().call_soon_threadsafe(task.afut.cancel)
+    elif task.cf is not None:
+        task.cf.cancel()
+
+
+def _forward_log(attrs: dict[str, Any]) -> None:
+    record = logging.makeLogRecord(attrs)
+    logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)
+
+
+# -- the public pool -------------------------------------------------------------------------------
+
+_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
+_default: ProcessPool | None = None
+_default_lock = threading.Lock()
+
+
+def _default_start_method() -> str:
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _preload_worker_module(ctx: Any) -> None:
+    # Workers forked by a forkserver that already imported ferrio start in a few milliseconds
+    # instead of importing it each. Only adds to the preload list, and only before it starts.
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    modules = getattr(server, "_preload_modules", None)
+    if server is None or getattr(server, "_forkserver_pid", 0) is not None or not isinstance(modules, list):
+        return
+    if "ferrio._process_worker" not in modules:
+        ctx.set_forkserver_preload([*modules, "ferrio._process_worker"])
+
+
+def _describe(fn: Any) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> None:
+    """Raises a TypeError naming the first part of a call that cannot be pickled."""
+    parts: list[tuple[str, Any]] = [("the function", func)]
+    parts += [(f"argument {i}", a) for i, a in enumerate(args)]
+    parts += [(f"keyword argument {k!r}", v) for k, v in kwargs.items()]
+    culprit = ("the call", (func, args, kwargs))
+    for part in parts:
+        try:
+            _wire.dumps(part[1]).close()
+        except Exception as e:
+            error = e
+            culprit = part
+            break
+    label, value = culprit
+    raise TypeError(
+        f"{api}: {label} of {_describe(func)}() (a {type(value).__qualname__}) cannot be pickled to send it "
+        f"to a worker process ({type(error).__name__}: {error}); pass plain data, or create the object in "
+        "the worker (in the function itself or in the pool's initializer)"
+    ) from error
+
+
+def _check_timeout(api: str, timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"{api} expected timeout to be a positive number of seconds or None, got {timeout!r}")
+    return float(timeout)
+
+
+class ProcessPool(concurrent.futures.Executor):
+    """A pool of worker processes for CPU-bound work that survives worker crashes.
+
+    ::
+
+        pool = ferrio.ProcessPool(max_workers=4, initializer=init, initargs=(counter,))
+        async with pool:
+            r = await pool.run(crunch, data, timeout=5.0)       # the worker is killed past the timeout
+            fut = pool.submit(crunch, data)                     # concurrent.futures.Future
+            out = [x async for x in pool.amap(crunch, chunks)]  # ordered, bounded in flight
+
+    It is a :class:`concurrent.futures.Executor`, so ``loop.run_in_executor(pool, fn)`` works too.
+    Unlike ``ProcessPoolExecutor``, a worker that dies (a signal, a segfault, ``os._exit``, the
+    out-of-memory killer) fails only the call it was running, with :exc:`ferrio.WorkerCrashed`
+    naming the pid, the signal or exit code and the function; a replacement starts and every
+    other call completes.
+
+    Calls and results are pickled with protocol 5, by reference first and with cloudpickle where
+    that fails, so lambdas, closures and functions of an interactive ``__main__`` work. Buffers of
+    1 MiB or more (bytes, bytearray, memoryview, NumPy arrays) travel through shared memory, not
+    the socket, both ways. Pickling happens on the calling thread, so an argument that cannot be
+    pickled raises :exc:`TypeError` at the call. Workers' log records are handed to the parent's
+    loggers (``%(process)d`` shows the worker's pid); their output goes to the inherited stdout
+    and stderr. Workers ignore Ctrl-C (the parent decides) and die with the parent.
+
+    Workers start on first use, up to ``max_workers``, and live until shutdown (or for
+    ``max_tasks_per_child`` calls each). Neither submitting nor awaiting blocks the event loop on
+    a worker: processes are started by the pool's manager thread.
+
+    Args:
+        max_workers: The most worker processes at once; defaults to the number of CPUs.
+        initializer: Called with ``*initargs`` in each worker before its first call. If it raises,
+            the pool is broken: pending and later calls raise :exc:`ferrio.BrokenProcessPool`.
+        initargs: Arguments for ``initializer``; may hold :class:`ferrio.SharedValue` objects.
+        max_tasks_per_child: A worker exits after this many calls and a fresh one replaces it.
+        start_method: ``"forkserver"`` (the default where available) or ``"spawn"``. ``"fork"`` is
+            refused: the pool starts workers from its own thread, and forking a process that runs
+            threads can deadlock the child.
+        kill_on_cancel: The default for :meth:`run`: whether cancelling the awaiting task kills
+            the worker running its call. ``False`` by default, as killing mid-call may leave what
+            the call was writing (files, shared values) half done; a call not yet started is
+            always dropped.
+        name: Worker processes are named ``{name}-{n}``.
+
+    Raises:
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` is less than 1, or ``start_method``
+            is unknown or ``"fork"``.
+        TypeError: ``initializer`` is not callable, or ``initargs`` cannot be pickled.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        start_method: str | None = None,
+        kill_on_cancel: bool = False,
+        name: str = "ferrio-process",
+    ) -> None:
+        api = "ProcessPool()"
+        if max_workers is None:
+            max_workers = os.cpu_count() or 1
+        _check_positive_int(api, "max_workers", max_workers)
+        if max_tasks_per_child is not None:
+            _check_positive_int(api, "max_tasks_per_child", max_tasks_per_child)
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"{api} expected initializer to be callable or None, got {initializer!r}")
+        if not isinstance(initargs, tuple):
+            raise TypeError(f"{api} expected initargs to be a tuple, got {initargs!r}")
+        method = _default_start_method() if start_method is None else start_method
+        if method == "fork":
+            raise ValueError(
+                f"{api} does not use start_method='fork': workers are started from the pool's manager thread, "
+                f"and this process runs {threading.active_count()} thread(s) already; a forked child of a "
+                "process with threads can deadlock on a lock some other thread held. Use 'forkserver' "
+                "(the default) or 'spawn'"
+            )
+        if method not in multiprocessing.get_all_start_methods():
+            raise ValueError(
+                f"{api} got start_method={method!r}; this platform offers "
+                f"{[m for m in multiprocessing.get_all_start_methods() if m != 'fork']}"
+            )
+        ctx = multiprocessing.get_context(method)
+        if method == "forkserver":
+            _preload_worker_module(ctx)
+        try:
+            init = _wire.dumps((initializer, initargs, max_tasks_per_child, logging.getLogger().getEffectiveLevel()))
+        except Exception as e:
+            _explain_unpicklable(api, initializer, initargs, {}, e)
+        self._max_workers = max_workers
+        self._start_method = method
+        self._kill_on_cancel = bool(kill_on_cancel)
+        self._core = _Core(max_workers, ctx, name, init, max_tasks_per_child)
+        _cores.add(self._core)
+        weakref.finalize(self, self._core.close, False)
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        state = "shut down" if self._core.closed else "running"
+        return (
+            f"<ferrio.ProcessPool {state} max_workers={s.max_workers} start_method={self._start_method!r} "
+            f"alive={s.workers_alive} queued={s.queued} running={s.running}>"
+        )
+
+    def _task(
+        self, api: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
+    ) -> _Task:
+        if not callable(func):
+            raise TypeError(
+                f"{api} expected a callable as its first argument, got {func!r} of type '{type(func).__name__}'"
+            )
+        if inspect.iscoroutinefunction(func):
+            raise TypeError(
+                f"{api} expected a sync function, but '{_describe(func)}' is a coroutine function; "
+                "wrap it in a sync function that calls asyncio.run() to run it in a worker"
+            )
+        try:
+            pickled = _wire.dumps((func, args, kwargs))
+        except Exception as e:
+            _explain_unpicklable(api, func, args, kwargs, e)
+        return _Task(next(self._core.ids), _describe(func), pickled, timeout)
+
+    # -- async ---------------------------------------------------------------------------------
+
+    async def run(
+        self,
+        func: Callable[..., R],
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        kill_on_cancel: bool | None = None,
+        **kwargs: Any,
+    ) -> R:
+        """Run ``func(*args, **kwargs)`` in a worker process and return its result.
+
+        ``timeout=`` bounds the call's running time (not its wait for a worker): past it the
+        worker is killed, a replacement starts, and :exc:`TimeoutError` is raised. ``timeout``
+        and ``kill_on_cancel`` are keyword-only and reserved; to pass keyword arguments of those
+        names to ``func``, wrap it in :func:`functools.partial`.
+
+        Cancellation: a call still queued is dropped and never runs. A running call is killed
+        with its worker when ``kill_on_cancel`` (default: the pool's) is true; otherwise it runs
+        to its end and the result is discarded.
+
+        Raises:
+            TypeError: ``func`` is not callable or is a coroutine function, or an argument cannot
+                be pickled (the message names which).
+            ValueError: ``timeout`` is not a positive number.
+            TimeoutError: the call ran past ``timeout``.
+            WorkerCrashed: the worker process died while running the call.
+            BrokenProcessPool: the pool's initializer failed, or a worker could not start.
+            RuntimeError: the pool was shut down.
+        """
+        api = "ProcessPool.run()"
+        task = self._task(api, func, args, kwargs, _check_timeout(api, timeout))
+        loop = _get_running_loop()
+        fut = task.afut = loop.create_future()
+        task.waker = _waker_for(loop)
+        self._core.submit(api, task)
+        try:
+            return await fut
+        except asyncio.CancelledError:
+            self._core.cancel(task, self._kill_on_cancel if kill_on_cancel is None else bool(kill_on_cancel))
+            raise
+
+    async def amap(
+        self,
+        func: Callable[[T], R],
+        iterable: Iterable[T],
+        /,
+        *,
+        max_in_flight: int | None = None,
+        chunksize: int | None = None,
+    ) -> AsyncIterator[R]:
+        """Yield ``func(x)`` for each ``x`` of ``iterable``, in order, computed in worker processes.
+
+        The iterable is consumed lazily: at most ``max_in_flight`` chunks (default
+        ``2 * max_workers``) are submitted ahead of what has been yielded. By default a chunk
+        grows until it runs for about 20 ms, so cheap calls share one round trip and slow ones
+        travel alone. An exception from ``func`` is raised at its item's position after the
+        results before it; leaving the loop early cancels what was submitted ahead.
+
+        Raises:
+            TypeError: ``func`` is not callable, or an item cannot be pickled.
+            ValueError: ``max_in_flight`` or ``chunksize`` is less than 1.
+            RuntimeError: the pool was shut down.
+        """
+        api = "ProcessPool.amap()"
+        if not callable(func):
+            raise TypeError(f"{api} expected a callable as its first argument, got {func!r}")
+        window = (
+            self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
+        )
+        fixed = None if chunksize is None else _check_positive_int(api, "chunksize", chunksize)
+        loop = _get_running_loop()
+        waker = _waker_for(loop)
+
+        def submit(chunk: tuple[Any, ...]) -> Submitted:
+            try:
+                pickled = _wire.dumps((_process_worker.run_chunk, (func, chunk), {}))
+            except Exception as e:
+                _explain_unpicklable(api, func, chunk, {}, e)
+            task = _Task(next(self._core.ids), _describe(func), pickled, None)
+            fut = task.afut = loop.create_future()
+            task.waker = waker
+            self._core.submit(api, task)
+
+            def cancel() -> None:
+                fut.cancel()
+                self._core.cancel(task, False)
+
+            return fut, cancel
+
+        # About 20 ms of work per chunk: long enough to hide a round trip to the worker.
+        async for r in ordered_map(
+            iterable,
+            submit,
+            window=window,
+            chunksize=fixed,
+            seconds_per_chunk=20e-3,
+            to_exception=lambda error: _with_remote_traceback(*error),
+        ):
+            yield r
+
+    async def __aenter__(self) -> ProcessPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Shut down, waiting for running and queued calls without blocking the event loop."""
+        self.shutdown(wait=False)
+        thread = self._core.thread
+        if thread is not None:
+            from ._threads import to_thread
+
+            await asyncio.shield(to_thread(thread.join))
+
+    # -- concurrent.futures.Executor ------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[R]:
+        """Schedule ``fn(*args, **kwargs)`` in a worker; return a :class:`concurrent.futures.Future`.
+
+        Usable from any thread. Cancelling the future drops a call not yet started.
+
+        Raises:
+            TypeError: ``fn`` is not callable or is a coroutine function, or an argument cannot be
+                pickled (the message names which).
+            BrokenProcessPool: the pool's initializer failed, or a worker could not start.
+            RuntimeError: the pool was shut down.
+        """
+        api = "ProcessPool.submit()"
+        task = self._task(api, fn, args, kwargs, None)
+        fut: concurrent.futures.Future[R] = concurrent.futures.Future()
+        task.cf = fut
+        self._core.submit(api, task)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Stop accepting calls; queued calls still run unless ``cancel_futures``.
+
+        With ``wait``, block until every call has finished and every worker has exited. Idempotent.
+        """
+        core = self._core
+        core.close(cancel_futures)
+        thread = core.thread
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    # -- introspection ---------------------------------------------------------------------------
+
+    def stats(self) -> ProcessPoolStatistics:
+        """A frozen snapshot of the pool's workers, calls and latencies."""
+        c = self._core
+        with c.lock:
+            return ProcessPoolStatistics(
+                max_workers=c.max_workers,
+                workers_alive=len(c.workers),
+                workers_idle=len(c.idle),
+                queued=c.n_queued + c.n_sent,
+                running=c.n_running,
+                completed=c.completed,
+                failed=c.failed,
+                cancelled=c.cancelled,
+                crashed=c.crashed,
+                timed_out=c.timed_out,
+                workers_started=c.started,
+                queue_wait=Percentiles(*c.queue_wait.percentiles()),
+                run_time=Percentiles(*c.run_time.percentiles()),
+            )
+
+    def worker_pids(self) -> list[int]:
+        """The process ids of the workers alive now."""
+        with self._core.lock:
+            return list(self._core.workers)
+
+
+def default_process_pool() -> ProcessPool:
+    """The process-wide pool behind :func:`ferrio.to_process`, created on first use."""
+    global _default
+    pool = _default
+    if pool is None:
+        with _default_lock:
+            if _default is None:
+                _default = ProcessPool(name="ferrio-process")
+            pool = _default
+    return pool
+
+
+async def to_process(
+    func: Callable[..., R],
+    /,
+    *args: Any,
+    timeout: float | None = None,
+    kill_on_cancel: bool | None = None,
+    **kwargs: Any,
+) -> R:
+    """Run ``func(*args, **kwargs)`` in a worker process of the default pool; return its result.
+
+    ::
+
+        result = await ferrio.to_process(crunch, data)
+        result = await loop.run_in_executor(ProcessPoolExecutor(), crunch, data)   # roughly
+
+    The default pool has one worker per CPU, started on first use. Everything
+    :meth:`ProcessPool.run` says holds: ``timeout=`` kills a call that runs too long, a worker
+    crash fails only its call with :exc:`ferrio.WorkerCrashed`, lambdas and closures work.
+    """
+    return await default_process_pool().run(func, *args, timeout=timeout, kill_on_cancel=kill_on_cancel, **kwargs)
+
+
+def _stop_all_at_exit() -> None:
+    # Interpreter exit: calls still queued are cancelled and busy workers killed, so exit is prompt
+    # and leaves no process behind. (``with pool:`` and ``shutdown()`` wait for work instead.)
+    cores = list(_cores)
+    for core in cores:
+        core.close(cancel_futures=True, stop=True)
+    deadline = time.monotonic() + 10
+    for core in cores:
+        thread = core.thread
+        if thread is not None:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _forget_in_child() -> None:
+    """After ``os.fork()``, in the child: the parent's pools and workers are not ours. Their pools
+    refuse new calls; new pools work, with a forkserver of the child's own."""
+    global _default
+    _default = None
+    children = getattr(multiprocessing.process, "_children", set())
+    for core in list(_cores):
+        core.closed = core.forked = True
+        core.thread = None
+        for worker in core.workers.values():
+            children.discard(worker.proc)  # multiprocessing would try to join them at exit
+            with contextlib.suppress(OSError):
+                worker.chan.sock.close()
+        core.workers.clear()
+        core.idle.clear()
+        core.lock = threading.Lock()
+    # The inherited forkserver is the parent's child, which this process cannot wait for;
+    # forget it so the first pool here starts one (what CPython does when it finds it dead).
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
+        alive = getattr(server, "_forkserver_alive_fd", None)
+        if alive is not None:
+            with contextlib.suppress(OSError):
+                os.close(alive)
+        server._forkserver_pid = None
+        server._forkserver_alive_fd = None
+        server._forkserver_address = None
+        server._lock = threading.Lock()
+
+
+threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
+os.register_at_fork(after_in_child=_forget_in_child)

@@ -1,0 +1,165 @@
+"""The main function of a :class:`ferrio.ProcessPool` worker process.
+
+A worker reads one frame at a time from its socket: first ``INIT`` (the initializer and the
+worker's settings), then ``CALL`` frames, each answered by a ``RESULT`` or ``ERROR`` frame, until
+``EXIT`` or the end of the stream. Log records are forwarded to the parent as ``LOG`` frames.
+The worker ignores SIGINT (Ctrl-C reaches the whole process group; the parent decides what to do)
+and has the kernel kill it if its parent dies, so it cannot outlive the pool's process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import traceback
+from typing import Any
+
+from . import _wire
+
+
+class _ForwardToParent(logging.Handler):
+    """Sends each record to the parent, which hands it to its own logger of the same name."""
+
+    def __init__(self, chan: _wire.Channel) -> None:
+        super().__init__()
+        self._chan = chan
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            attrs = dict(record.__dict__)
+            attrs["msg"] = record.getMessage()
+            attrs["args"] = None
+            if record.exc_info:
+                attrs["exc_text"] = logging.Formatter().formatException(record.exc_info)
+            attrs["exc_info"] = None
+            try:
+                data = pickle.dumps(attrs, protocol=5)
+            except Exception:
+                plain = (int, float, str, type(None))
+                data = pickle.dumps({k: v if isinstance(v, plain) else repr(v) for k, v in attrs.items()})
+            self._chan.send(_wire.LOG, 0, _wire.plain(data))
+        except Exception:
+            self.handleError(record)
+
+
+def _pickle_error(exc: BaseException, what: str) -> _wire.Pickled:
+    """Pickles an exception with its formatted traceback; an unpicklable one becomes a RuntimeError."""
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc.__traceback__ = None  # the frames would be pickled by cloudpickle and are in `tb` already
+    try:
+        p = _wire.dumps((exc, tb))
+    except Exception as e:
+        substitute = RuntimeError(
+            f"{what} raised {type(exc).__qualname__}: {exc}, which cannot be sent to the parent process "
+            f"({type(e).__name__}: {e}); its traceback follows as the cause"
+        )
+        p = _wire.dumps((substitute, tb))
+    if p.buffers or p.shared:  # an exception holding large buffers: keep the message, drop the payload
+        p.close()
+        p = _wire.dumps((RuntimeError(f"{what} raised {type(exc).__qualname__}: {exc!s:.1000}"), tb))
+    return p
+
+
+def _describe(fn: Any) -> str:
+    return f"'{getattr(fn, '__qualname__', None) or fn!r}'"
+
+
+def main(sock: socket.socket) -> None:
+    """Runs the worker until the parent says exit or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from . import _ferrio
+
+    parent = os.getppid()
+    _ferrio.set_parent_death_signal(signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        return
+    chan = _wire.Channel(sock)
+    try:
+        _serve(chan)
+    except EOFError:  # the pool closed our socket: it is gone or done with us
+        pass
+    finally:
+        chan.close()
+
+
+def _serve(chan: _wire.Channel) -> None:
+    kind, _, payload, fds = chan.recv()
+    if kind != _wire.INIT:
+        raise RuntimeError(f"a ferrio worker expected its INIT frame first, got kind {kind}")
+    initializer, initargs, max_tasks, log_level = chan.loads(payload, fds)
+
+    root = logging.getLogger()
+    root.handlers[:] = [_ForwardToParent(chan)]
+    root.setLevel(log_level)
+
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as e:
+            chan.send_pickled(_wire.INIT_FAILED, 0, _pickle_error(e, f"the initializer {_describe(initializer)}"))
+            return
+        finally:
+            _flush()
+    chan.send(_wire.READY, 0)
+
+    done = 0
+    while True:
+        kind, tid, payload, fds = chan.recv()
+        if kind == _wire.EXIT:
+            return
+        done += 1
+        last = _wire.LAST if max_tasks is not None and done >= max_tasks else 0
+        fn: Any = None
+        try:
+            fn, args, kwargs = chan.loads(payload, fds)
+            result = fn(*args, **kwargs)
+        except BaseException as e:
+            what = _describe(fn) if fn is not None else "unpickling the call"
+            chan.send_pickled(_wire.ERROR | last, tid, _pickle_error(e, what))
+        else:
+            del payload, args, kwargs
+            try:
+                out = _wire.dumps(result)
+            except Exception as e:
+                err = TypeError(
+                    f"{_describe(fn)} returned {type(result).__qualname__!r}, which cannot be pickled to send it "
+                    f"back to the parent process ({type(e).__name__}: {e}); return plain data instead"
+                )
+                chan.send_pickled(_wire.ERROR | last, tid, _pickle_error(err, _describe(fn)))
+            else:
+                try:
+                    chan.send_pickled(_wire.RESULT | last, tid, out)
+                finally:
+                    out.close()
+            del result
+        finally:
+            _flush()
+        if last:
+            return
+
+
+def run_chunk(fn: Any, items: list[Any]) -> tuple[list[Any], tuple[BaseException, str] | None]:
+    """Runs ``fn`` over a chunk of :meth:`ProcessPool.amap`; stops at the first exception, which is
+    returned with its traceback after the results before it."""
+    results = []
+    for item in items:
+        try:
+            results.append(fn(item))
+        except Exception as e:
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__))
+            e.__traceback__ = None
+            return results, (e, tb)
+    return results, None
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except Exception:
+            pass

@@ -1,0 +1,514 @@
+"""The wire between a :class:`ferrio.ProcessPool` and its workers.
+
+Frames travel on a Unix stream socket: a 19-byte header (kind, number of descriptors, task id,
+payload length), then the payload. Payloads are pickles (protocol 5). Buffers of
+:data:`LARGE` bytes or more - ``bytes``, ``bytearray``, ``memoryview`` and anything pickled as a
+:class:`pickle.PickleBuffer`, such as NumPy arrays - leave the pickle: each is written once into
+its own anonymous shared-memory file (``memfd``) whose descriptor travels beside the frame
+(``SCM_RIGHTS``), and the receiver reads it once. The kernel frees such a file when its last
+descriptor closes, so a crash on either side cannot leave a segment behind.
+
+Functions and arguments are pickled by reference with the stdlib first; what it cannot pickle
+(lambdas, closures, classes defined in a function, anything from an interactive ``__main__``)
+goes by value with cloudpickle.
+"""
+
+from __future__ import annotations
+
+import array
+import io
+import mmap
+import os
+import pickle
+import socket
+import struct
+import sys
+import tempfile
+import threading
+from collections import deque
+from typing import Any
+
+#: Buffers at least this large travel through shared memory instead of the socket.
+LARGE = 1 << 20
+#: The most descriptors one frame carries (the kernel's SCM_MAX_FD is 253).
+MAX_FDS = 240
+
+HEADER = struct.Struct("<BHQQ")  # kind, descriptors, task id, payload length
+_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_SCRATCH = 1 << 16
+_CTRUNC = int(socket.MSG_CTRUNC)
+
+# Frame kinds.
+INIT = 1  # parent -> worker: the initializer and the worker's settings
+READY = 2  # worker -> parent: initialized, waiting for calls
+INIT_FAILED = 3  # worker -> parent: the initializer raised (payload: the error); the worker exits
+CALL = 4  # parent -> worker: (function, args, kwargs)
+RESULT = 5  # worker -> parent: the return value
+ERROR = 6  # worker -> parent: (exception, traceback text)
+LOG = 7  # worker -> parent: a logging record's attributes
+EXIT = 8  # parent -> worker: exit now
+#: Or-ed into RESULT and ERROR when the worker exits after this call (``max_tasks_per_child``).
+LAST = 0x80
+
+_local = threading.local()
+
+
+# -- shared-memory files -------------------------------------------------------------------------
+
+
+def new_shared_fd(size: int, name: str = "ferrio") -> int:
+    """An anonymous shared-memory file of ``size`` bytes: a memfd, or an unlinked file elsewhere."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    else:  # pragma: no cover - macOS and the BSDs
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        with tempfile.TemporaryFile(dir=shm) as f:
+            fd = os.dup(f.fileno())
+    try:
+        os.ftruncate(fd, size)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+_ALIGN = 64  # NumPy and SIMD code like buffers on cache-line boundaries
+
+
+class Arena:
+    """The shared memory one side of a channel writes large buffers into, reused frame after frame.
+
+    The writer sizes it to the largest frame so far (a power of two; shrunk when far too big)
+    and sends a descriptor of it only with the first frame after it changed; the reader maps
+    that once. Reuse is safe because of the protocol: a side sends its next frame with buffers
+    only after the other side answered the last one, which it does after reading its buffers.
+    """
+
+    __slots__ = ("fd", "map", "size")
+
+    def __init__(self) -> None:
+        self.fd = -1
+        self.map: mmap.mmap | None = None
+        self.size = 0
+
+    def place(self, buffers: list[memoryview]) -> tuple[bytes, int]:
+        """Copies ``buffers`` in; returns their ``(offset, length, read-only)`` records and, if the
+        arena changed, a new descriptor to send with this frame (the caller closes it), else -1."""
+        offsets = []
+        total = 0
+        for b in buffers:
+            offsets.append(total)
+            total += (b.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
+        new_fd = -1
+        if total > self.size or (self.size > 64 * LARGE and total * 8 < self.size):
+            self.close()
+            size = max(4 * LARGE, 1 << (total - 1).bit_length())
+            fd = new_shared_fd(size, "ferrio-arena")
+            try:
+                self.map = mmap.mmap(fd, size)
+                new_fd = os.dup(fd)
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd, self.size = fd, size
+        m = self.map
+        assert m is not None
+        records = []
+        for b, off in zip(buffers, offsets, strict=True):
+            n = b.nbytes
+            m[off : off + n] = b
+            records.append(_BUFFER.pack(off, n, b.readonly))
+        return b"".join(records), new_fd
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+            self.map = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.size = 0
+
+
+_BUFFER = struct.Struct("<QQB")  # offset, length, read-only
+
+
+# -- pickling ------------------------------------------------------------------------------------
+
+
+def _as_memoryview(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
+    view = memoryview(buf)
+    return view if fmt == "B" and shape == (view.nbytes,) else view.cast("B").cast(fmt, shape)
+
+
+def _big_id(obj: Any, big: list[memoryview]) -> Any:
+    """The persistent id that sends a large bytes-like object out of band, or ``None``.
+
+    The C pickler consults ``persistent_id`` before its own handling of bytes and bytearray (and
+    ``reducer_override`` only after it), so this is the hook that can take them out of the pickle.
+    """
+    kind = type(obj)
+    if kind is bytes or kind is bytearray:
+        if len(obj) < LARGE or len(big) >= MAX_FDS // 2:
+            return None
+        big.append(memoryview(obj))
+        return ("b" if kind is bytes else "a", len(big) - 1)
+    if kind is memoryview:  # the stdlib cannot pickle these at all
+        view = obj if obj.c_contiguous else memoryview(obj.tobytes()).cast(obj.format, obj.shape)
+        if view.nbytes < LARGE or len(big) >= MAX_FDS // 2:
+            return ("m", view.tobytes(), view.format, view.shape, obj.readonly)
+        big.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
+        return ("m", len(big) - 1, view.format, view.shape, obj.readonly)
+    return None
+
+
+def _pickler_class(base: type) -> type:
+    class BigBufferPickler(base):  # type: ignore[misc, valid-type]
+        def __init__(self, file: io.BytesIO, big: list[memoryview], **kwargs: Any) -> None:
+            super().__init__(file, **kwargs)
+            self._big = big
+
+        def persistent_id(self, obj: Any) -> Any:
+            return _big_id(obj, self._big)
+
+    return BigBufferPickler
+
+
+_BigPickler = _pickler_class(pickle.Pickler)
+_cloud_pickler: type | None = None
+
+
+def _cloudpickler() -> type:
+    global _cloud_pickler
+    if _cloud_pickler is None:
+        import cloudpickle
+
+        _cloud_pickler = _pickler_class(cloudpickle.Pickler)
+    return _cloud_pickler
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, big: list[bytes | bytearray], **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._big = big
+
+    def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "m":
+            _, data, fmt, shape, readonly = pid
+            buf = self._big[data] if type(data) is int else data if readonly else bytearray(data)
+            return _as_memoryview(buf, fmt, shape)
+        return self._big[pid[1]]
+
+
+def _interactive_main() -> bool:
+    # Workers import the parent's main script by path; without one (python -c, a REPL, a
+    # notebook), what it defines exists only here and must travel by value.
+    return getattr(sys.modules.get("__main__"), "__file__", None) is None
+
+
+# Payload prefix: whether persistent ids are used, out-of-band pickle buffers, large bytes-likes,
+# descriptors of shared values, whether the sender's arena changed (its descriptor comes first);
+# then one _BUFFER record per buffer, then the pickle.
+_PREFIX = struct.Struct("<BHHHB")
+
+
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+
+
+def _needs_big_pickler(obj: Any, depth: int = 2) -> bool:
+    """Whether ``obj`` or its items (two levels deep) are large bytes-likes or memoryviews, which the
+    C pickler would copy into the pickle (or refuse): a cheap look that saves pickling twice."""
+    kind = type(obj)
+    if kind is memoryview or (kind in _BYTES_LIKE and len(obj) >= LARGE):
+        return True
+    if depth:
+        items = obj if kind is tuple or kind is list else obj.values() if kind is dict else ()
+        for x in items:
+            if _needs_big_pickler(x, depth - 1):
+                return True
+    return False
+
+
+class Pickled:
+    """A pickled object: the pickle, the buffers that travel beside it, shared-value descriptors."""
+
+    __slots__ = ("buffers", "data", "npb", "persistent", "shared")
+
+    def __init__(self, data: bytes, persistent: bool, npb: int, buffers: list[memoryview], shared: list[int]) -> None:
+        self.data = data
+        self.persistent = persistent
+        self.npb = npb  # the first npb buffers are pickle buffers, the rest large bytes-likes
+        self.buffers = buffers
+        self.shared = shared
+
+    def close(self) -> None:
+        """Releases the buffers and closes the descriptors; idempotent."""
+        self.buffers = []
+        while self.shared:
+            os.close(self.shared.pop())
+
+
+def dumps(obj: Any) -> Pickled:
+    """Pickles ``obj``: by reference with the C pickler where it can, else by value with cloudpickle.
+
+    Large buffers are kept aside (referenced, not copied) for :meth:`Channel.send_pickled` to
+    place in shared memory. Close the result when done with it. Raises what pickling raises.
+    """
+    shared: list[int] = []
+    oob: list[pickle.PickleBuffer] = []
+    big: list[memoryview] = []
+
+    def keep_large(pb: pickle.PickleBuffer) -> bool:
+        if len(oob) < MAX_FDS // 2 and pb.raw().nbytes >= LARGE:
+            oob.append(pb)
+            return False
+        return True
+
+    def attempt(pickler: type) -> bytes:
+        f = io.BytesIO()
+        try:
+            pickler(f, big, protocol=5, buffer_callback=keep_large).dump(obj)
+        except BaseException:
+            oob.clear()
+            big.clear()
+            while shared:
+                os.close(shared.pop())
+            raise
+        return f.getvalue()
+
+    _local.sink = shared
+    try:
+        data = None
+        if not _interactive_main() and not _needs_big_pickler(obj):
+            try:  # the C pickler alone is fastest for small calls; buffers stay in band here
+                data = pickle.dumps(obj, protocol=5)
+            except Exception:
+                while shared:
+                    os.close(shared.pop())
+            else:
+                if len(data) < LARGE:
+                    return Pickled(data, False, 0, [], shared)
+                while shared:  # a large pickle: again, with its large buffers out of band
+                    os.close(shared.pop())
+        if _interactive_main():
+            data = attempt(_cloudpickler())
+        else:
+            try:
+                data = attempt(_BigPickler)
+            except Exception:
+                data = attempt(_cloudpickler())  # lambdas, closures, local classes
+    finally:
+        _local.sink = None
+    buffers = [pb.raw() for pb in oob] + big
+    return Pickled(data, True, len(oob), buffers, shared)
+
+
+def loads(payload: bytes | bytearray | memoryview, fds: list[int], peer: mmap.mmap | None = None) -> Any:
+    """Unpickles a payload; closes or takes ownership of every descriptor. ``peer`` is the mapping
+    of the sender's arena, for payloads with buffers."""
+    try:
+        persistent, npb, nbig, nshared, new_arena = _PREFIX.unpack_from(payload)
+        nbuf = npb + nbig
+        if new_arena + nshared != len(fds):
+            raise pickle.UnpicklingError(f"a frame promised {new_arena + nshared} descriptors and carried {len(fds)}")
+        start = _PREFIX.size + nbuf * _BUFFER.size
+        buffers: list[Any] = []
+        if nbuf:
+            if peer is None:
+                raise pickle.UnpicklingError("a frame with buffers arrived before its shared memory")
+            for i in range(nbuf):
+                off, n, readonly = _BUFFER.unpack_from(payload, _PREFIX.size + i * _BUFFER.size)
+                buffers.append(peer[off : off + n] if readonly else bytearray(memoryview(peer)[off : off + n]))
+        data = memoryview(payload)[start:]
+        _local.source = (fds, new_arena)  # shared values' descriptors follow the arena's
+        try:
+            if not persistent:
+                return pickle.loads(data, buffers=buffers)
+            return _Unpickler(io.BytesIO(data), buffers[npb:], buffers=buffers[:npb]).load()
+        finally:
+            _local.source = None
+    finally:
+        for fd in fds:
+            if fd >= 0:
+                os.close(fd)
+
+
+def has_buffers(payload: bytes | bytearray) -> bool:
+    """Whether a received payload's buffers are in the sender's arena (read them before answering)."""
+    _, npb, nbig, _, _ = _PREFIX.unpack_from(payload)
+    return npb + nbig > 0
+
+
+def plain(data: bytes) -> list[bytes]:
+    """Payload parts for a pickle made with :func:`pickle.dumps` alone (no buffers, no descriptors)."""
+    return [_PREFIX.pack(0, 0, 0, 0, 0), data]
+
+
+def send_fd(fd: int) -> int | None:
+    """While :func:`dumps` runs on this thread: sends a copy of ``fd`` with the frame and returns its
+    index for :func:`take_fd`; otherwise ``None``."""
+    sink = getattr(_local, "sink", None)
+    if sink is None:
+        return None
+    sink.append(os.dup(fd))
+    return len(sink) - 1
+
+
+def take_fd(index: int) -> int:
+    """While :func:`loads` runs on this thread: takes ownership of shared descriptor ``index``."""
+    source = getattr(_local, "source", None)
+    if source is not None:
+        fds, first = source
+        if 0 <= index < len(fds) - first and fds[first + index] >= 0:
+            fd = fds[first + index]
+            fds[first + index] = -1
+            return fd
+    raise pickle.UnpicklingError("a shared object arrived without its shared-memory descriptor")
+
+
+# -- framing -------------------------------------------------------------------------------------
+
+
+class Channel:
+    """One end of a parent-worker socket: whole frames out (thread-safe), frames in (one reader)."""
+
+    __slots__ = ("_arena", "_big", "_fds", "_fill", "_frames", "_peer", "_scratch", "_send_lock", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self._scratch = bytearray(_SCRATCH)  # received bytes; the first `_fill` are not consumed yet
+        self._fill = 0
+        self._fds: deque[int] = deque()
+        self._frames: deque[tuple[int, int, bytes | bytearray, list[int]]] = deque()
+        # A payload too big for the scratch buffer, read straight into place:
+        # [kind, nfds, task id, payload, bytes received].
+        self._big: list[Any] | None = None
+        self._arena = Arena()  # where this side writes large buffers
+        self._peer: mmap.mmap | None = None  # the other side's arena
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def send(self, kind: int, tid: int, parts: list[bytes] | tuple[bytes, ...] = ()) -> None:
+        """Sends one frame of raw parts; blocks until the kernel has taken all of it. Raises OSError."""
+        with self._send_lock:
+            self._send_locked(kind, tid, parts, [])
+
+    def send_pickled(self, kind: int, tid: int, p: Pickled) -> None:
+        """Sends a pickled object, its large buffers through this side's arena. Raises OSError."""
+        with self._send_lock:
+            records, new_fd = self._arena.place(p.buffers) if p.buffers else (b"", -1)
+            fds = [new_fd, *p.shared] if new_fd >= 0 else p.shared
+            nbuf = len(p.buffers)
+            prefix = _PREFIX.pack(p.persistent, p.npb, nbuf - p.npb, len(p.shared), new_fd >= 0)
+            try:
+                self._send_locked(kind, tid, (prefix, records, p.data), fds)
+            finally:
+                if new_fd >= 0:
+                    os.close(new_fd)
+
+    def _send_locked(self, kind: int, tid: int, parts: list[bytes] | tuple[bytes, ...], fds: list[int]) -> None:
+        length = 0
+        for p in parts:
+            length += len(p)
+        bufs = [HEADER.pack(kind, len(fds), tid, length), *parts]
+        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+        sent = self.sock.sendmsg(bufs, anc)
+        if sent < HEADER.size + length:
+            for b in bufs:
+                n = len(b)
+                if sent >= n:
+                    sent -= n
+                    continue
+                self.sock.sendall(memoryview(b)[sent:])
+                sent = 0
+
+    def loads(self, payload: bytes | bytearray, fds: list[int]) -> Any:
+        """Unpickles a received payload; closes or takes ownership of every descriptor."""
+        if payload[_PREFIX.size - 1] and fds:  # the sender's arena changed: map the new one
+            fd = fds[0]
+            fds[0] = -1
+            try:
+                if self._peer is not None:
+                    self._peer.close()
+                    self._peer = None
+                self._peer = mmap.mmap(fd, os.fstat(fd).st_size)
+            finally:
+                os.close(fd)
+        return loads(payload, fds, self._peer)
+
+    def pump(self) -> bool:
+        """Reads what the socket has (blocking if nothing); returns ``False`` at end of stream."""
+        big = self._big
+        if big is not None:
+            n = self.sock.recv_into(memoryview(big[3])[big[4] :])
+            if n == 0:
+                return False
+            big[4] += n
+            if big[4] == len(big[3]):
+                self._big = None
+                self._frames.append((big[0], big[2], big[3], [self._fds.popleft() for _ in range(big[1])]))
+            return True
+        scratch = self._scratch
+        fill = self._fill
+        with memoryview(scratch) as view:
+            n, anc, flags, _ = self.sock.recvmsg_into([view[fill:]], _ANCILLARY)
+            for level, kind, data in anc:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                    fds = array.array("i")
+                    fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                    self._fds.extend(fds)
+            if flags & _CTRUNC:
+                raise OSError("a frame carried more descriptors than ferrio allows")
+            if n == 0:
+                return False
+            fill += n
+            start = 0
+            while fill - start >= HEADER.size:
+                kind, nfds, tid, length = HEADER.unpack_from(scratch, start)
+                end = start + HEADER.size + length
+                if end <= fill:
+                    payload = bytes(view[start + HEADER.size : end])
+                    self._frames.append((kind, tid, payload, [self._fds.popleft() for _ in range(nfds)]))
+                    start = end
+                    continue
+                if HEADER.size + length > _SCRATCH:  # read the rest straight into place
+                    payload = bytearray(length)
+                    have = fill - start - HEADER.size
+                    payload[:have] = view[start + HEADER.size : fill]
+                    self._big = [kind, nfds, tid, payload, have]
+                    start = fill
+                break
+            if start:
+                scratch[: fill - start] = view[start:fill]
+            self._fill = fill - start
+        return True
+
+    def frames(self) -> deque[tuple[int, int, bytes | bytearray, list[int]]]:
+        """Complete frames received so far, oldest first; pop them to consume."""
+        return self._frames
+
+    def recv(self) -> tuple[int, int, bytes | bytearray, list[int]]:
+        """Blocks for the next whole frame: ``(kind, task id, payload, descriptors)``.
+
+        Raises:
+            EOFError: the other end closed.
+        """
+        while not self._frames:
+            if not self.pump():
+                raise EOFError("the other end of the channel closed")
+        return self._frames.popleft()
+
+    def close(self) -> None:
+        """Closes the socket and every received descriptor nobody took."""
+        while self._fds:
+            os.close(self._fds.popleft())
+        while self._frames:
+            for fd in self._frames.popleft()[3]:
+                os.close(fd)
+        self.sock.close()
+        self._arena.close()
+        if self._peer is not None:
+            self._peer.close()
+            self._peer = None
