@@ -63,6 +63,33 @@ def test_exit_with_idle_workers_and_a_garbage_collected_pool() -> None:
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_exits_cleanly_after_a_pool_was_orphaned_in_the_parent() -> None:
+    # The child's normal exit runs ferrio's at-exit join; the orphaned threads are the parent's,
+    # and joining them in the child used to panic ("threads should not terminate unexpectedly").
+    code = textwrap.dedent(
+        """
+        import gc, os, sys, threading, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        release = threading.Event()
+        pool = ferrio.ThreadPool(2)
+        pool.submit(release.wait, 30)
+        del pool
+        gc.collect()  # its worker is still waiting: the pool is an orphan now
+        pid = os.fork()
+        if pid == 0:
+            sys.exit(0)  # a normal exit, at-exit hooks included
+        release.set()
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "panicked" not in proc.stderr
+    assert proc.stdout == "child 0\n", proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_fork_after_the_pool_started_gives_the_child_a_fresh_pool() -> None:
     code = textwrap.dedent(
         """

@@ -444,6 +444,7 @@ def _after_fork_in_child() -> None:
     _default = None
     for pool in list(_pools):
         pool._reset_after_fork()
+    _ferrio.forget_orphans_after_fork()
 
 
 threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]

@@ -169,6 +169,16 @@ pub fn join_orphans() {
     join_all(orphans);
 }
 
+/// In a forked child: forgets the parent's orphaned threads, which do not exist here (joining
+/// them would panic). If the parent held the list's lock at the fork, the list is left alone.
+pub fn forget_orphans_after_fork() {
+    if let Ok(mut orphans) = ORPHANS.try_lock() {
+        for h in std::mem::take(&mut *orphans) {
+            std::mem::forget(h);
+        }
+    }
+}
+
 fn join_all(handles: Vec<JoinHandle<()>>) {
     let me = thread::current().id();
     for h in handles {

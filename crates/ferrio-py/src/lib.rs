@@ -23,7 +23,7 @@ mod _ferrio {
     #[pymodule_export]
     use super::limiter::LimiterCore;
     #[pymodule_export]
-    use super::pool::{check_sync_callable, join_orphans, ThreadPoolCore};
+    use super::pool::{check_sync_callable, forget_orphans_after_fork, join_orphans, ThreadPoolCore};
     #[pymodule_export]
     use super::prims::{AtomicInt, EventCore, QueueCore, SemaphoreCore};
     #[pymodule_export]

@@ -300,6 +300,12 @@ pub(crate) fn join_orphans(py: Python<'_>) {
     py.detach(ferrio_core::pool::join_orphans);
 }
 
+/// In a forked child: forgets the parent's orphaned threads instead of joining them.
+#[pyfunction]
+pub(crate) fn forget_orphans_after_fork() {
+    ferrio_core::pool::forget_orphans_after_fork();
+}
+
 /// Used by `CapacityLimiter` for a clear error on a bad `total_tokens`.
 pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(f) = value.extract::<f64>() {
