@@ -66,3 +66,34 @@ def test_read_without_blocking() -> None:
         "read_files [8890, 8890]",
         "loop kept ticking True",
     ]
+
+
+def test_process_shared_counter() -> None:
+    lines = run("process_shared_counter.py").splitlines()
+    words = [line for line in lines if ":" not in line]
+    assert sorted(words) == sorted(["hello", "how", "are", "you"] + ["again"] * 4)
+    assert [line for line in lines if ":" in line] == [
+        "shared_counter: 4",
+        "crash: SIGKILL in 'crash', pool still up",
+        "shared_counter: 8",
+    ]
+
+
+def test_process_blocks_logs_which_worker_ran_each_call() -> None:
+    import os
+    import re
+
+    lines = run("process_blocks.py").splitlines()
+    parsed = [re.fullmatch(r"PID\s+(\d+)\s+(.+?): (.*)", line) for line in lines]
+    assert all(parsed), lines
+    main_pid = {int(m[1]) for m in parsed if m and m[2] == "run_blocking_tasks"}
+    assert len(main_pid) == 1
+    workers = {int(m[1]) for m in parsed if m and m[2].startswith("blocks(")}
+    assert len(workers) == 3
+    assert not workers & main_pid
+    assert main_pid != {os.getpid()}
+    for n in range(6):
+        mine = [m for m in parsed if m and m[2] == f"blocks({n})"]
+        assert [m[3] for m in mine] == ["running", "done"]
+        assert mine[0][1] == mine[1][1]  # both lines of one call come from the same worker
+    assert lines[-2].endswith("results: [0, 1, 4, 9, 16, 25]")

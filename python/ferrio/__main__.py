@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from ._bench import main
+from ferrio._bench import main  # absolute: worker processes run this file by path
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

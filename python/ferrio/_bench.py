@@ -89,7 +89,11 @@ async def _tasks(n: int, in_flight: int, one: Callable[[int], Awaitable[Any]]) -
 
     def finished(task: asyncio.Task[Any]) -> None:
         nonlocal remaining
-        task.result()
+        if done.done():
+            return
+        if task.cancelled() or task.exception() is not None:  # a broken contender ends the run
+            done.set_exception(task.exception() or asyncio.CancelledError())
+            return
         remaining -= 1
         if remaining == 0:
             done.set_result(None)
@@ -678,6 +682,177 @@ def bench_files(rounds: int, lines: int, files: int, big_mib: int) -> list[Resul
     return results
 
 
+def identity(x: Any) -> Any:
+    return x
+
+
+def _die_if(i: int, doomed: frozenset[int]) -> int:
+    if i in doomed:
+        os.kill(os.getpid(), 9)
+    return i
+
+
+def _process_contenders(workers: int) -> tuple[dict[str, Callable[[Callable[..., Any], Any], Awaitable[Any]]], Any]:
+    """name -> call(fn, arg) for each process pool, and a function that shuts them all down."""
+    import multiprocessing
+
+    fpool = ferrio.ProcessPool(workers, name="bench-process")
+    ppe = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+    calls: dict[str, Callable[[Callable[..., Any], Any], Awaitable[Any]]] = {
+        "ferrio ProcessPool.run": lambda fn, x: fpool.run(fn, x),
+        "run_in_executor(PPE)": lambda fn, x: asyncio.get_running_loop().run_in_executor(ppe, fn, x),
+    }
+    closers: list[Callable[[], Any]] = [fpool.shutdown, ppe.shutdown]
+    a_to_process = _peer("anyio.to_process")
+    if a_to_process is not None:
+        calls["anyio.to_process"] = lambda fn, x: a_to_process.run_sync(fn, x)
+    loky = _peer("loky")
+    if loky is not None:
+        lpool = loky.get_reusable_executor(max_workers=workers)
+        calls["loky"] = lambda fn, x: asyncio.get_running_loop().run_in_executor(lpool, fn, x)
+        closers.append(lambda: lpool.shutdown(wait=True))
+
+    def close() -> None:
+        for c in closers:
+            c()
+
+    return calls, close
+
+
+def bench_processes(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int, mib: int) -> list[Result]:
+    """Trivial calls with 8 in flight, and large arguments and results, on warm process pools."""
+    workers = os.cpu_count() or 2
+    calls, close = _process_contenders(workers)
+    try:
+        for call in calls.values():  # warm: every worker started, imports done
+            loop.run_until_complete(_tasks(4 * workers, 2 * workers, lambda i, call=call: call(noop, i)))
+        data = os.urandom(mib * 2**20)
+        trips = 20 if n >= 1000 else 2
+
+        async def round_trips(call: Callable[[Callable[..., Any], Any], Awaitable[Any]]) -> float:
+            t0 = time.perf_counter()
+            for _ in range(trips):
+                out = await call(identity, data)
+                assert len(out) == len(data)
+            return trips * 2 * mib / (time.perf_counter() - t0)
+
+        small: dict[str, list[float]] = {k: [] for k in calls}
+        large: dict[str, list[float]] = {k: [] for k in calls}
+        for r in range(rounds):
+            for name, call in _alternate(calls, r):
+                small[name].append(n / loop.run_until_complete(_tasks(n, 8, lambda i, call=call: call(noop, i))))
+                large[name].append(loop.run_until_complete(round_trips(call)))
+    finally:
+        close()
+        # anyio keeps a task per loop that stops its workers when cancelled, as asyncio.run would.
+        leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftover:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+    return _results(
+        f"{n:,} x await noop in a worker process, 8 in flight, warm pools of {workers}",
+        loop_name,
+        small,
+        "calls/s",
+        True,
+    ) + _results(f"{mib} MiB bytes argument and result, {trips} round trips", loop_name, large, "MiB/s", True)
+
+
+def bench_process_start(rounds: int) -> list[Result]:
+    """Seconds from creating a 2-worker pool to its first result (start-up included), with the
+    forkserver already running, as it is after any pool's first use."""
+    import multiprocessing
+
+    loop = asyncio.new_event_loop()
+
+    async def ferrio_start() -> float:
+        t0 = time.perf_counter()
+        async with ferrio.ProcessPool(2, name="bench-start") as pool:
+            await pool.run(noop, 1)
+            elapsed = time.perf_counter() - t0
+        return elapsed
+
+    async def ppe_start(method: str) -> float:
+        t0 = time.perf_counter()
+        with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context(method)) as ppe:
+            await asyncio.get_running_loop().run_in_executor(ppe, noop, 1)
+            elapsed = time.perf_counter() - t0
+        return elapsed
+
+    contenders: dict[str, Callable[[], Awaitable[float]]] = {
+        "ferrio ProcessPool (forkserver)": ferrio_start,
+        "PPE (forkserver)": lambda: ppe_start("forkserver"),
+    }
+    import warnings
+
+    samples: dict[str, list[float]] = {k: [] for k in contenders}
+    fork: list[float] = []
+    loop.run_until_complete(ferrio_start())  # the forkserver starts once per interpreter: not timed
+    for r in range(rounds):
+        for name, make in _alternate(contenders, r):
+            samples[name].append(loop.run_until_complete(make()) * 1e3)
+        with warnings.catch_warnings():  # 3.12+ warns that fork with threads running may deadlock
+            warnings.simplefilter("ignore", DeprecationWarning)
+            fork.append(loop.run_until_complete(ppe_start("fork")) * 1e3)
+    loop.close()
+    samples["PPE (fork), for reference"] = fork
+    return _results("cold start of a 2-worker pool to its first result", "asyncio", samples, "ms", False)
+
+
+def bench_process_crashes(rounds: int, n: int, kills: int) -> list[Result]:
+    """``n`` calls, ``kills`` of which SIGKILL their own worker at random points in the stream."""
+    import multiprocessing
+    import random
+
+    loop = asyncio.new_event_loop()
+    workers = os.cpu_count() or 2
+    doomed = frozenset(random.Random(0).sample(range(n), kills))
+
+    async def ferrio_run() -> tuple[int, int, float]:
+        async with ferrio.ProcessPool(workers, name="bench-crash") as pool:
+            t0 = time.perf_counter()
+            sem = asyncio.Semaphore(8)
+
+            async def one(i: int) -> Any:
+                async with sem:
+                    return await pool.run(_die_if, i, doomed)
+
+            out = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+            elapsed = time.perf_counter() - t0
+            assert await pool.run(noop, 1) == 1  # the pool stays up
+        crashed = {i for i, r in enumerate(out) if isinstance(r, ferrio.WorkerCrashed)}
+        ok = sum(1 for i, r in enumerate(out) if r == i)
+        if crashed != doomed or ok != n - kills:
+            raise RuntimeError(f"calls {sorted(crashed ^ doomed)} failed wrongly: only the killed ones may fail")
+        return ok, len(crashed), elapsed
+
+    async def ppe_run() -> int:
+        ppe = concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver"))
+        running = asyncio.get_running_loop()
+        sem = asyncio.Semaphore(8)
+
+        async def one(i: int) -> Any:
+            async with sem:
+                return await running.run_in_executor(ppe, _die_if, i, doomed)
+
+        out = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+        ppe.shutdown(wait=True, cancel_futures=True)
+        return sum(1 for i, r in enumerate(out) if r == i)
+
+    ok: dict[str, list[float]] = {"ferrio ProcessPool": [], "run_in_executor(PPE)": []}
+    rate: dict[str, list[float]] = {"ferrio ProcessPool": []}
+    for _ in range(rounds):
+        good, _, elapsed = loop.run_until_complete(ferrio_run())
+        ok["ferrio ProcessPool"].append(good)
+        rate["ferrio ProcessPool"].append(n / elapsed)
+        ok["run_in_executor(PPE)"].append(loop.run_until_complete(ppe_run()))
+    loop.close()
+    w = f"{n:,} calls, {kills} of which SIGKILL their worker"
+    return _results(f"{w}: calls that succeeded ({n - kills:,} possible)", "asyncio", ok, "calls", True) + _results(
+        f"{w}: throughput, exactly the {kills} killed calls failing", "asyncio", rate, "calls/s", True
+    )
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -758,12 +933,15 @@ def main(argv: list[str]) -> int:
     if args.smoke:
         rounds, n, seq, sleeps, calls, bridges, items = 1, 640, 50, 128, 2_000, 50, 400
         file_sizes = (200, 20, 1)  # lines, small files, MiB
+        procs = (40, 1, 40, 3)  # trivial calls, MiB per round trip, calls under kills, kills
     elif args.quick:
         rounds, n, seq, sleeps, calls, bridges, items = 3, 20_000, 2_000, 2_000, 200_000, 2_000, 50_000
         file_sizes = (20_000, 2_000, 64)
+        procs = (2_000, 16, 500, 25)
     else:
         rounds, n, seq, sleeps, calls, bridges, items = 5, 20_000, 5_000, 2_000, 1_000_000, 5_000, 200_000
         file_sizes = (100_000, 2_000, 256)
+        procs = (2_000, 16, 2_000, 100)
     results: list[Result] = []
     for loop_name, factory in _loop_factories(args.loop).items():
         loop = factory()
@@ -775,11 +953,14 @@ def main(argv: list[str]) -> int:
             results += bench_from_thread(loop, loop_name, rounds, bridges)
             results += bench_queues(loop, loop_name, rounds, items)
             results += bench_locks(loop, loop_name, rounds, items // 2)
+            results += bench_processes(loop, loop_name, rounds, procs[0], procs[1])
         finally:
             loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
     results += bench_run_from_sync(rounds, bridges)
     results += bench_portal(rounds, bridges)
+    results += bench_process_start(rounds)
+    results += bench_process_crashes(1 if args.smoke else 3, procs[2], procs[3])
     results += bench_files(rounds, *file_sizes)
     results += bench_memory(calls)
 

@@ -143,6 +143,9 @@ def is_cancelled() -> bool:
 def join_orphans() -> None:
     """Joins, with the GIL released, the threads of pools garbage-collected before they exited."""
 
+def forget_orphans_after_fork() -> None:
+    """In a forked child: forgets the parent's orphaned threads, which do not exist there."""
+
 def current_job_future() -> asyncio.Future[Any] | concurrent.futures.Future[Any] | None:
     """The future of the job running on this thread, or ``None`` outside a ferrio job."""
 

@@ -153,7 +153,7 @@ class _Task:
 
 
 class _Worker:
-    __slots__ = ("chan", "pid", "proc", "state", "tasks")
+    __slots__ = ("chan", "outbox", "pid", "proc", "state", "tasks")
 
     def __init__(self, proc: Any, chan: _wire.Channel) -> None:
         self.proc = proc
@@ -162,6 +162,10 @@ class _Worker:
         self.state = _STARTING
         # Calls sent to it, in the order it runs them: the first runs, the rest wait in its socket.
         self.tasks: deque[_Task] = deque()
+        # Calls given to it under the pool's lock and not written to its socket yet: written in
+        # order by whoever flushes next, outside the pool's lock (a send releases the GIL, and
+        # doing that inside the lock made the loop and the manager thread take turns on it).
+        self.outbox: deque[_Task] = deque()
 
 
 class _Core:
@@ -236,8 +240,6 @@ class _Core:
             if worker is not None:
                 if task.cf is not None:
                     task.cf.set_running_or_notify_cancel()  # just made, so not cancelled
-                # Sent under the lock, so each worker's socket holds calls in the order of its
-                # `tasks`; the frame is small (large buffers go to shared memory) and the worker reads.
                 self._send(worker, task)
             else:
                 self.queue.append(task)
@@ -246,6 +248,8 @@ class _Core:
             if self.thread is None:
                 self.thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
                 self.thread.start()
+        if worker is not None:
+            self._flush(worker)
         if wake:
             self.wake()
 
@@ -312,10 +316,19 @@ class _Core:
         task.worker = worker
         task.state = _SENT
         self.n_sent += 1
-        with contextlib.suppress(OSError):  # it is dying: the manager sees it exit and fails or requeues the call
-            worker.chan.send_pickled(_wire.CALL, task.tid, task.pickled)
+        worker.outbox.append(task)
         if len(worker.tasks) == 1:
             self._start(task)
+
+    def _flush(self, worker: _Worker) -> None:
+        """Not under the pool's lock: writes the worker's outbox to its socket, in order."""
+        outbox = worker.outbox
+        chan = worker.chan
+        with chan.sending():
+            while outbox:
+                task = outbox.popleft()
+                with contextlib.suppress(OSError):  # it is dying: the manager fails or requeues the call
+                    chan.send_pickled_locked(_wire.CALL, task.tid, task.pickled)
 
     def _start(self, task: _Task) -> None:
         """A call reached the head of its worker's pipeline: it runs now."""
@@ -326,7 +339,6 @@ class _Core:
         self.n_running += 1
         task.started = time.perf_counter()
         self.queue_wait.record(task.started - task.submitted)
-        task.release()
         if task.timeout is not None:
             task.deadline = time.monotonic() + task.timeout
             heapq.heappush(self.timeouts, (task.deadline, task.tid, task))
@@ -466,6 +478,7 @@ class _Core:
                 with self.lock:
                     if worker.state == _STARTING:
                         self._fill(worker)
+                self._flush(worker)
             elif base == _wire.INIT_FAILED:
                 exc, tb = worker.chan.loads(payload, fds)
                 _with_remote_traceback(exc, tb)
@@ -507,6 +520,7 @@ class _Core:
             live = False
             if task is not None:
                 worker.tasks.remove(task)
+                task.release()
                 live = self._finish(task)
                 if worker.tasks and not last:  # after its last call the worker exits: the rest never start
                     self._start(worker.tasks[0])
@@ -519,6 +533,7 @@ class _Core:
                     self.failed += 1
                 else:
                     self.completed += 1
+        self._flush(worker)
         if not live or task is None:
             for fd in fds:
                 if fd >= 0:
@@ -570,8 +585,10 @@ class _Core:
                 self.idle.remove(worker)
             # Its results are all read, so the first call left is the one it died running, and
             # the calls behind it never started: they go back to the front of the queue.
+            worker.outbox.clear()
             if worker.tasks and worker.tasks[0].state == _RUNNING:
                 task = worker.tasks.popleft()
+                task.release()
                 self._finish(task)
                 self.failed += 1
                 self.crashed += 1
@@ -583,6 +600,8 @@ class _Core:
                     self.n_sent -= 1
                     self.n_queued += 1
                     self.queue.appendleft(t)
+                else:
+                    t.release()
             worker.tasks.clear()
             early = worker.state == _STARTING and not self.closed and self.broken is None
             if not self.closed and not early:

@@ -210,6 +210,7 @@ def _interactive_main() -> bool:
 # descriptors of shared values, whether the sender's arena changed (its descriptor comes first);
 # then one _BUFFER record per buffer, then the pickle.
 _PREFIX = struct.Struct("<BHHHB")
+_PLAIN = _PREFIX.pack(0, 0, 0, 0, 0)  # a pickle with nothing beside it
 
 
 _BYTES_LIKE = (bytes, bytearray, memoryview)
@@ -341,7 +342,7 @@ def has_buffers(payload: bytes | bytearray) -> bool:
 
 def plain(data: bytes) -> list[bytes]:
     """Payload parts for a pickle made with :func:`pickle.dumps` alone (no buffers, no descriptors)."""
-    return [_PREFIX.pack(0, 0, 0, 0, 0), data]
+    return [_PLAIN, data]
 
 
 def send_fd(fd: int) -> int | None:
@@ -372,7 +373,7 @@ def take_fd(index: int) -> int:
 class Channel:
     """One end of a parent-worker socket: whole frames out (thread-safe), frames in (one reader)."""
 
-    __slots__ = ("_arena", "_big", "_fds", "_fill", "_frames", "_peer", "_scratch", "_send_lock", "sock")
+    __slots__ = ("_arena", "_big", "_closed", "_fds", "_fill", "_frames", "_peer", "_scratch", "_send_lock", "sock")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -386,6 +387,7 @@ class Channel:
         self._big: list[Any] | None = None
         self._arena = Arena()  # where this side writes large buffers
         self._peer: mmap.mmap | None = None  # the other side's arena
+        self._closed = False
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -398,15 +400,28 @@ class Channel:
     def send_pickled(self, kind: int, tid: int, p: Pickled) -> None:
         """Sends a pickled object, its large buffers through this side's arena. Raises OSError."""
         with self._send_lock:
-            records, new_fd = self._arena.place(p.buffers) if p.buffers else (b"", -1)
-            fds = [new_fd, *p.shared] if new_fd >= 0 else p.shared
-            nbuf = len(p.buffers)
-            prefix = _PREFIX.pack(p.persistent, p.npb, nbuf - p.npb, len(p.shared), new_fd >= 0)
-            try:
-                self._send_locked(kind, tid, (prefix, records, p.data), fds)
-            finally:
-                if new_fd >= 0:
-                    os.close(new_fd)
+            self.send_pickled_locked(kind, tid, p)
+
+    def sending(self) -> threading.Lock:
+        """The lock that orders frames: hold it around :meth:`send_pickled_locked` calls."""
+        return self._send_lock
+
+    def send_pickled_locked(self, kind: int, tid: int, p: Pickled) -> None:
+        """:meth:`send_pickled` for a caller that holds :meth:`sending`. Raises OSError."""
+        if self._closed:
+            raise OSError(f"the channel is closed; frame of kind {kind} not sent")
+        if not p.buffers and not p.shared and not p.persistent:
+            self._send_locked(kind, tid, (_PLAIN, p.data), [])
+            return
+        records, new_fd = self._arena.place(p.buffers) if p.buffers else (b"", -1)
+        fds = [new_fd, *p.shared] if new_fd >= 0 else p.shared
+        nbuf = len(p.buffers)
+        prefix = _PREFIX.pack(p.persistent, p.npb, nbuf - p.npb, len(p.shared), new_fd >= 0)
+        try:
+            self._send_locked(kind, tid, (prefix, records, p.data), fds)
+        finally:
+            if new_fd >= 0:
+                os.close(new_fd)
 
     def _send_locked(self, kind: int, tid: int, parts: list[bytes] | tuple[bytes, ...], fds: list[int]) -> None:
         length = 0
@@ -502,13 +517,15 @@ class Channel:
 
     def close(self) -> None:
         """Closes the socket and every received descriptor nobody took."""
+        with self._send_lock:  # not while another thread writes into the arena
+            self._closed = True
+            self.sock.close()
+            self._arena.close()
         while self._fds:
             os.close(self._fds.popleft())
         while self._frames:
             for fd in self._frames.popleft()[3]:
                 os.close(fd)
-        self.sock.close()
-        self._arena.close()
         if self._peer is not None:
             self._peer.close()
             self._peer = None
