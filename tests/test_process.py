@@ -590,18 +590,24 @@ def test_worker_output_reaches_the_inherited_stdout(run_python_in_tmp) -> None:
     assert "hello from the worker 7" in result.stdout
 
 
-def test_functions_of_an_interactive_main_travel_by_value() -> None:
+def test_functions_of_an_interactive_main_travel_by_value_and_share_globals() -> None:
     from conftest import run_python
 
+    # As in a notebook: no file to import, so functions go by value, and an initializer's globals
+    # must still be seen by the functions called later (the documents' shared-counter pattern).
     result = run_python(
         "import ferrio\n"
-        "def triple(x):\n"
-        "    return 3 * x\n"
-        "with ferrio.ProcessPool(1, start_method='spawn') as pool:\n"
-        "    print(pool.submit(triple, 5).result(timeout=30))\n"
+        "factor = None\n"
+        "def init(f):\n"
+        "    global factor\n"
+        "    factor = f\n"
+        "def scale(x):\n"
+        "    return factor * x\n"
+        "with ferrio.ProcessPool(1, initializer=init, initargs=(3,), start_method='spawn') as pool:\n"
+        "    print(pool.submit(scale, 5).result(timeout=30), pool.submit(scale, 7).result(timeout=30))\n"
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "15"
+    assert result.stdout.strip() == "15 21"
 
 
 # -- shared values ---------------------------------------------------------------------------------
@@ -677,6 +683,16 @@ async def test_random_external_kills_fail_only_the_calls_they_hit() -> None:
     assert len(failures) <= kills
     assert results.count("finished") == 300 - len(failures)
     assert pool.stats().crashed == len(failures)
+
+
+async def test_pools_with_crashes_shut_down_promptly_again_and_again() -> None:
+    # Bounded: 12 pools x 40 calls, 2 of which kill their worker. Each crash and replacement wakes
+    # the manager thread; a lost wake-up (found by the benchmark) hung the shutdown here.
+    for round_ in range(12):
+        doomed = frozenset({round_ % 40, (round_ * 7 + 3) % 40})
+        async with ferrio.ProcessPool(2) as pool:
+            results = await asyncio.gather(*(pool.run(die_if, i, doomed) for i in range(40)), return_exceptions=True)
+        assert {i for i, r in enumerate(results) if isinstance(r, ferrio.WorkerCrashed)} == doomed
 
 
 def test_fork_of_a_process_with_a_pool_gives_the_child_a_fresh_default(run_python_in_tmp) -> None:

@@ -420,9 +420,12 @@ class _Core:
             self._start_worker(sel)
         for key, _ in sel.select(timeout):
             if key.data is None:
-                self.wake_pending = False
+                # Drain, then clear: cleared first, a wake() in between could have its byte
+                # drained while its flag stayed set, and every later wake() would be skipped.
+                # (A wake() between the two is seen: the next step re-reads the state.)
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
+                self.wake_pending = False
             else:
                 worker, is_sentinel = key.data
                 if is_sentinel:
