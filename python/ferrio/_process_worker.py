@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import traceback
+import types
 from typing import Any
 
 from . import _wire
@@ -64,6 +65,34 @@ def _pickle_error(exc: BaseException, what: str) -> _wire.Pickled:
     return p
 
 
+_main_namespace: dict[str, Any] | None = None
+
+
+def _in_main_namespace(fn: Any) -> Any:
+    """A function of an interactive ``__main__`` (pickled by value), rebound to one namespace
+    shared by every such function this worker receives, as a module's functions share its globals.
+
+    cloudpickle gives each pickle its own copy of the globals a function uses, so without this an
+    initializer's ``global counter`` assignment would be invisible to the functions called later.
+    A name keeps the first value this worker saw for it.
+    """
+    global _main_namespace
+    if not isinstance(fn, types.FunctionType) or fn.__module__ != "__main__":
+        return fn
+    real_main = sys.modules.get("__main__")
+    if real_main is not None and fn.__globals__ is real_main.__dict__:
+        return fn
+    if _main_namespace is None:
+        _main_namespace = {}
+    for name, value in fn.__globals__.items():
+        _main_namespace.setdefault(name, value)
+    rebound = types.FunctionType(fn.__code__, _main_namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+    rebound.__kwdefaults__ = fn.__kwdefaults__
+    rebound.__qualname__ = fn.__qualname__
+    rebound.__dict__.update(fn.__dict__)
+    return rebound
+
+
 def _describe(fn: Any) -> str:
     return f"'{getattr(fn, '__qualname__', None) or fn!r}'"
 
@@ -91,6 +120,7 @@ def _serve(chan: _wire.Channel) -> None:
     if kind != _wire.INIT:
         raise RuntimeError(f"a ferrio worker expected its INIT frame first, got kind {kind}")
     initializer, initargs, max_tasks, log_level = chan.loads(payload, fds)
+    initializer = _in_main_namespace(initializer)
 
     root = logging.getLogger()
     root.handlers[:] = [_ForwardToParent(chan)]
@@ -116,6 +146,7 @@ def _serve(chan: _wire.Channel) -> None:
         fn: Any = None
         try:
             fn, args, kwargs = chan.loads(payload, fds)
+            fn = _in_main_namespace(fn)
             result = fn(*args, **kwargs)
         except BaseException as e:
             what = _describe(fn) if fn is not None else "unpickling the call"
@@ -145,6 +176,7 @@ def _serve(chan: _wire.Channel) -> None:
 def run_chunk(fn: Any, items: list[Any]) -> tuple[list[Any], tuple[BaseException, str] | None]:
     """Runs ``fn`` over a chunk of :meth:`ProcessPool.amap`; stops at the first exception, which is
     returned with its traceback after the results before it."""
+    fn = _in_main_namespace(fn)
     results = []
     for item in items:
         try:
