@@ -345,6 +345,39 @@ async def test_the_loop_keeps_ticking_during_a_large_read(tmp_path: SyncPath) ->
     assert longest_gap < 0.5
 
 
+async def test_large_reads_match_the_builtin_whether_cached_or_not(tmp_path: SyncPath) -> None:
+    # Cached bytes are copied on the loop's thread; evicted ones (EAGAIN from the non-waiting
+    # read) must come from an I/O thread, with the same bytes and positions either way.
+    p = tmp_path / "big.bin"
+    data = os.urandom(3 * 1024 * 1024 + 12345)
+    p.write_bytes(data)
+    sizes = [70_000, 65536, 1, 300_000, 2 * 1024 * 1024, 65536, 65536]
+    for evict in (False, True):
+        if evict:
+            fd = os.open(p, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+                if ferrio._ferrio.read_cached(fd, 65536, 0) is not None:
+                    pytest.skip("the page cache kept the file after POSIX_FADV_DONTNEED; nothing to fall back from")
+            finally:
+                os.close(fd)
+        got, positions = [], []
+        async with ferrio.open_file(p, "rb") as f:
+            for n in sizes:
+                got.append(await f.read(n))
+                positions.append(await f.tell())
+            got.append(await f.read())
+        with open(p, "rb") as f:
+            want, want_positions = [], []
+            for n in sizes:
+                want.append(f.read(n))
+                want_positions.append(f.tell())
+            want.append(f.read())
+        assert got == want
+        assert positions == want_positions
+
+
 @pytest.mark.usefixtures("no_thread_leaks")
 def test_write_is_flushed_by_close_on_error(tmp_path: SyncPath) -> None:
     p = tmp_path / "e.txt"

@@ -281,3 +281,13 @@ class LatencyHistogram:
         """Records one sample (negative counts as zero)."""
     def percentiles(self) -> tuple[int, float, float, float, float]:
         """``(count, p50, p90, p99, max)`` in seconds."""
+
+def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
+    """Up to ``size`` bytes at ``offset`` of ``fd`` if the page cache holds them, read without
+    waiting for the disk (``preadv2(RWF_NOWAIT)``) and with the GIL held (a memory copy);
+    ``None`` if they are not cached, ``False`` if this file cannot be read that way. Fewer bytes
+    at end of file or where the cache ends.
+
+    Raises:
+        OSError: the read failed (a bad descriptor, say).
+    """

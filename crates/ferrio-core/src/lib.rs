@@ -7,11 +7,13 @@
 //! - [`limiter`]: a capacity limiter that admits jobs to pools first come, first served.
 //! - [`stats`]: lock-free counters and latency histograms for `stats()`.
 //! - [`shm`]: atomic cells in memory shared between processes.
+//! - [`fileio`]: file reads that never wait for the disk.
 //!
 //! Every blocking call in this crate waits on std primitives only, so the embedder decides how to
 //! release its own locks (the GIL) around them.
 
 pub mod completion;
+pub mod fileio;
 pub mod limiter;
 pub mod pool;
 pub mod prims;

@@ -16,6 +16,36 @@ fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
     }
 }
 
+/// Reads up to `size` bytes at `offset` of `fd` if the page cache holds them, without waiting
+/// for the disk and without releasing the GIL (it is a memory copy); `None` if they are not
+/// cached, `False` if this file cannot be read that way. The bytes may be fewer than `size`
+/// at end of file or where the cache ends.
+#[pyfunction]
+pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> PyResult<Py<PyAny>> {
+    use ferrio_core::fileio::{pread_nowait, NoWait};
+    use pyo3::IntoPyObjectExt;
+
+    let len = pyo3::ffi::Py_ssize_t::try_from(size)
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err(format!("cannot read {size} bytes at once")))?;
+    // SAFETY: with a NULL source, CPython allocates `len` uninitialized bytes for us to fill
+    // before anyone else can see the object; we own the only reference.
+    let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
+    if raw.is_null() {
+        return Err(PyErr::fetch(py));
+    }
+    // SAFETY: `raw` is a new, owned reference to a bytes object.
+    let bytes: Bound<'_, PyAny> = unsafe { Bound::from_owned_ptr(py, raw) };
+    // SAFETY: the object's buffer is `size` bytes long and nothing else refers to it yet.
+    let buf = unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), size) };
+    match pread_nowait(fd, buf, offset) {
+        Ok(NoWait::Read(n)) if n == size => Ok(bytes.unbind()),
+        Ok(NoWait::Read(n)) => PyBytes::new(py, &buf[..n]).into_py_any(py),
+        Ok(NoWait::WouldBlock) => Ok(py.None()),
+        Ok(NoWait::Unsupported) => false.into_py_any(py),
+        Err(e) => Err(PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string()))),
+    }
+}
+
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
 /// returns their contents in order, or raises the first file's error (as `open()` would).
 #[pyfunction]

@@ -1,0 +1,36 @@
+//! Non-waiting reads of a file the page cache holds (it was just written).
+
+use std::io::Write;
+use std::os::fd::AsRawFd;
+
+use ferrio_core::fileio::{pread_nowait, NoWait};
+
+#[test]
+fn cached_bytes_are_read_at_any_offset_and_end_of_file_reads_nothing() {
+    let dir = std::env::temp_dir().join(format!("ferrio-fileio-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("data.bin");
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::File::create(&path).unwrap().write_all(&data).unwrap();
+    let f = std::fs::File::open(&path).unwrap();
+    let mut buf = vec![0u8; 65536];
+    match pread_nowait(f.as_raw_fd(), &mut buf, 1000).unwrap() {
+        NoWait::Read(n) => {
+            assert_eq!(n, 65536);
+            assert_eq!(&buf[..], &data[1000..1000 + 65536]);
+        }
+        NoWait::Unsupported => return, // a file system without RWF_NOWAIT: nothing more to check
+        NoWait::WouldBlock => panic!("a file just written should be cached"),
+    }
+    assert_eq!(pread_nowait(f.as_raw_fd(), &mut buf, 190_000).unwrap(), NoWait::Read(10_000));
+    assert_eq!(&buf[..10_000], &data[190_000..]);
+    assert_eq!(pread_nowait(f.as_raw_fd(), &mut buf, 200_000).unwrap(), NoWait::Read(0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_descriptor_is_an_error() {
+    let mut buf = [0u8; 16];
+    let r = pread_nowait(-1, &mut buf, 0);
+    assert!(matches!(r, Err(_) | Ok(NoWait::Unsupported)), "{r:?}");
+}
