@@ -948,7 +948,7 @@ class ProcessPool(concurrent.futures.Executor):
             self._core.cancel(task, self._kill_on_cancel if kill_on_cancel is None else bool(kill_on_cancel))
             raise
 
-    async def amap(
+    def amap(
         self,
         func: Callable[[T], R],
         iterable: Iterable[T],
@@ -963,7 +963,8 @@ class ProcessPool(concurrent.futures.Executor):
         ``2 * max_workers``) are submitted ahead of what has been yielded. By default a chunk
         grows until it runs for about 20 ms, so cheap calls share one round trip and slow ones
         travel alone. An exception from ``func`` is raised at its item's position after the
-        results before it; leaving the loop early cancels what was submitted ahead.
+        results before it; leaving the loop early cancels what was submitted ahead. Call it from a
+        task (``async for x in pool.amap(...)``): bad arguments raise at the call.
 
         Raises:
             TypeError: ``func`` is not callable, or an item cannot be pickled.
@@ -997,15 +998,14 @@ class ProcessPool(concurrent.futures.Executor):
             return fut, cancel
 
         # About 20 ms of work per chunk: long enough to hide a round trip to the worker.
-        async for r in ordered_map(
+        return ordered_map(
             iterable,
             submit,
             window=window,
             chunksize=fixed,
             seconds_per_chunk=20e-3,
             to_exception=lambda error: _with_remote_traceback(*error),
-        ):
-            yield r
+        )
 
     async def __aenter__(self) -> ProcessPool:
         return self

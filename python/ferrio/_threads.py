@@ -184,7 +184,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         )
         return await fut
 
-    async def amap(
+    def amap(
         self,
         func: Callable[[T], R],
         iterable: Iterable[T],
@@ -201,7 +201,8 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         run back to back by one worker under one GIL hold; by default a chunk grows until it runs
         for about a millisecond, so calls that take microseconds are batched and calls that block
         run one per worker. An exception from ``func`` is raised at its item's position after the
-        results before it; leaving the loop early cancels what was submitted ahead.
+        results before it; leaving the loop early cancels what was submitted ahead. Call it from a
+        task (``async for x in pool.amap(...)``): bad arguments raise at the call.
 
         Raises:
             TypeError: ``func`` is not callable, or is a coroutine function.
@@ -225,8 +226,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             return fut, fut.cancel
 
         # About 1 ms of work per chunk: one GIL hold runs it back to back.
-        async for r in ordered_map(iterable, submit, window=window, chunksize=fixed, seconds_per_chunk=1e-3):
-            yield r
+        return ordered_map(iterable, submit, window=window, chunksize=fixed, seconds_per_chunk=1e-3)
 
     async def __aenter__(self) -> ThreadPool:
         return self
