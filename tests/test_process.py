@@ -529,6 +529,49 @@ def test_interpreter_exit_with_busy_workers_is_prompt_and_leaves_no_process(run_
     wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
 
 
+def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
+    # No shutdown, no atexit: the kernel's parent-death signal (and the forkserver exiting with
+    # its parent) must take the workers down.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = tmp_path / "orphans.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import time, ferrio
+
+            def forever(_):
+                time.sleep(600)
+
+            if __name__ == "__main__":
+                pool = ferrio.ProcessPool(2)
+                futures = [pool.submit(forever, i) for i in range(2)]
+                while pool.stats().running < 2:
+                    time.sleep(0.01)  # polling: wait until both workers run a call
+                print(" ".join(map(str, pool.worker_pids())), flush=True)
+                time.sleep(600)
+            """
+        )
+    )
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        pids = [int(p) for p in line.split()]
+        assert len(pids) == 2, line
+        proc.kill()
+        proc.wait(30)
+        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

@@ -108,9 +108,12 @@ def _with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
 # -- the pool's state, shared with its manager thread ----------------------------------------------
 
 _QUEUED, _SENT, _RUNNING, _DONE = 0, 1, 2, 3
-#: Calls a worker holds at once: the one it runs and the next, already in its socket, so short
-#: calls run back to back instead of waiting a round trip through the manager each.
+#: Calls a busy worker holds at once: the one it runs and the next, already in its socket, so
+#: short calls run back to back instead of waiting a round trip through the manager each. Only
+#: when every worker is up and busy and recent calls were short: a call queued behind a long one
+#: would wait for it while another worker may free up first.
 _PIPELINE = 2
+_PIPELINE_BELOW = 1e-3  # seconds: the running average of call times under which pipelining pays
 _STARTING, _IDLE, _BUSY, _RETIRING = 0, 1, 2, 3
 
 
@@ -205,6 +208,8 @@ class _Core:
         self.n_sent = 0  # sent to a busy worker, not started yet
         self.n_running = 0
         self.deficit = 0  # workers that died or retired and are to be replaced
+        self.n_starting = 0  # workers started and not ready yet
+        self.avg_run = 1.0  # running average of call times, seconds (assumed long until seen)
         self.completed = self.failed = self.cancelled = self.crashed = self.timed_out = self.started = 0
         self.queue_wait = _ferrio.LatencyHistogram()
         self.run_time = _ferrio.LatencyHistogram()
@@ -235,7 +240,7 @@ class _Core:
             if not self.queue:
                 if self.idle:
                     worker = self.idle.pop()
-                elif len(self.workers) == self.max_workers:
+                elif self._pipelining():
                     worker = self._pipeline_with_room()
             if worker is not None:
                 if task.cf is not None:
@@ -301,6 +306,14 @@ class _Core:
             self._close_fds()
 
     # -- under self.lock -----------------------------------------------------------------------
+
+    def _pipelining(self) -> bool:
+        return (
+            self.avg_run < _PIPELINE_BELOW
+            and self.n_starting == 0
+            and not self.idle
+            and len(self.workers) == self.max_workers
+        )
 
     def _pipeline_with_room(self) -> _Worker | None:
         best = None
@@ -375,7 +388,9 @@ class _Core:
             return False
         task.state = _DONE
         self.n_running -= 1
-        self.run_time.record(time.perf_counter() - task.started)
+        elapsed = time.perf_counter() - task.started
+        self.run_time.record(elapsed)
+        self.avg_run += (elapsed - self.avg_run) / 8
         return True
 
     # -- the manager thread --------------------------------------------------------------------
@@ -465,6 +480,7 @@ class _Core:
         with self.lock:
             self.workers[worker.pid] = worker
             self.started += 1
+            self.n_starting += 1
         sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
         sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
 
@@ -480,6 +496,7 @@ class _Core:
             elif base == _wire.READY:
                 with self.lock:
                     if worker.state == _STARTING:
+                        self.n_starting -= 1
                         self._fill(worker)
                 self._flush(worker)
             elif base == _wire.INIT_FAILED:
@@ -492,7 +509,7 @@ class _Core:
 
     def _fill(self, worker: _Worker) -> None:
         """Under the lock: tops up a worker's pipeline from the queue, or parks it if it has nothing."""
-        while len(worker.tasks) < (_PIPELINE if len(self.workers) == self.max_workers else 1) and not self.stopping:
+        while len(worker.tasks) < (_PIPELINE if self._pipelining() else 1) and not self.stopping:
             task = self._next_task()
             if task is None:
                 break
@@ -606,6 +623,8 @@ class _Core:
                 else:
                     t.release()
             worker.tasks.clear()
+            if worker.state == _STARTING:
+                self.n_starting -= 1
             early = worker.state == _STARTING and not self.closed and self.broken is None
             if not self.closed and not early:
                 self.deficit += 1

@@ -9,6 +9,7 @@ and has the kernel kill it if its parent dies, so it cannot outlive the pool's p
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import pickle
@@ -97,11 +98,35 @@ def _describe(fn: Any) -> str:
     return f"'{getattr(fn, '__qualname__', None) or fn!r}'"
 
 
+def _let_the_forkserver_go() -> None:
+    """Drop this process's copy of the forkserver's "parent alive" pipe.
+
+    multiprocessing hands every forkserver child the write end of the pipe on which the
+    forkserver waits for its parent's death (so the child could start processes through it too).
+    While a worker holds it, a parent killed by SIGKILL leaves the forkserver waiting forever,
+    and the worker's parent-death signal, tied to the forkserver, never comes. Without it, the
+    forkserver exits with the parent and the kernel kills this worker. A pool started inside a
+    worker then gets a forkserver of its own.
+    """
+    from multiprocessing import forkserver
+
+    server = getattr(forkserver, "_forkserver", None)
+    alive = getattr(server, "_forkserver_alive_fd", None)
+    if server is None or alive is None:
+        return
+    with contextlib.suppress(OSError):
+        os.close(alive)
+    server._forkserver_alive_fd = None
+    server._forkserver_pid = None
+    server._forkserver_address = None
+
+
 def main(sock: socket.socket) -> None:
     """Runs the worker until the parent says exit or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from . import _ferrio
 
+    _let_the_forkserver_go()
     parent = os.getppid()
     _ferrio.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the signal was armed
