@@ -112,6 +112,15 @@ def failing_init() -> None:
     raise RuntimeError("cannot initialize")
 
 
+def exit_in_init() -> None:
+    os._exit(3)
+
+
+def block_first_init(counter: ferrio.SharedCounter) -> None:
+    if counter.add(1) == 1:
+        time.sleep(60)  # the first worker hangs here until the test kills it
+
+
 def reverse_bytes(b: bytes) -> bytes:
     return b[::-1]
 
@@ -468,6 +477,23 @@ async def test_a_failing_initializer_breaks_the_pool_with_the_cause() -> None:
     pool.shutdown()
 
 
+async def test_a_worker_killed_before_it_is_ready_is_replaced() -> None:
+    inits = ferrio.SharedCounter(0)
+    async with ferrio.ProcessPool(1, initializer=block_first_init, initargs=(inits,)) as pool:
+        call = asyncio.ensure_future(pool.run(square, 6))
+        await asyncio.to_thread(wait_for, lambda: inits.value == 1)
+        (first,) = pool.worker_pids()
+        os.kill(first, signal.SIGKILL)
+        assert await call == 36  # run by the replacement; the call had not started
+        assert pool.stats().workers_started == 2
+
+
+async def test_a_worker_that_exits_before_it_is_ready_breaks_the_pool() -> None:
+    async with ferrio.ProcessPool(1, initializer=exit_in_init) as pool:
+        with pytest.raises(ferrio.BrokenProcessPool, match="exited with code 3 before it was ready"):
+            await pool.run(square, 1)
+
+
 def test_max_tasks_per_child_replaces_workers() -> None:
     with ferrio.ProcessPool(1, max_tasks_per_child=2) as pool:
         pids = [pool.submit(pid_of).result(timeout=30) for _ in range(6)]
@@ -716,8 +742,10 @@ async def test_random_external_kills_fail_only_the_calls_they_hit() -> None:
         rng = random.Random(3)
         while kills < 10 and not all(t.done() for t in tasks):
             await asyncio.sleep(rng.uniform(0.005, 0.02))
-            pids = pool.worker_pids()
-            if pids and pool.stats().running:
+            # Workers running a call (a worker killed while starting is another test's case).
+            with pool._core.lock:
+                pids = [w.pid for w in pool._core.workers.values() if w.tasks]
+            if pids:
                 os.kill(rng.choice(pids), signal.SIGKILL)
                 kills += 1
         results = await asyncio.gather(*tasks, return_exceptions=True)

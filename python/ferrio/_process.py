@@ -114,6 +114,7 @@ _QUEUED, _SENT, _RUNNING, _DONE = 0, 1, 2, 3
 #: would wait for it while another worker may free up first.
 _PIPELINE = 2
 _PIPELINE_BELOW = 1e-3  # seconds: the running average of call times under which pipelining pays
+_EARLY_DEATHS = 3  # workers killed in a row before they were ready: the pool gives up
 _STARTING, _IDLE, _BUSY, _RETIRING = 0, 1, 2, 3
 
 
@@ -209,6 +210,7 @@ class _Core:
         self.n_running = 0
         self.deficit = 0  # workers that died or retired and are to be replaced
         self.n_starting = 0  # workers started and not ready yet
+        self.early_deaths = 0  # workers in a row that died before they were ready
         self.avg_run = 1.0  # running average of call times, seconds (assumed long until seen)
         self.completed = self.failed = self.cancelled = self.crashed = self.timed_out = self.started = 0
         self.queue_wait = _ferrio.LatencyHistogram()
@@ -497,6 +499,7 @@ class _Core:
                 with self.lock:
                     if worker.state == _STARTING:
                         self.n_starting -= 1
+                        self.early_deaths = 0
                         self._fill(worker)
                 self._flush(worker)
             elif base == _wire.INIT_FAILED:
@@ -623,9 +626,15 @@ class _Core:
                 else:
                     t.release()
             worker.tasks.clear()
+            early = False
             if worker.state == _STARTING:
                 self.n_starting -= 1
-            early = worker.state == _STARTING and not self.closed and self.broken is None
+                self.early_deaths += 1
+                # A worker that exits by itself before it is ready (say, importing the main module
+                # fails) will fail again; one killed by a signal is replaced, unless it keeps happening.
+                early = (exitcode is None or exitcode >= 0 or self.early_deaths >= _EARLY_DEATHS) and not (
+                    self.closed or self.broken
+                )
             if not self.closed and not early:
                 self.deficit += 1
         worker.chan.close()
@@ -634,10 +643,12 @@ class _Core:
         if task is not None and error is not None:
             _reject(task, error)
         if early:
+            killed = exitcode is not None and exitcode < 0
+            how = f"was killed by signal {-exitcode}" if killed else f"exited with code {exitcode}"
             self._break(
-                RuntimeError(f"worker process {worker.pid} exited with code {exitcode} before it was ready"),
-                f"worker process {worker.pid} exited with code {exitcode} before it was ready; its stderr "
-                "says why (often an error importing the main module)",
+                RuntimeError(f"worker process {worker.pid} {how} before it was ready"),
+                f"worker process {worker.pid} {how} before it was ready ({self.early_deaths} in a row); its "
+                "stderr says why (often an error importing the main module)",
             )
 
     def _expire(self) -> None:
