@@ -184,9 +184,14 @@ async def test_open_errors_match_the_builtin(tmp_path: SyncPath) -> None:
     with pytest.raises(FileNotFoundError, match=r"\[Errno 2\] No such file or directory") as info:
         await ferrio.open_file(missing)
     assert (info.value.errno, info.value.filename) == (errno.ENOENT, str(missing))
-    with pytest.raises(IsADirectoryError, match=r"\[Errno 21\] Is a directory") as info:
-        await ferrio.open_file(tmp_path)
-    assert info.value.filename == str(tmp_path)
+    for mode in ("r", "rb"):  # "rb" opens cached paths on the loop's thread: same errors
+        with pytest.raises(IsADirectoryError, match=r"\[Errno 21\] Is a directory") as info:
+            await ferrio.open_file(tmp_path, mode)
+        assert info.value.filename == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"\[Errno 2\] No such file or directory"):
+        await ferrio.open_file(missing, "rb")
+    with pytest.raises(ValueError, match="binary mode doesn't take an encoding argument"):
+        await ferrio.open_file(tmp_path / "x", "rb", encoding="utf-8")
     if hasattr(os, "geteuid") and os.geteuid() != 0:
         locked = tmp_path / "locked"
         locked.write_text("x")
@@ -197,6 +202,26 @@ async def test_open_errors_match_the_builtin(tmp_path: SyncPath) -> None:
         await ferrio.open_file(missing.parent, "x")
     with pytest.raises(ValueError, match="must have exactly one of create/read/write/append mode"):
         await ferrio.open_file(missing, "rw")
+
+
+async def test_a_cached_binary_file_opens_and_reads_without_a_thread_hop(tmp_path: SyncPath) -> None:
+    p = tmp_path / "small.bin"
+    p.write_bytes(b"0123456789" * 100)
+    pool = _files.io_pool()
+    before = pool.stats().completed
+    async with ferrio.open_file(p, "rb") as f:
+        assert await f.read(10) == b"0123456789"
+        assert await f.read() == b"0123456789" * 99
+    async with ferrio.open_file(str(p).encode(), "rb") as f:  # bytes paths too
+        assert f.name == str(p).encode()
+    if pool.stats().completed != before:
+        pytest.skip("this kernel has no openat2(RESOLVE_CACHED) or RWF_NOWAIT: every open hops")
+    with open(p, "rb") as builtin:
+        async with ferrio.open_file(p, "rb") as f:
+            assert (f.name, f.mode, f.closed) == (builtin.name, builtin.mode, builtin.closed)
+            assert repr(f) == f"<ferrio.AsyncFile wrapping {builtin!r}>"
+            assert await f.tell() == builtin.tell()
+    assert f.closed
 
 
 async def test_operation_errors_match_the_builtin(tmp_path: SyncPath) -> None:

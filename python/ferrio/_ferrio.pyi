@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -291,3 +292,8 @@ def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
     Raises:
         OSError: the read failed (a bad descriptor, say).
     """
+
+def open_cached(path: str | bytes | os.PathLike[str]) -> int | None:
+    """Opens ``path`` read-only and close-on-exec if its lookup needs no I/O (``openat2`` with
+    ``RESOLVE_CACHED``); returns the descriptor, or ``None`` (not cached, an error, or
+    unsupported: open it the usual way)."""

@@ -576,8 +576,45 @@ class _Opening:
     def __await__(self) -> Any:
         return self._open().__await__()
 
+    def _open_cached(self) -> AsyncFile | None:
+        """``open(path, "rb")`` on the loop's thread when neither the lookup nor the first read
+        needs the disk (``openat2`` with ``RESOLVE_CACHED``, then a non-waiting read); else
+        ``None``, and the open goes to an I/O thread, which also reports any error as ``open()``
+        does."""
+        file, mode, buffering, encoding, errors, newline, closefd, opener = self._args
+        if self._kwargs or mode != "rb" or opener is not None or not closefd or isinstance(file, int):
+            return None
+        if encoding is not None or errors is not None or newline is not None:
+            return None  # open() refuses these in binary mode: let it say so
+        try:
+            path = os.fspath(file)
+        except TypeError:
+            return None
+        fd = _ferrio.open_cached(os.fsdecode(path))
+        if fd is None:
+            return None
+        try:
+            f = open(fd, "rb", buffering)  # noqa: SIM115 - closed by AsyncFile.close()
+        except BaseException:
+            os.close(fd)
+            return None  # a directory, say: the I/O thread's open() raises the builtin's error
+        try:
+            getattr(f, "raw", f).name = path  # what open(path) would show (buffering=0 gives a FileIO)
+            chunk = _ferrio.read_cached(fd, _SMALL_CHUNK, 0)
+            prefetched = None
+            if isinstance(chunk, bytes) and (len(chunk) == _SMALL_CHUNK or len(chunk) >= os.fstat(fd).st_size):
+                f.seek(len(chunk))  # where f.read(_SMALL_CHUNK) would have left it
+                prefetched = (0, chunk)
+            return AsyncFile(f, prefetched)
+        except BaseException:
+            f.close()
+            raise
+
     async def _open(self) -> AsyncFile:
         args, kwargs = self._args, self._kwargs
+        cached = self._open_cached()
+        if cached is not None:
+            return cached
 
         def open_and_prefetch() -> tuple[Any, tuple[Any, Any] | None]:
             f = open(*args, **kwargs)  # noqa: SIM115 - closed by AsyncFile.close()

@@ -1,11 +1,13 @@
-//! Reads that never wait for the disk.
+//! Opens and reads that never wait for the disk.
 //!
 //! `preadv2(..., RWF_NOWAIT)` copies only what the page cache already holds and fails with
 //! `EAGAIN` instead of starting I/O, so an event loop's thread may call it: a cached read costs
 //! what a plain `read` costs, with no hop to an I/O thread, and an uncached one falls back to it.
+//! `openat2(..., RESOLVE_CACHED)` does the same for the path lookup of an open.
 
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// What a non-waiting read did.
 #[derive(Debug, PartialEq, Eq)]
@@ -48,5 +50,45 @@ pub fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<NoWait
     {
         let _ = (fd, buf, offset);
         Ok(NoWait::Unsupported)
+    }
+}
+
+/// Opens `path` read-only (close-on-exec) if every step of its lookup is in the kernel's caches;
+/// `None` if that would need I/O, or on any error (the caller then opens it the usual way, which
+/// reports the error as usual), or where the platform cannot open that way.
+#[must_use]
+pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
+    #[cfg(target_os = "linux")]
+    {
+        // The kernel's `struct open_how` (libc's is non-exhaustive, so it cannot be built here).
+        #[repr(C)]
+        struct OpenHow {
+            flags: u64,
+            mode: u64,
+            resolve: u64,
+        }
+        let how = OpenHow {
+            flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC).ok()?,
+            mode: 0,
+            resolve: libc::RESOLVE_CACHED,
+        };
+        // SAFETY: openat2 with a valid C string and an open_how of the size we pass.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                libc::AT_FDCWD,
+                path.as_ptr(),
+                &raw const how,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+        // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
     }
 }

@@ -22,7 +22,10 @@ fn cached_bytes_are_read_at_any_offset_and_end_of_file_reads_nothing() {
         NoWait::Unsupported => return, // a file system without RWF_NOWAIT: nothing more to check
         NoWait::WouldBlock => panic!("a file just written should be cached"),
     }
-    assert_eq!(pread_nowait(f.as_raw_fd(), &mut buf, 190_000).unwrap(), NoWait::Read(10_000));
+    assert_eq!(
+        pread_nowait(f.as_raw_fd(), &mut buf, 190_000).unwrap(),
+        NoWait::Read(10_000)
+    );
     assert_eq!(&buf[..10_000], &data[190_000..]);
     assert_eq!(pread_nowait(f.as_raw_fd(), &mut buf, 200_000).unwrap(), NoWait::Read(0));
     std::fs::remove_dir_all(&dir).unwrap();
@@ -33,4 +36,24 @@ fn a_bad_descriptor_is_an_error() {
     let mut buf = [0u8; 16];
     let r = pread_nowait(-1, &mut buf, 0);
     assert!(matches!(r, Err(_) | Ok(NoWait::Unsupported)), "{r:?}");
+}
+
+#[test]
+fn a_cached_path_opens_and_a_missing_one_does_not() {
+    use ferrio_core::fileio::open_cached_readonly;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-open-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("here.txt");
+    std::fs::write(&path, b"hello").unwrap();
+    let _ = std::fs::metadata(&path).unwrap(); // the lookup is cached now
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    if let Some(fd) = open_cached_readonly(&c) {
+        let mut buf = [0u8; 5];
+        assert_eq!(pread_nowait(fd.as_raw_fd(), &mut buf, 0).unwrap(), NoWait::Read(5));
+        assert_eq!(&buf, b"hello");
+    } // else: a kernel before 5.12 has no RESOLVE_CACHED; nothing more to check
+    let missing = std::ffi::CString::new(dir.join("missing").to_str().unwrap()).unwrap();
+    assert!(open_cached_readonly(&missing).is_none());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -46,6 +46,18 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
     }
 }
 
+/// Opens `path` read-only if its lookup needs no I/O (`openat2` with `RESOLVE_CACHED`); returns
+/// the descriptor, or `None` (not cached, an error, or unsupported: open it the usual way).
+#[pyfunction]
+#[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned PathBuf
+pub(crate) fn open_cached(path: PathBuf) -> Option<i32> {
+    use std::os::fd::IntoRawFd;
+    use std::os::unix::ffi::OsStrExt;
+
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    ferrio_core::fileio::open_cached_readonly(&c).map(IntoRawFd::into_raw_fd)
+}
+
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
 /// returns their contents in order, or raises the first file's error (as `open()` would).
 #[pyfunction]
