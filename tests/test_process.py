@@ -384,6 +384,12 @@ async def test_timeout_kills_the_worker_and_raises_timeout_error() -> None:
         assert pool.stats().timed_out == 1
 
 
+async def test_calls_finished_before_their_timeout_do_not_pile_up(pool: ferrio.ProcessPool) -> None:
+    for _ in range(10):
+        await asyncio.gather(*(pool.run(square, i, timeout=3600) for i in range(50)))
+    assert len(pool._core.timeouts) <= 64 + 50
+
+
 async def test_cancelling_a_queued_call_drops_it() -> None:
     async with ferrio.ProcessPool(1) as pool:
         started, release = ferrio.SharedCounter(0), ferrio.SharedCounter(0)

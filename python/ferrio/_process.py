@@ -238,6 +238,14 @@ class _Core:
                         "create a new pool in the child"
                     )
                 raise RuntimeError(f"{api} cannot schedule new work after the pool was shut down; create a new pool")
+            if self.thread is None:
+                thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
+                try:
+                    thread.start()
+                except BaseException:  # at interpreter shutdown, say: nothing was queued
+                    task.release()
+                    raise
+                self.thread = thread
             worker = None
             if not self.queue:
                 if self.idle:
@@ -252,9 +260,6 @@ class _Core:
                 self.queue.append(task)
                 self.n_queued += 1
             wake = (worker is None and len(self.workers) < self.max_workers) or task.timeout is not None
-            if self.thread is None:
-                self.thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
-                self.thread.start()
         if worker is not None:
             self._flush(worker)
         if wake:
@@ -356,7 +361,13 @@ class _Core:
         self.queue_wait.record(task.started - task.submitted)
         if task.timeout is not None:
             task.deadline = time.monotonic() + task.timeout
-            heapq.heappush(self.timeouts, (task.deadline, task.tid, task))
+            timeouts = self.timeouts
+            if len(timeouts) > 64 and len(timeouts) > 4 * self.n_running:
+                # Calls that finished before their deadline stay in the heap until it passes:
+                # drop them now and then, so long timeouts on many calls do not pile up.
+                timeouts[:] = [e for e in timeouts if e[2].state == _RUNNING]
+                heapq.heapify(timeouts)
+            heapq.heappush(timeouts, (task.deadline, task.tid, task))
             self.wake()
 
     def _next_task(self) -> _Task | None:
