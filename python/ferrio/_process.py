@@ -431,8 +431,7 @@ class _Core:
                 return False
             want = 0
             if not self.stopping and self.broken is None:
-                starting = sum(1 for w in self.workers.values() if w.state == _STARTING)
-                want = min(self.max_workers - len(self.workers), max(0, self.n_queued - starting) + self.deficit)
+                want = min(self.max_workers - len(self.workers), max(0, self.n_queued - self.n_starting) + self.deficit)
                 self.deficit = 0
             if self.closed and not self._has_queued():
                 for w in self.workers.values():
@@ -586,9 +585,9 @@ class _Core:
             exc, tb = value
             if tb:
                 _with_remote_traceback(exc, tb)
-            _reject(task, exc)
+            _settle(task, exc, True)
         else:
-            _resolve(task, value)
+            _settle(task, value, False)
 
     def _load_result(self, worker: _Worker, task: _Task | None, payload: bytes | bytearray, fds: list[int]) -> Any:
         try:
@@ -652,7 +651,7 @@ class _Core:
         with contextlib.suppress(ValueError):
             worker.proc.close()
         if task is not None and error is not None:
-            _reject(task, error)
+            _settle(task, error, True)
         if early:
             killed = exitcode is not None and exitcode < 0
             how = f"was killed by signal {-exitcode}" if killed else f"exited with code {exitcode}"
@@ -677,12 +676,13 @@ class _Core:
                     self._kill(worker)
                     expired.append((task, worker.pid))
         for task, pid in expired:
-            _reject(
+            _settle(
                 task,
                 TimeoutError(
                     f"'{task.name}' was still running after timeout={task.timeout:g} s; its worker process "
                     f"{pid} was killed and a replacement started"
                 ),
+                True,
             )
 
     def _break(self, cause: BaseException, why: str) -> None:
@@ -713,7 +713,7 @@ class _Core:
                 self._kill(w)
             self.failed += len(victims)
         for t in victims:
-            _reject(t, error)
+            _settle(t, error, True)
 
     def _close_fds(self) -> None:
         for fd in (self.wake_r, self.wake_w):
@@ -740,14 +740,6 @@ def _settle(task: _Task, value: Any, failed: bool) -> None:
                 task.cf.set_exception(value)
             else:
                 task.cf.set_result(value)
-
-
-def _resolve(task: _Task, value: Any) -> None:
-    _settle(task, value, False)
-
-
-def _reject(task: _Task, exc: BaseException) -> None:
-    _settle(task, exc, True)
 
 
 def _cancel(task: _Task) -> None:
