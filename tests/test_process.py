@@ -245,7 +245,9 @@ async def test_amap_rejects_bad_arguments(pool: ferrio.ProcessPool) -> None:
             pass
 
 
-def test_stats_counts_calls(pool: ferrio.ProcessPool) -> None:
+def test_stats_counts_calls() -> None:
+    pool = ferrio.ProcessPool(2)  # its own: calls other tests left running on a shared pool would count
+    pool.submit(square, 2).result(timeout=30)
     before = pool.stats()
     pool.submit(square, 3).result(timeout=30)
     after = pool.stats()
@@ -257,6 +259,7 @@ def test_stats_counts_calls(pool: ferrio.ProcessPool) -> None:
     with pytest.raises(AttributeError):
         after.completed = 0  # type: ignore[misc]
     assert "ferrio.ProcessPool running" in repr(pool)
+    pool.shutdown()
 
 
 # -- large buffers ---------------------------------------------------------------------------------
