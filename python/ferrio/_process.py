@@ -330,14 +330,16 @@ class _Core:
         return best
 
     def _send(self, worker: _Worker, task: _Task) -> None:
-        """Sends a call to a worker (idle or busy with room in its pipeline)."""
-        worker.state = _BUSY
+        """Sends a call to a worker: idle, busy with room in its pipeline, or starting (the call
+        then waits in its socket behind INIT and starts when the worker says it is ready)."""
+        if worker.state != _STARTING:
+            worker.state = _BUSY
         worker.tasks.append(task)
         task.worker = worker
         task.state = _SENT
         self.n_sent += 1
         worker.outbox.append(task)
-        if len(worker.tasks) == 1:
+        if len(worker.tasks) == 1 and worker.state != _STARTING:
             self._start(task)
 
     def _flush(self, worker: _Worker) -> None:
@@ -431,7 +433,8 @@ class _Core:
                 return False
             want = 0
             if not self.stopping and self.broken is None:
-                want = min(self.max_workers - len(self.workers), max(0, self.n_queued - self.n_starting) + self.deficit)
+                # Each worker started takes a queued call with its INIT, so none is counted twice.
+                want = min(self.max_workers - len(self.workers), self.n_queued + self.deficit)
                 self.deficit = 0
             if self.closed and not self._has_queued():
                 for w in self.workers.values():
@@ -493,6 +496,11 @@ class _Core:
             self.workers[worker.pid] = worker
             self.started += 1
             self.n_starting += 1
+            # Its first call goes right behind INIT: no round trip through READY before it runs.
+            task = self._next_task() if not self.stopping and self.broken is None else None
+            if task is not None:
+                self._send(worker, task)
+        self._flush(worker)
         sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
         sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
 
@@ -510,6 +518,9 @@ class _Core:
                     if worker.state == _STARTING:
                         self.n_starting -= 1
                         self.early_deaths = 0
+                        worker.state = _BUSY
+                        if worker.tasks:
+                            self._start(worker.tasks[0])  # sent with INIT: it runs now
                         self._fill(worker)
                 self._flush(worker)
             elif base == _wire.INIT_FAILED:
