@@ -45,6 +45,10 @@ def raise_value_error(msg: str) -> None:
 def die(how: str = "kill") -> None:
     if how == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if how == "segfault":
+        import ctypes
+
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
     os._exit(3)
 
 
@@ -360,10 +364,12 @@ async def test_a_crash_fails_only_its_call_and_a_replacement_starts() -> None:
         assert await asyncio.gather(*others) == [i * i for i in range(20)]
         with pytest.raises(ferrio.WorkerCrashed, match="exited with code 3"):
             await pool.run(die, "exit")
+        with pytest.raises(ferrio.WorkerCrashed, match="'die' was killed by SIGSEGV"):
+            await pool.run(die, "segfault")
         assert await pool.run(add_many, counter, 10) == 10
         s = pool.stats()
-        assert s.crashed == 2
-        assert s.workers_started >= 3
+        assert s.crashed == 3
+        assert s.workers_started >= 4
         assert err.pid not in pool.worker_pids()
 
 
