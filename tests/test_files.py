@@ -13,7 +13,7 @@ from pathlib import Path as SyncPath
 
 import ferrio
 import pytest
-from ferrio import _files
+from ferrio import _ferrio, _files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +35,8 @@ ops = st.lists(
         st.tuples(st.just("seek_end"), st.just(0)),
         st.tuples(st.just("seek_saved"), st.just(0)),
         st.tuples(st.just("iter"), st.integers(1, 4)),
+        # `async for` whose body operates on the file after each line, then goes on iterating.
+        st.tuples(st.sampled_from(["iter+tell", "iter+read2", "iter+readline1"]), st.integers(1, 4)),
         st.tuples(st.just("write"), st.sampled_from(["x", "yz\n", "\r", "é"])),
         st.tuples(st.just("flush"), st.just(0)),
         st.tuples(st.just("truncate"), st.just(0)),
@@ -76,6 +78,7 @@ def batch_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
     if request.param == "tiny batches":
         # Tiny read-ahead and line batches: every small file crosses many batch edges and rewinds.
         monkeypatch.setattr(_files, "_SMALL_CHUNK", 3)
+        monkeypatch.setattr(_files, "_SEQUENTIAL_CHUNK", 7)
         monkeypatch.setattr(_files, "_LINES_HINT", 2)
         monkeypatch.setattr(_files, "_WRITE_BATCH", 4)
         monkeypatch.setattr(_files, "_PIECE_MIN", 5)
@@ -88,6 +91,43 @@ def batch_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
 def test_same_results_positions_and_contents_as_builtin_open(
     tmp_path: SyncPath, batch_sizes: None, data: bytes, mode: tuple[str, dict], program: list
 ) -> None:
+    _differential(tmp_path, data, mode, program)
+
+
+# Many lines, and programs made mostly of `async for`, in the modes where lines are cut from the
+# read-ahead in Rust and the next piece is read while they are handed out.
+many_lines = st.lists(st.lists(text_alphabet, max_size=8).map("".join), max_size=60).map(
+    lambda lines: "\n".join(lines).encode("utf-8", "surrogateescape")
+)
+line_modes = st.sampled_from(
+    [
+        ("r", {"encoding": "utf-8", "errors": "surrogateescape"}),
+        ("r", {"encoding": "utf-8", "errors": "surrogateescape", "newline": "\n"}),
+        ("rb", {}),
+        ("rb", {"buffering": 0}),
+    ]
+)
+iteration_ops = st.lists(
+    st.one_of(
+        st.tuples(st.sampled_from(["iter", "iter+tell", "iter+read2", "iter+readline1"]), st.integers(1, 30)),
+        st.tuples(st.sampled_from(["read", "readline"]), sizes),
+        st.tuples(st.sampled_from(["tell", "seek0", "seek_saved"]), st.just(0)),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=many_lines, mode=line_modes, program=iteration_ops)
+def test_async_for_then_any_operation_matches_builtin_open(
+    tmp_path: SyncPath, batch_sizes: None, data: bytes, mode: tuple[str, dict], program: list
+) -> None:
+    _differential(tmp_path, data, mode, program)
+
+
+def _differential(tmp_path: SyncPath, data: bytes, mode: tuple[str, dict], program: list) -> None:
+    """Runs ``program`` through the builtin ``open()`` on one copy of ``data`` and through
+    ``ferrio.open_file`` on another: results, positions and final contents must match."""
     m, kwargs = mode
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_bytes(data)
@@ -122,6 +162,15 @@ def test_same_results_positions_and_contents_as_builtin_open(
                         break
                     lines.append(r[1])
                 got_sync.append(("ok", lines))
+            elif op.startswith("iter+"):
+                inner = {"tell": f.tell, "read2": lambda: f.read(2), "readline1": lambda: f.readline(1)}[op[5:]]
+                steps = []
+                for _ in range(arg):
+                    r = _outcome(f.readline)
+                    if r[0] == "error" or not r[1]:
+                        break
+                    steps += [r[1], _outcome(inner)]
+                got_sync.append(("ok", steps))
             elif op == "write":
                 payload = arg if text else arg.encode("utf-8")
                 got_sync.append(_outcome(lambda payload=payload: f.write(payload)))
@@ -162,6 +211,17 @@ def test_same_results_positions_and_contents_as_builtin_open(
                     except Exception:
                         pass  # the builtin side records the same failure as "no more lines"
                     got.append(("ok", lines))
+                elif op.startswith("iter+"):
+                    ainner = {"tell": f.tell, "read2": lambda: f.read(2), "readline1": lambda: f.readline(1)}[op[5:]]
+                    steps = []
+                    try:
+                        async for line in f:
+                            steps += [line, await _aoutcome(ainner())]
+                            if len(steps) == 2 * arg:
+                                break
+                    except Exception:
+                        pass
+                    got.append(("ok", steps))
                 elif op == "write":
                     payload = arg if text else arg.encode("utf-8")
                     got.append(await _aoutcome(f.write(payload)))
@@ -293,6 +353,57 @@ async def test_line_iteration_crosses_few_hops(tmp_path: SyncPath) -> None:
     hops = _files.io_pool().stats().completed - before
     assert count == 20_000
     assert hops < 10, f"{hops} hops for {p.stat().st_size} bytes: lines must come in batches"
+
+
+@pytest.mark.parametrize("chunk", ["", "abc", "a\n", "\n\n", "é\n€x\n😀\n\r", "\udcff\nz"])
+def test_split_lines_cuts_whole_lines_from_a_start(chunk: str) -> None:
+    for piece in (chunk, chunk.encode("utf-8", "surrogateescape")):
+        for start in range(len(piece) + 2):
+            nl = b"\n" if isinstance(piece, bytes) else "\n"
+            *whole, _unterminated = piece[start:].split(nl)
+            expected = [line + nl for line in whole]
+            assert _ferrio.split_lines(piece, start) == (expected, min(start, len(piece)) + sum(map(len, expected)))
+
+
+@pytest.mark.parametrize("mode", ["r", "rb"])
+async def test_cancelling_async_for_leaves_the_file_where_its_lines_ended(tmp_path: SyncPath, mode: str) -> None:
+    p = tmp_path / "lines.txt"
+    p.write_text("".join(f"line {i}\n" for i in range(50_000)))  # several read-ahead pieces
+    got: list = []
+    stuck = asyncio.Event()
+
+    async def iterate(f: ferrio.AsyncFile) -> None:
+        async for line in f:
+            got.append(line)
+            if len(got) == 30_000:  # well past the first piece: the next one is being read ahead
+                stuck.set()
+                await asyncio.Event().wait()  # until cancelled
+
+    async with ferrio.open_file(p, mode) as f:
+        task = asyncio.ensure_future(iterate(f))
+        await asyncio.wait_for(stuck.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        rest = await asyncio.wait_for(f.read(), 10)
+    whole = p.read_text() if mode == "r" else p.read_bytes()
+    assert len(got) == 30_000
+    assert type(rest)().join(got) + rest == whole
+
+
+async def test_a_decoding_error_ahead_of_the_lines_surfaces_as_the_builtin_s(tmp_path: SyncPath) -> None:
+    p = tmp_path / "bad.txt"
+    p.write_bytes(b"".join(b"line %d\n" % i for i in range(50_000)) + b"\xff\n")
+    with open(p, encoding="utf-8") as f, pytest.raises(UnicodeDecodeError) as sync_error:
+        for _ in f:
+            pass
+    got = 0
+    async with ferrio.open_file(p, encoding="utf-8") as f:
+        with pytest.raises(UnicodeDecodeError) as async_error:
+            async for _ in f:
+                got += 1
+    assert got <= 50_000  # the lines before the bad byte's piece, never a garbled one
+    assert (async_error.value.reason, async_error.value.encoding) == (sync_error.value.reason, "utf-8")
 
 
 async def test_cancelled_writes_are_not_lost(tmp_path: SyncPath) -> None:

@@ -7,7 +7,9 @@ import concurrent.futures
 import contextvars
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
+
+_T = TypeVar("_T", str, bytes)
 
 __version__: str
 
@@ -291,6 +293,15 @@ def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
 
     Raises:
         OSError: the read failed (a bad descriptor, say).
+    """
+
+def split_lines(chunk: _T, start: int) -> tuple[list[_T], int]:
+    """The lines of ``chunk`` (``str`` or ``bytes``) from index ``start`` on that end in ``"\\n"``,
+    each with its ``"\\n"``, and the index where the last of them ends (``start`` if none does);
+    a trailing piece without ``"\\n"`` is left out. Cut in Rust, one call per read-ahead chunk.
+
+    Raises:
+        TypeError: ``chunk`` is neither ``str`` nor ``bytes``.
     """
 
 def open_cached(path: str | bytes | os.PathLike[str]) -> int | None:

@@ -2,11 +2,14 @@
 
 An :class:`AsyncFile` wraps the very object the builtin ``open()`` returns, so bytes, decoded
 text, newline translation, positions and errors are the builtin's by construction. What changes is
-where and how often its methods run: on ferrio's I/O threads, in batches. Line iteration and
-``readline`` take a batch of lines (about 64 KiB) per hop, small ``read(n)`` calls are served from a
-read-ahead chunk, and writes are gathered and written together. Before any other operation the
-read-ahead is *rewound*: the file seeks back to where the batch started and replays what was
-consumed, so the file's position is exactly where the builtin's would be.
+where and how often its methods run: on ferrio's I/O threads, in batches. ``readline`` and small
+``read(n)`` calls are served from a read-ahead chunk (64 KiB, growing to 256 KiB as reading goes
+on); ``async for`` has the chunk's lines cut in Rust and hands them out while an I/O thread reads
+the next piece; writes are gathered and written together. Before any other operation the
+read-ahead is *rewound*, so that the builtin object stands exactly where it would without it:
+a binary file seeks to where the batch started plus what was consumed; a text file, whose
+positions are cookies recording the decoder's history, was never moved (its read-ahead went
+through a second reader of the same descriptor) and replays the calls that were served.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import io
 import os
 import pathlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from . import _ferrio
@@ -27,6 +30,10 @@ _get_running_loop = asyncio.get_running_loop
 
 _LINES_HINT = 64 * 1024  # bytes (or characters) of lines fetched per hop
 _SMALL_CHUNK = 64 * 1024  # read-ahead for small reads
+# Each extension of a chunk read on sequentially doubles, up to this: measured on a 100,000-line
+# file, a hop costs about 50-90 us here, and splitting 256 KiB of lines is as cheap per line as
+# 64 KiB (1 MiB is twice as dear: the lines no longer fit in the cache).
+_SEQUENTIAL_CHUNK = 256 * 1024
 _BIG_CHUNK = 4 * 1024 * 1024  # read-ahead ceiling for large sequential reads
 _WRITE_BATCH = 4 * 1024 * 1024  # gathered writes are flushed past this
 _PIECE_MIN = 16 * 1024  # binary reads this large are read ahead as whole pieces, not sliced
@@ -56,6 +63,38 @@ def io_pool() -> ThreadPool:
     return _io_pool
 
 
+class _PositionalReader(io.RawIOBase):
+    """Reads a descriptor at a position of its own (``pread``), never moving the descriptor's
+    offset, which belongs to the builtin object reading the same descriptor. Never closes it."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = os.preadv(self._fd, [buffer], self._pos)
+        self._pos += n
+        return n
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        if whence == os.SEEK_SET:
+            self._pos = offset
+        elif whence == os.SEEK_CUR:
+            self._pos += offset
+        else:
+            self._pos = os.fstat(self._fd).st_size + offset
+        return self._pos
+
+    def tell(self) -> int:
+        return self._pos
+
+
 class AsyncFile:
     """A file opened by :func:`ferrio.open_file`: the builtin file object's methods, as coroutines.
 
@@ -68,16 +107,22 @@ class AsyncFile:
     dropped). So a cancelled ``write`` or ``flush`` is never lost nor written twice, and a cancelled
     ``seek`` still moves the position before the next operation runs. ``close()`` (and leaving
     ``async with``, also on error or cancellation) flushes.
+
+    One difference: under ``errors="strict"``, bytes that cannot be decoded raise
+    ``UnicodeDecodeError`` (as with the builtin) from the read that meets them, and with read-ahead
+    that read can come up to one read-ahead piece (at most 256 KiB) earlier than the builtin's
+    8 KiB refills would: lines before the bad bytes in that piece are not handed out.
     """
 
-    def __init__(self, f: Any, prefetched: tuple[Any, Any] | None = None, newline: str | None = None) -> None:
+    def __init__(self, f: Any, newline: str | None = None) -> None:
         self._f = f
         self._text = isinstance(f, io.TextIOBase)
+        self._newline = newline
+        self._shadow: Any = None  # text: the second reader that read-ahead goes through
         self._empty: Any = "" if self._text else b""
         # Where lines end at "\n" in what read() returns (binary; text with newline None, which
         # read() has already translated, or "\n"), lines are cut from a read-ahead chunk.
         self._nl: Any = (None if newline not in (None, "\n") else "\n") if self._text else b"\n"
-        self._gen = 0  # bumped whenever the read-ahead is replaced: iterators check it
         self._seekable = f.seekable()
         # Read-ahead needs a position to rewind to, and must not call tell() between a write and
         # a read (it flushes, and the builtin's read-after-write differs with and without it):
@@ -92,8 +137,10 @@ class AsyncFile:
         self._tickets = 0
         self._serving = 0
         self._running = _ferrio.AtomicInt(0)  # operations asked for and not yet finished
-        # Read-ahead: kind is None, "lines" or "chunk"; start is the position before the batch.
+        # Read-ahead: kind is None, "lines", "chunk", "pieces" or "direct"; `src` is what it reads
+        # from (see _source()); `start` is a binary file's position before the batch.
         self._kind: str | None = None
+        self._src: Any = f
         self._start: Any = None
         self._lines: list[Any] = []
         self._i = 0  # lines consumed whole
@@ -101,8 +148,16 @@ class AsyncFile:
         self._chunk: Any = self._empty
         self._off = 0
         self._chunk_eof = False
-        # Text chunks: the calls served since the chunk's start, to replay them exactly when
-        # rewinding (the builtin's position cookie depends on them, not just on how much was read):
+        self._extend_by = _SMALL_CHUNK  # what the next _extend() reads
+        # The chunk's next piece, read ahead by `async for` while it hands out the chunk's lines:
+        # (data, at EOF) or the exception reading it raised. The reader (see _source()) stands
+        # past it; _extend() appends it, a rewind drops it.
+        self._more: tuple[Any, bool] | BaseException | None = None
+        # Lines `async for` is taking from the chunk without updating `_off` and `_whole_lines`
+        # line by line: (the lines cut from `_off` on, their iterator, where they end); see _settle().
+        self._taking: tuple[list[Any], Iterator[Any], int] | None = None
+        # Text chunks: the calls served since the chunk's start, to replay them on the builtin
+        # when rewinding (its position cookie depends on them, not just on how much was read):
         # ("r", n) for read(n), ("l", n) for readline(n), and a trailing count of readline() calls.
         self._log: list[tuple[str, int]] = []
         self._whole_lines = 0
@@ -118,10 +173,6 @@ class AsyncFile:
         # Gathered writes.
         self._wbuf: list[Any] = []
         self._wlen = 0
-        if prefetched is not None:
-            self._start, self._chunk = prefetched
-            self._kind = "chunk"
-            self._chunk_eof = len(self._chunk) < _SMALL_CHUNK
 
     # -- attributes ----------------------------------------------------------------------------
 
@@ -163,7 +214,7 @@ class AsyncFile:
         if kind is None:
             return
         self._kind = None
-        self._gen += 1
+        more, self._more = self._more, None
         if not rewind:
             self._lines, self._i, self._partial, self._chunk, self._off = [], 0, {}, self._empty, 0
             self._log, self._whole_lines, self._dropped = [], 0, 0
@@ -174,13 +225,9 @@ class AsyncFile:
             self._piece_bytes = 0
             return
         if kind == "lines":
-            lines, consumed, partial = self._lines, self._i, self._partial
+            consumed, partial = self._i, self._partial
             self._lines, self._i, self._partial = [], 0, {}
-            if consumed == len(lines) and not partial and not self._text:
-                return  # binary, all consumed: the position is already right
-            # (Text: the batch's last readline() may have probed EOF, which changes the position
-            # cookie, so the consumed calls are replayed even when all were consumed.)
-            f.seek(self._start)
+            # (Text only: replay the calls served, even all of them, as the builtin never moved.)
             for idx in range(consumed + (1 if consumed in partial else 0)):
                 for size in partial.get(idx, ()):
                     f.readline(size)
@@ -194,14 +241,13 @@ class AsyncFile:
         else:
             chunk, off = self._chunk, self._off
             self._chunk, self._off = self._empty, 0
-            if off == len(chunk) and not self._text:
+            if off == len(chunk) and not self._text and more is None:
                 self._dropped = 0
                 return  # binary: reading it all left the position exactly there
             dropped, self._dropped = self._dropped, 0
             if not self._text:
                 f.seek(self._start + dropped + off)  # binary positions are byte offsets
                 return
-            f.seek(self._start)
             # Text: the builtin's position cookie records decoder state that depends on which
             # calls read the text (reaching EOF, a pending "\r"), so replay the very calls made.
             log, whole = self._log, self._whole_lines
@@ -220,6 +266,10 @@ class AsyncFile:
     async def _run(self, fn: Callable[[], Any]) -> Any:
         """Runs ``fn`` (which may touch the builtin object and the state) on an I/O thread, after
         every operation asked for before it; it runs even if the awaiting task is cancelled."""
+        return await self._submit(fn)
+
+    def _submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """:meth:`_run`, queued now: returns the future of ``fn``'s result."""
         ticket = self._tickets
         self._tickets = ticket + 1
         self._running.add(1)
@@ -237,7 +287,26 @@ class AsyncFile:
                     turn.notify_all()
                 self._running.add(-1)
 
-        return await _always_run(job)
+        return _always_run(job)
+
+    def _source(self) -> Any:
+        """On an I/O thread, after ``_sync()``: what a new read-ahead batch reads from. A binary
+        file reads ahead itself (a rewind seeks back exactly). A text file reads ahead through a
+        second text reader of the same descriptor, placed where the builtin stands, so the builtin
+        itself never moves: a text position is a cookie holding the decoder's state as of its last
+        buffer refill, and seeking back would change that history."""
+        f = self._f
+        if self._text:
+            shadow = self._shadow
+            if shadow is None:
+                raw = io.BufferedReader(_PositionalReader(f.fileno()), _SMALL_CHUNK)
+                shadow = io.TextIOWrapper(raw, encoding=f.encoding, errors=f.errors, newline=self._newline)
+                shadow._CHUNK_SIZE = _SMALL_CHUNK  # fewer, larger refills; the text is the same
+                self._shadow = shadow
+            shadow.seek(f.tell())  # the cookie restores the decoder's state too
+            f = shadow
+        self._src = f
+        return f
 
     def _after_sync(self, op: Callable[[], Any]) -> Callable[[], Any]:
         def run() -> Any:
@@ -260,21 +329,52 @@ class AsyncFile:
                 self._whole_lines = 0
             self._log.append((op, n))
 
+    def _begin_chunk(self, size: int) -> None:
+        """On an I/O thread, after ``_sync()``: a new read-ahead chunk of ``size`` from where the
+        file stands."""
+        start = None if self._text else self._f.tell()
+        chunk = self._source().read(size)
+        self._new_chunk(start, chunk, len(chunk) < size)
+
     def _new_chunk(self, start: Any, chunk: Any, eof: bool) -> None:
         self._kind, self._start, self._chunk, self._off, self._chunk_eof = "chunk", start, chunk, 0, eof
         self._log, self._whole_lines, self._dropped = [], 0, 0
-        self._gen += 1
+        self._extend_by, self._more = _SMALL_CHUNK, None
+
+    def _read_more(self) -> tuple[Any, bool]:
+        """On an I/O thread: the chunk's next piece, read from the file (which stands at the
+        chunk's end), and whether it reached EOF. Pieces grow as reading goes on."""
+        want = self._extend_by
+        self._extend_by = min(2 * want, _SEQUENTIAL_CHUNK)
+        more = self._src.read(want)
+        return more, len(more) < want
+
+    def _prefetch(self) -> None:
+        """On an I/O thread, queued by ``async for``: read the chunk's next piece into ``_more``
+        while the loop hands out the lines already in memory."""
+        if self._kind != "chunk" or self._chunk_eof or self._more is not None:
+            return  # rewound or replaced meanwhile, or nothing left to read
+        try:
+            self._more = self._read_more()
+        except Exception as e:  # raised by the _extend() that takes it, as a plain read would
+            self._more = e
 
     def _extend(self) -> None:
-        """On an I/O thread: read the next piece onto the chunk (the file stands at its end),
-        dropping what was consumed. The start and the log still describe the rewind."""
-        more = self._f.read(_SMALL_CHUNK)
+        """Append the next piece to the chunk, dropping what was consumed; the start and the log
+        still describe the rewind. On an I/O thread, or (memory only) the loop's thread when the
+        piece was read ahead and nothing is in flight."""
+        more = self._more
+        if more is None:
+            more = self._read_more()
+        else:
+            self._more = None
+            if isinstance(more, BaseException):
+                raise more
+        data, self._chunk_eof = more
         off = self._off
         self._dropped += off
-        self._chunk = self._chunk[off:] + more
+        self._chunk = self._chunk[off:] + data
         self._off = 0
-        self._chunk_eof = len(more) < _SMALL_CHUNK
-        self._gen += 1
 
     def _chunk_line(self, size: int) -> Any:
         """The next line cut from the read-ahead chunk, or ``None`` if the chunk cannot tell yet
@@ -303,10 +403,7 @@ class AsyncFile:
         """On an I/O thread: the next line, reading (more) ahead as needed."""
         if self._kind != "chunk":
             self._sync()
-            f = self._f
-            start = f.tell()
-            chunk = f.read(_SMALL_CHUNK)
-            self._new_chunk(start, chunk, len(chunk) < _SMALL_CHUNK)
+            self._begin_chunk(_SMALL_CHUNK)
         while (line := self._chunk_line(size)) is None:
             self._extend()
         return line
@@ -318,20 +415,10 @@ class AsyncFile:
             return self._line_via_chunk(size)
         if not self._has_line():
             self._sync()
-            f = self._f
-            start = f.tell()
-            # A readline() loop, not readlines(): that iterates with next(), which disables the
-            # text file's tell() until the next seek.
-            lines, total, readline = [], 0, f.readline
-            while total < _LINES_HINT:
-                line = readline()
-                if not line:
-                    break
-                lines.append(line)
-                total += len(line)
+            lines = self._source().readlines(_LINES_HINT)
             if not lines:
                 return self._empty
-            self._kind, self._start, self._lines, self._i, self._partial = "lines", start, lines, 0, {}
+            self._kind, self._lines, self._i, self._partial = "lines", lines, 0, {}
         i = self._i
         line = self._lines[i]
         if size < 0 or size >= len(line):
@@ -339,6 +426,10 @@ class AsyncFile:
             return line
         self._lines[i] = line[size:]
         self._partial.setdefault(i, []).append(size)
+        if self._newline == "\r\n" and line[size - 1 : size + 1] == "\r\n":
+            # The cut split the line's "\r\n": what is left ("\n") ends no line, the builtin reads
+            # on past it. End the batch here; the next readline() rewinds and reads anew.
+            del self._lines[i:]
         return line[:size]
 
     def _has_line(self) -> bool:
@@ -346,6 +437,7 @@ class AsyncFile:
 
     async def readline(self, size: int | None = -1) -> Any:
         """The builtin ``readline``, served from a batch of lines when one is there."""
+        self._settle()
         n = -1 if size is None else size
         if not self._ahead:
             return await self._run(self._after_sync(lambda: self._f.readline(n)))
@@ -364,21 +456,29 @@ class AsyncFile:
     async def _iterate(self) -> AsyncIterator[Any]:
         nl = self._nl
         while True:
-            # The hot loops: lines already in memory and nothing else in flight on this file. If
-            # the loop body operates on the file, the read-ahead generation changes and we fall
-            # back to readline(). (As with the builtin, iterating a file while other tasks operate
-            # on it is not meaningful.)
-            if self._kind == "chunk" and nl is not None and not self._running.get():
-                gen, chunk, off = self._gen, self._chunk, self._off
-                find = chunk.find
-                while (j := find(nl, off)) >= 0:
-                    self._off = end = j + 1
-                    self._whole_lines += 1
-                    yield chunk[off:end]
-                    if self._gen != gen or self._off != end:
-                        break
-                    off = end
-            while self._kind == "lines" and self._i < len(self._lines) and not self._running.get():
+            # The hot loops: lines already in memory and nothing else in flight on this file. (As
+            # with the builtin, iterating a file while other tasks operate on it is not meaningful.)
+            if nl is not None and self._kind == "chunk" and self._idle():
+                self._settle()  # another iterator's lines, if any
+                if self._more is not None:
+                    self._extend()  # the piece read ahead: memory only
+                lines, end = _ferrio.split_lines(self._chunk, self._off)
+                if lines:
+                    # While the loop hands these out, an I/O thread reads the next piece.
+                    ahead = None if self._chunk_eof else self._submit(self._prefetch)
+                    it = iter(lines)
+                    self._taking = armed = (lines, it, end)
+                    # Nothing is counted per line: _settle() works out from `it` how many were
+                    # taken when anything else touches the file, and empties `lines` so that
+                    # this loop ends at its next step.
+                    for line in it:
+                        yield line
+                    if self._taking is armed:
+                        self._settle()
+                    if ahead is not None:
+                        await ahead  # never raises: a read error is kept for the next _extend()
+                    continue
+            while self._kind == "lines" and self._i < len(self._lines) and self._idle():
                 i = self._i
                 self._i = i + 1
                 yield self._lines[i]
@@ -386,6 +486,19 @@ class AsyncFile:
             if not line:
                 return
             yield line
+
+    def _settle(self) -> None:
+        """Account for the lines ``async for`` took from the read-ahead chunk, and stop it taking
+        more. Every operation calls this first, on the loop's thread."""
+        armed = self._taking
+        if armed is None:
+            return
+        self._taking = None
+        lines, it, end = armed
+        taken = len(lines) - it.__length_hint__()
+        self._off = end if taken == len(lines) else self._off + sum(map(len, lines[:taken]))
+        self._whole_lines += taken
+        lines.clear()
 
     def _chunk_serves(self, size: int) -> bool:
         """Whether the read-ahead answers ``read(size)`` exactly as the builtin would."""
@@ -416,10 +529,10 @@ class AsyncFile:
         f = self._f
         if size < 0 or not self._ahead:
             return f.read(size)
-        start = f.tell()
         if not self._text and size >= _PIECE_MIN:
             # Large binary reads: read ahead whole pieces of the size asked for, so that each one
             # handed out is the very object the builtin would have returned (no slicing copy).
+            start = f.tell()
             pieces: collections.deque[bytes] = collections.deque()
             for _ in range(max(1, _PIECES_BYTES // size)):
                 piece = f.read(size)
@@ -428,15 +541,13 @@ class AsyncFile:
                     break
             first = pieces.popleft()
             self._kind, self._start, self._pieces, self._piece_size = "pieces", start, pieces, size
-            self._gen += 1
             self._piece_bytes = len(first)
             return first
         want = max(size, _SMALL_CHUNK) if size < _SMALL_CHUNK else max(size, min(size * 64, _BIG_CHUNK))
-        chunk = f.read(want)
-        self._new_chunk(start, chunk, len(chunk) < want)
-        self._off = min(size, len(chunk))
+        self._begin_chunk(want)
+        self._off = min(size, len(self._chunk))
         self._note("r", size)
-        return chunk[: self._off]
+        return self._chunk[: self._off]
 
     def _read_cached(self, size: int) -> bytes | None:
         """On the loop's thread, with nothing else in flight: ``read(size)`` of a binary file if the
@@ -465,8 +576,8 @@ class AsyncFile:
             return None  # the cache ended part-way: the builtin would have read on
         if kind != "direct":  # the old read-ahead is consumed: its rewind is this one's
             self._kind, self._start, self._piece_bytes = "direct", pos, 0
+            self._more = None  # a piece read ahead after the chunk: "direct" rewinds by seeking
             self._chunk, self._off, self._dropped, self._pieces = self._empty, 0, 0, collections.deque()
-            self._gen += 1
         self._piece_bytes += len(data)
         return data
 
@@ -474,6 +585,7 @@ class AsyncFile:
         """The builtin ``read``; small reads are served from a read-ahead chunk, large binary
         reads of cached data straight from the page cache on the loop's thread (a read that
         cannot wait for the disk), and everything else on an I/O thread."""
+        self._settle()
         n = -1 if size is None else size
         if self._chunk_serves(n) and self._idle():
             return self._read(n)
@@ -484,18 +596,22 @@ class AsyncFile:
         return await self._run(lambda: self._read(n))
 
     async def read1(self, size: int = -1) -> Any:
+        self._settle()
         return await self._run(self._after_sync(lambda: self._f.read1(size)))
 
     async def readinto(self, buffer: Any) -> int:
+        self._settle()
         return await self._run(self._after_sync(lambda: self._f.readinto(buffer)))
 
     async def readlines(self, hint: int = -1) -> list[Any]:
+        self._settle()
         return await self._run(self._after_sync(lambda: self._f.readlines(hint)))
 
     # -- writing -----------------------------------------------------------------------------------
 
     async def write(self, data: Any) -> int:
         """The builtin ``write``: checked here, gathered, and written with the next batch."""
+        self._settle()
         self._check_open()
         if self._text:
             if not isinstance(data, str):
@@ -527,37 +643,50 @@ class AsyncFile:
             await self.write(line)
 
     async def flush(self) -> None:
+        self._settle()
         await self._run(self._after_sync(self._f.flush))
 
     # -- positioning and lifecycle ---------------------------------------------------------------
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        self._settle()
         return await self._run(self._after_sync(lambda: self._f.seek(offset, whence)))
 
     async def tell(self) -> int:
+        self._settle()
         return await self._run(self._after_sync(self._f.tell))
 
     async def truncate(self, size: int | None = None) -> int:
+        self._settle()
         return await self._run(self._after_sync(lambda: self._f.truncate(size)))
 
     async def close(self) -> None:
         """Flush what was gathered and close. Idempotent. If the awaiting task is cancelled, the
         close still completes on the I/O thread."""
+        self._settle()
         if self._f.closed:
             return
         if not self._writable and self._idle():
             # Nothing to flush: closing a read-only descriptor does not wait on the disk.
             self._kind = None
-            self._f.close()
+            self._close_now()
             return
 
         def close() -> None:
             try:
                 self._sync(rewind=False)
             finally:
-                self._f.close()
+                self._close_now()
 
         await self._run(close)
+
+    def _close_now(self) -> None:
+        """Close the builtin object, and the second reader a text file reads ahead through."""
+        try:
+            self._f.close()
+        finally:
+            if self._shadow is not None:
+                self._shadow.close()  # its raw reader leaves the descriptor to the builtin
 
     async def __aenter__(self) -> AsyncFile:
         return self
@@ -601,11 +730,11 @@ class _Opening:
         try:
             getattr(f, "raw", f).name = path  # what open(path) would show (buffering=0 gives a FileIO)
             chunk = _ferrio.read_cached(fd, _SMALL_CHUNK, 0)
-            prefetched = None
+            af = AsyncFile(f)
             if isinstance(chunk, bytes) and (len(chunk) == _SMALL_CHUNK or len(chunk) >= os.fstat(fd).st_size):
                 f.seek(len(chunk))  # where f.read(_SMALL_CHUNK) would have left it
-                prefetched = (0, chunk)
-            return AsyncFile(f, prefetched)
+                af._new_chunk(0, chunk, len(chunk) < _SMALL_CHUNK)
+            return af
         except BaseException:
             f.close()
             raise
@@ -616,13 +745,13 @@ class _Opening:
         if cached is not None:
             return cached
 
-        def open_and_prefetch() -> tuple[Any, tuple[Any, Any] | None]:
+        def open_and_prefetch() -> AsyncFile:
             f = open(*args, **kwargs)  # noqa: SIM115 - closed by AsyncFile.close()
             try:
-                if f.readable() and not f.writable() and f.seekable():
-                    start = f.tell()
-                    return f, (start, f.read(_SMALL_CHUNK))  # the first read of a small file needs no hop
-                return f, None
+                af = AsyncFile(f, newline=args[5])
+                if af._ahead and f.readable():
+                    af._begin_chunk(_SMALL_CHUNK)  # the first read of a small file needs no hop
+                return af
             except BaseException:
                 f.close()
                 raise
@@ -632,25 +761,24 @@ class _Opening:
         handshake = threading.Lock()
         state: dict[str, Any] = {"cancelled": False, "file": None}
 
-        def run() -> Any:
-            r = open_and_prefetch()
+        def run() -> AsyncFile:
+            af = open_and_prefetch()
             with handshake:
                 if state["cancelled"]:
-                    r[0].close()
+                    af._close_now()
                 else:
-                    state["file"] = r[0]
-            return r
+                    state["file"] = af
+            return af
 
         try:
-            f, prefetched = await _always_run(run)
+            return await _always_run(run)
         except asyncio.CancelledError:
             with handshake:
                 state["cancelled"] = True
                 opened = state["file"]
             if opened is not None:
-                opened.close()  # nothing was written through it: nothing to flush
+                opened._close_now()  # nothing was written through it: nothing to flush
             raise
-        return AsyncFile(f, prefetched, newline=args[5])
 
     async def __aenter__(self) -> AsyncFile:
         self._file = await self._open()

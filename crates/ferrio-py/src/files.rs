@@ -95,3 +95,47 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
         })
         .collect()
 }
+
+/// The lines of `chunk` (a `str` or `bytes`) from index `start` on that end in `\n`, each with
+/// its `\n`, and the index where the last of them ends; a last line without `\n` is left out.
+/// The caller passes text as `read()` returned it, so these are the lines `readline()` returns.
+#[pyfunction]
+pub(crate) fn split_lines<'py>(
+    chunk: &Bound<'py, PyAny>,
+    start: usize,
+) -> PyResult<(Bound<'py, pyo3::types::PyList>, usize)> {
+    use pyo3::ffi::{PyUnicode_FindChar, PyUnicode_Substring, Py_ssize_t};
+    use pyo3::types::{PyList, PyString};
+
+    let py = chunk.py();
+    let lines = PyList::empty(py);
+    if let Ok(bytes) = chunk.cast::<PyBytes>() {
+        let data = bytes.as_bytes();
+        let first = start.min(data.len());
+        let mut off = first;
+        for j in memchr::memchr_iter(b'\n', &data[first..]) {
+            lines.append(PyBytes::new(py, &data[off..=first + j]))?;
+            off = first + j + 1;
+        }
+        return Ok((lines, off));
+    }
+    let text = chunk.cast::<PyString>()?;
+    let overflow = |_| pyo3::exceptions::PyOverflowError::new_err("split_lines(): chunk too long");
+    let len = Py_ssize_t::try_from(text.len()?).map_err(overflow)?;
+    let mut off = Py_ssize_t::try_from(start).map_err(overflow)?.min(len);
+    loop {
+        // SAFETY: `text` is a str, kept alive by the borrow, and 0 <= off <= len = its length.
+        let j = unsafe { PyUnicode_FindChar(text.as_ptr(), u32::from(b'\n'), off, len, 1) };
+        if j == -2 {
+            return Err(PyErr::fetch(py));
+        }
+        if j < 0 {
+            // `off` started from a usize and only grew.
+            return Ok((lines, off.unsigned_abs()));
+        }
+        // SAFETY: as above, with off <= j < len; a NULL result is turned into the raised error.
+        let line = unsafe { Bound::from_owned_ptr_or_err(py, PyUnicode_Substring(text.as_ptr(), off, j + 1))? };
+        lines.append(line)?;
+        off = j + 1;
+    }
+}

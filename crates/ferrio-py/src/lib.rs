@@ -17,7 +17,7 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _ferrio {
     #[pymodule_export]
-    use super::files::{open_cached, read_cached, read_files_blocking};
+    use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]
