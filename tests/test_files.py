@@ -316,6 +316,11 @@ async def test_read_files_and_its_errors(tmp_path: SyncPath) -> None:
     with pytest.raises(FileNotFoundError, match="No such file or directory") as info:
         await ferrio.read_files([paths[0], tmp_path / "nope"])
     assert (info.value.errno, info.value.filename) == (errno.ENOENT, str(tmp_path / "nope"))
+    # Files are read in batches on several threads: still, the first failing file in order is named.
+    many = paths * 3 + [tmp_path, tmp_path / "nope"]
+    with pytest.raises(IsADirectoryError) as info:
+        await ferrio.read_files(many)
+    assert (info.value.errno, info.value.filename) == (errno.EISDIR, str(tmp_path))
 
 
 async def test_path(tmp_path: SyncPath) -> None:

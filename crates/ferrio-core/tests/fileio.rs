@@ -57,3 +57,46 @@ fn a_cached_path_opens_and_a_missing_one_does_not() {
     assert!(open_cached_readonly(&missing).is_none());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn read_each_reads_every_file_whole_once_and_reports_each_error() {
+    use ferrio_core::fileio::read_each;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-each-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Sizes around the reader's room per file (64 KiB) and its batches of 32 files.
+    let sizes = [0usize, 1, 4096, 65_535, 65_536, 65_537, 300_000];
+    let mut paths = Vec::new();
+    let mut expected: Vec<Option<Vec<u8>>> = Vec::new();
+    for i in 0..100 {
+        let path = dir.join(format!("f{i}"));
+        if i % 37 == 5 {
+            expected.push(None); // never created: NotFound
+        } else {
+            let data: Vec<u8> = (0..sizes[i % sizes.len()]).map(|j| ((i * 7 + j) % 251) as u8).collect();
+            std::fs::write(&path, &data).unwrap();
+            expected.push(Some(data));
+        }
+        paths.push(path);
+    }
+    for threads in [1, 3, 8] {
+        for _ in 0..2 {
+            // (twice: the second run reuses the batch buffers the first one kept)
+            let mut seen = vec![0u32; paths.len()];
+            std::thread::scope(|s| {
+                for batch in read_each(s, &paths, threads) {
+                    for (i, read) in batch.iter() {
+                        seen[i] += 1;
+                        match (&expected[i], read) {
+                            (Some(data), Ok(got)) => assert_eq!(got, &data[..], "file {i}"),
+                            (None, Err(e)) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+                            (want, got) => panic!("file {i}: expected {:?}, got {:?}", want.is_some(), got.is_ok()),
+                        }
+                    }
+                }
+            });
+            assert!(seen.iter().all(|&n| n == 1), "each file once: {seen:?}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

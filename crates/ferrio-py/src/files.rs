@@ -59,41 +59,43 @@ pub(crate) fn open_cached(path: PathBuf) -> Option<i32> {
 }
 
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
-/// returns their contents in order, or raises the first file's error (as `open()` would).
+/// returns their contents in order, or raises the first file's error (as `open()` would). The
+/// calling thread turns each file into `bytes` while the others are still being read.
 #[pyfunction]
 #[pyo3(signature = (paths, threads=8))]
 #[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned Vec
 pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::{Mutex, PoisonError};
-
-    let threads = threads.clamp(1, 64).min(paths.len().max(1));
-    let slots: Vec<Mutex<Option<std::io::Result<Vec<u8>>>>> = paths.iter().map(|_| Mutex::new(None)).collect();
-    py.detach(|| {
-        // Each thread claims the next unread index until none is left.
-        let next = AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(path) = paths.get(i) else { break };
-                    *slots[i].lock().unwrap_or_else(PoisonError::into_inner) = Some(std::fs::read(path));
-                });
+    let mut out: Vec<Option<Py<PyBytes>>> = paths.iter().map(|_| None).collect();
+    let mut first_error: Option<(usize, PyErr)> = None;
+    std::thread::scope(|s| {
+        let mut files = ferrio_core::fileio::read_each(s, &paths, threads);
+        let mut left = paths.len();
+        while left > 0 {
+            // Wait for the next file without the GIL, then take every file already read with it.
+            let (back, next) = py.detach(move || {
+                let next = files.recv();
+                (files, next)
+            });
+            files = back;
+            let Ok(first) = next else { break };
+            for batch in std::iter::once(first).chain(files.try_iter()) {
+                left -= batch.len();
+                for (i, read) in batch.iter() {
+                    match read {
+                        Ok(data) => out[i] = Some(PyBytes::new(py, data).unbind()),
+                        Err(e) if first_error.as_ref().is_none_or(|(j, _)| i < *j) => {
+                            first_error = Some((i, os_error(e, &paths[i])));
+                        }
+                        Err(_) => {}
+                    }
+                }
             }
-        });
+        }
     });
-    slots
-        .into_iter()
-        .zip(&paths)
-        .map(|(slot, path)| {
-            let read = slot
-                .into_inner()
-                .unwrap_or_else(PoisonError::into_inner)
-                .expect("every index was claimed");
-            read.map(|data| PyBytes::new(py, &data).unbind())
-                .map_err(|e| os_error(&e, path))
-        })
-        .collect()
+    if let Some((_, e)) = first_error {
+        return Err(e);
+    }
+    Ok(out.into_iter().map(|b| b.expect("every file was read")).collect())
 }
 
 /// The lines of `chunk` (a `str` or `bytes`) from index `start` on that end in `\n`, each with
