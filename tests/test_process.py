@@ -674,6 +674,35 @@ def test_worker_output_reaches_the_inherited_stdout(run_python_in_tmp) -> None:
     assert "hello from the worker 7" in result.stdout
 
 
+def test_lines_printed_by_workers_at_once_do_not_tear(run_python_in_tmp) -> None:
+    # multiprocessing gives workers unbuffered output, where print() writes the text and its "\n"
+    # apart, so two workers printing at once interleaved halves of lines ("howare", then "").
+    result = run_python_in_tmp(
+        """
+        import time
+        import ferrio
+
+        def shout(started, n):
+            started.add(1)
+            deadline = time.monotonic() + 10
+            while started.value < 2 and time.monotonic() < deadline:
+                pass  # both workers print at the same time
+            for i in range(2000):
+                print(f"worker-line-{n}-{i}")
+            return n
+
+        if __name__ == "__main__":
+            started = ferrio.SharedCounter(0)
+            with ferrio.ProcessPool(2) as pool:
+                calls = [pool.submit(shout, started, n) for n in range(2)]
+                assert [c.result(timeout=30) for c in calls] == [0, 1]
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines) == sorted(f"worker-line-{n}-{i}" for n in range(2) for i in range(2000))
+
+
 def test_functions_of_an_interactive_main_travel_by_value_and_share_globals() -> None:
     from conftest import run_python
 

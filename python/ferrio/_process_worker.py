@@ -10,6 +10,7 @@ and has the kernel kill it if its parent dies, so it cannot outlive the pool's p
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import pickle
@@ -131,6 +132,7 @@ def main(sock: socket.socket) -> None:
     _ferrio.set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the signal was armed
         return
+    _whole_lines_out()
     chan = _wire.Channel(sock)
     try:
         _serve(chan)
@@ -211,6 +213,17 @@ def run_chunk(fn: Any, items: list[Any]) -> tuple[list[Any], tuple[BaseException
             e.__traceback__ = None
             return results, (e, tb)
     return results, None
+
+
+def _whole_lines_out() -> None:
+    """multiprocessing starts workers with unbuffered stdout and stderr, so ``print(word)`` makes
+    two writes, and the lines of workers printing at once tear (``howare``, then an empty line).
+    Buffer by line instead: each line goes out in one write, and _flush() still runs after each
+    call."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.write_through:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=True, write_through=False)
 
 
 def _flush() -> None:
