@@ -125,6 +125,26 @@ def test_async_for_then_any_operation_matches_builtin_open(
     _differential(tmp_path, data, mode, program)
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig", "latin-1"])
+def test_bom_and_one_byte_encodings_match_builtin_open(tmp_path: SyncPath, batch_sizes: None, encoding: str) -> None:
+    # The read-ahead's second reader starts where the builtin stands, from its tell() cookie: the
+    # decoder state in it (a BOM already read, the byte order) must carry over.
+    text = "".join(f"{i} é{'€' if encoding != 'latin-1' else ''}\n" for i in range(300))
+    program = [
+        ("iter", 5),
+        ("tell", 0),
+        ("iter+read2", 3),
+        ("seek_saved", 0),
+        ("readline", -1),
+        ("iter", 30),
+        ("read", 7),
+        ("seek0", 0),
+        ("iter+tell", 4),
+        ("read", -1),
+    ]
+    _differential(tmp_path, text.encode(encoding), ("r", {"encoding": encoding}), program)
+
+
 def _differential(tmp_path: SyncPath, data: bytes, mode: tuple[str, dict], program: list) -> None:
     """Runs ``program`` through the builtin ``open()`` on one copy of ``data`` and through
     ``ferrio.open_file`` on another: results, positions and final contents must match."""
