@@ -750,7 +750,8 @@ def bench_processes(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int
         leftover = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for t in leftover:
             t.cancel()
-        loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
+        if leftover:  # (gather() of nothing would make its future on another loop, and hide the error)
+            loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
     return _results(
         f"{n:,} x await noop in a worker process, 8 in flight, warm pools of {workers}",
         loop_name,
