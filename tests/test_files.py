@@ -341,6 +341,22 @@ async def test_read_files_and_its_errors(tmp_path: SyncPath) -> None:
     with pytest.raises(IsADirectoryError) as info:
         await ferrio.read_files(many)
     assert (info.value.errno, info.value.filename) == (errno.EISDIR, str(tmp_path))
+    with pytest.raises(IsADirectoryError) as builtin:
+        open(tmp_path, "rb")  # noqa: SIM115 - it raises
+    assert str(info.value) == str(builtin.value)  # the same message, errno and filename as open()
+    # Paths as open() takes them: str, bytes, os.PathLike.
+    assert await ferrio.read_files([os.fsencode(paths[3]), str(paths[4])]) == [bytes([3]) * 300, bytes([4]) * 400]
+
+
+async def test_read_files_rejects_bad_input_at_the_call(tmp_path: SyncPath) -> None:
+    with pytest.raises(TypeError, match=r"read_files\(\) takes an iterable of paths, got the single path"):
+        await ferrio.read_files(str(tmp_path / "a"))
+    with pytest.raises(TypeError, match=r"read_files\(\) expected paths .* got 3 at index 1"):
+        await ferrio.read_files([tmp_path / "a", 3])
+    with pytest.raises(ValueError, match="threads must be greater than 0, got 0"):
+        await ferrio.read_files([], threads=0)
+    with pytest.raises(TypeError, match=r"read_files\(\) expected threads to be an int, got 2.5"):
+        await ferrio.read_files([], threads=2.5)  # type: ignore[arg-type]
 
 
 async def test_path(tmp_path: SyncPath) -> None:

@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from . import _ferrio
-from ._threads import ThreadPool, _waker_for
+from ._threads import ThreadPool, _check_positive_int, _waker_for
 
 _get_running_loop = asyncio.get_running_loop
 
@@ -866,9 +866,25 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     """Read many whole files in one hop, in parallel in Rust, with the GIL released.
 
     Returns their contents in order. Raises the first failing file's error, as ``open()`` would
-    (``FileNotFoundError`` with its errno and filename, ...).
+    (``FileNotFoundError`` with its errno and filename, ...). ``threads`` is the most files read at
+    once.
+
+    Raises:
+        TypeError: ``paths`` is a single path rather than an iterable of them, or holds something
+            that is not a path (``str``, ``bytes`` or ``os.PathLike``); ``threads`` is not an int.
+        ValueError: ``threads`` is 0 or negative.
     """
-    names = [os.fspath(p) for p in paths]
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise TypeError(f"read_files() takes an iterable of paths, got the single path {paths!r}: pass [path]")
+    _check_positive_int("read_files()", "threads", threads)
+    names = []
+    for i, p in enumerate(paths):
+        try:
+            names.append(os.fsdecode(p))  # bytes paths too, as open() takes them
+        except TypeError:
+            raise TypeError(
+                f"read_files() expected paths (str, bytes or os.PathLike), got {p!r} at index {i}"
+            ) from None
     return await io_pool().run(_ferrio.read_files_blocking, names, threads)
 
 

@@ -6,13 +6,24 @@ use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// The `OSError` subclass `open()` would raise for `err` on `path`: same errno, same filename.
-fn os_error(err: &std::io::Error, path: &std::path::Path) -> PyErr {
-    let filename = path.to_string_lossy().into_owned();
-    match err.raw_os_error() {
-        // OSError(errno, strerror, filename) picks the subclass (FileNotFoundError, ...) itself.
-        Some(code) => PyOSError::new_err((code, std::io::Error::from_raw_os_error(code).to_string(), filename)),
-        None => PyOSError::new_err(format!("{err}: {filename}")),
+/// The `OSError` subclass `open()` would raise for `err`, on `path` if given: same errno, same
+/// message (the C library's; Rust's own text appends " (os error N)"), same filename.
+fn os_error(err: &std::io::Error, path: Option<&std::path::Path>) -> PyErr {
+    let Some(code) = err.raw_os_error() else {
+        return PyOSError::new_err(match path {
+            Some(path) => format!("{err}: {}", path.display()),
+            None => err.to_string(),
+        });
+    };
+    let message = err.to_string();
+    let message = message
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&message)
+        .to_owned();
+    // OSError(errno, strerror[, filename]) picks the subclass (FileNotFoundError, ...) itself.
+    match path {
+        Some(path) => PyOSError::new_err((code, message, path.to_string_lossy().into_owned())),
+        None => PyOSError::new_err((code, message)),
     }
 }
 
@@ -42,7 +53,7 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
         Ok(NoWait::Read(n)) => PyBytes::new(py, &buf[..n]).into_py_any(py),
         Ok(NoWait::WouldBlock) => Ok(py.None()),
         Ok(NoWait::Unsupported) => false.into_py_any(py),
-        Err(e) => Err(PyOSError::new_err((e.raw_os_error().unwrap_or(0), e.to_string()))),
+        Err(e) => Err(os_error(&e, None)),
     }
 }
 
@@ -84,7 +95,7 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
                     match read {
                         Ok(data) => out[i] = Some(PyBytes::new(py, data).unbind()),
                         Err(e) if first_error.as_ref().is_none_or(|(j, _)| i < *j) => {
-                            first_error = Some((i, os_error(e, &paths[i])));
+                            first_error = Some((i, os_error(e, Some(&paths[i]))));
                         }
                         Err(_) => {}
                     }
