@@ -172,6 +172,15 @@ def test_model(maxsize: int, kind: str, program: list[tuple[str, object, int]]) 
     items: collections.deque[int] = collections.deque()
     unfinished = 0
     shut = False
+
+    def take_expected() -> int:
+        """The item the reference queue hands out next, removed from it."""
+        if kind == "priority":
+            smallest = min(items)
+            items.remove(smallest)
+            return smallest
+        return items.pop() if lifo else items.popleft()
+
     for op, arg, x in program:
         face = q.sync_q if arg == "sync" else q.async_q
         if op == "put":
@@ -187,12 +196,7 @@ def test_model(maxsize: int, kind: str, program: list[tuple[str, object, int]]) 
                 unfinished += 1
         elif op == "get":
             if items:
-                if kind == "priority":
-                    expected = min(items)
-                    items.remove(expected)
-                else:
-                    expected = items.pop() if lifo else items.popleft()
-                assert face.get_nowait() == expected
+                assert face.get_nowait() == take_expected()
             else:
                 with pytest.raises(ferrio.QueueShutDown if shut else ferrio.QueueEmpty):
                     face.get_nowait()
@@ -211,12 +215,7 @@ def test_model(maxsize: int, kind: str, program: list[tuple[str, object, int]]) 
                 unfinished += 1
         elif op == "aget":
             if items:
-                if kind == "priority":
-                    expected = min(items)
-                    items.remove(expected)
-                else:
-                    expected = items.pop() if lifo else items.popleft()
-                assert ferrio.run(q.async_q.get()) == expected
+                assert ferrio.run(q.async_q.get()) == take_expected()
             elif shut:
                 with pytest.raises(ferrio.QueueShutDown):
                     ferrio.run(q.async_q.get())
