@@ -141,7 +141,6 @@ class AsyncFile:
         "_seekable",
         "_serving",
         "_shadow",
-        "_src",
         "_start",
         "_strict_encoding",
         "_taking",
@@ -177,10 +176,9 @@ class AsyncFile:
         self._tickets = 0
         self._serving = 0
         self._running = _ferrio.AtomicInt(0)  # operations asked for and not yet finished
-        # Read-ahead: kind is None, "lines", "chunk", "pieces" or "direct"; `src` is what it reads
-        # from (see _source()); `start` is a binary file's position before the batch.
+        # Read-ahead: kind is None, "lines", "chunk", "pieces" or "direct" (read through _source());
+        # `start` is a binary file's position before the batch.
         self._kind: str | None = None
-        self._src: Any = f
         self._start: Any = None
         self._lines: list[Any] = []
         self._i = 0  # lines consumed whole
@@ -344,8 +342,7 @@ class AsyncFile:
                 shadow._CHUNK_SIZE = _SMALL_CHUNK  # fewer, larger refills; the text is the same
                 self._shadow = shadow
             shadow.seek(f.tell())  # the cookie restores the decoder's state too
-            f = shadow
-        self._src = f
+            return shadow
         return f
 
     def _after_sync(self, op: Callable[[], Any]) -> Callable[[], Any]:
@@ -382,11 +379,12 @@ class AsyncFile:
         self._extend_by, self._more = _SMALL_CHUNK, None
 
     def _read_more(self) -> tuple[Any, bool]:
-        """On an I/O thread: the chunk's next piece, read from the file (which stands at the
-        chunk's end), and whether it reached EOF. Pieces grow as reading goes on."""
+        """On an I/O thread: the chunk's next piece, from the reader the chunk came from (see
+        _source(); it stands at the chunk's end), and whether it reached EOF. Pieces grow as
+        reading goes on."""
         want = self._extend_by
         self._extend_by = min(2 * want, _SEQUENTIAL_CHUNK)
-        more = self._src.read(want)
+        more = (self._shadow if self._text else self._f).read(want)
         return more, len(more) < want
 
     def _prefetch(self) -> None:
