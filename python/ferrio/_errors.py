@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import threading
+
 
 class NoEventLoopError(RuntimeError):
     """There is no event loop to call into from this thread.
@@ -17,3 +21,32 @@ class NoEventLoopError(RuntimeError):
             or f"{api} has no event loop to call into: it was called from a thread that is not running a "
             "job for an event loop. Pass token=ferrio.current_token(), taken on the loop's own thread"
         )
+
+
+def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | None:
+    """Validates a timeout as :mod:`threading` does, with a clear message naming the call.
+
+    ``None`` and ``math.inf`` mean no limit and give ``None``; otherwise a float in
+    ``[0, threading.TIMEOUT_MAX]``. Raises TypeError for a non-number (a str, a bool), ValueError
+    for NaN or a negative number, and OverflowError above ``threading.TIMEOUT_MAX``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{api} expected {name} to be a number of seconds or None, got {value!r} of type '{type(value).__name__}'"
+        )
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf if value > 0 else -math.inf
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"{api} expected {name} to be a non-negative number of seconds or None, got {value!r}")
+    if seconds == math.inf:
+        return None
+    if seconds > threading.TIMEOUT_MAX:
+        raise OverflowError(
+            f"{api} got {name}={value!r}, more than threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX}); "
+            "pass None or math.inf for no limit"
+        )
+    return seconds

@@ -1,8 +1,11 @@
 //! Every error the bindings raise is built here, so messages stay consistent.
 
+use std::time::{Duration, Instant};
+
 use ferrio_core::pool::{RejectReason, Rejected};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 
 /// The error for a job a pool refused.
 pub(crate) fn rejected<J>(api: &str, r: &Rejected<J>) -> PyErr {
@@ -52,4 +55,73 @@ pub(crate) fn deliverable(py: Python<'_>, err: PyErr, func: &Bound<'_, PyAny>) -
     ));
     wrapped.set_cause(py, Some(err));
     wrapped
+}
+
+/// `threading.TIMEOUT_MAX`, read once: the bound every timeout is checked against.
+fn timeout_max(py: Python<'_>) -> f64 {
+    static MAX: PyOnceLock<f64> = PyOnceLock::new();
+    *MAX.get_or_init(py, || {
+        py.import("threading")
+            .and_then(|t| t.getattr("TIMEOUT_MAX"))
+            .and_then(|m| m.extract::<f64>())
+            .unwrap_or(9_223_372_036.0)
+    })
+}
+
+/// Validates a timeout as `threading` does (and as `ferrio._errors.check_timeout` does on the
+/// Python side): `None` and `math.inf` mean no limit (`Ok(None)`); a non-number is a TypeError,
+/// NaN or a negative number a ValueError, more than `threading.TIMEOUT_MAX` an OverflowError.
+pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let py = value.py();
+    let is_real = !value.is_instance_of::<pyo3::types::PyBool>()
+        && !value.is_instance_of::<pyo3::types::PyString>()
+        && (value.is_instance_of::<pyo3::types::PyFloat>()
+            || value.is_instance_of::<pyo3::types::PyInt>()
+            || py
+                .import("numbers")
+                .and_then(|n| n.getattr("Real"))
+                .and_then(|real| value.is_instance(&real))
+                .unwrap_or(false));
+    let repr = || value.repr().map(|r| r.to_string()).unwrap_or_default();
+    if !is_real {
+        let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        return Err(PyTypeError::new_err(format!(
+            "{api} expected timeout to be a number of seconds or None, got {} of type '{ty}'",
+            repr()
+        )));
+    }
+    // A huge int does not fit a float: it is past any bound, like +/-inf.
+    let seconds = value.extract::<f64>().unwrap_or_else(|_| {
+        if value.gt(0).unwrap_or(true) {
+            f64::INFINITY
+        } else {
+            f64::NEG_INFINITY
+        }
+    });
+    if seconds.is_nan() || seconds < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "{api} expected timeout to be a non-negative number of seconds or None, got {}",
+            repr()
+        )));
+    }
+    if seconds == f64::INFINITY {
+        return Ok(None);
+    }
+    let max = timeout_max(py);
+    if seconds > max {
+        return Err(PyOverflowError::new_err(format!(
+            "{api} got timeout={}, more than threading.TIMEOUT_MAX ({max}); pass None or math.inf for no limit",
+            repr()
+        )));
+    }
+    Ok(Some(Duration::from_secs_f64(seconds)))
+}
+
+/// The instant `timeout` from now; `None` (wait forever) where there is no limit or the sum
+/// does not fit an `Instant`.
+pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|t| Instant::now().checked_add(t))
 }
