@@ -7,6 +7,7 @@ import asyncio
 import gc
 import inspect
 import os
+import signal
 import sys
 import threading
 import time
@@ -22,6 +23,13 @@ else:
     LOOPS.append("uvloop")
 
 ASYNC_TEST_TIMEOUT = 30.0
+
+# A test run started with SIGINT ignored (nohup, some CI runners) has no KeyboardInterrupt handler:
+# Python installs one only where SIGINT was not ignored, and a child inherits the ignoring. Ctrl-C
+# tests send SIGINT to this process or to children, so give this process Python's handler; its
+# children then start with the default disposition and install the handler themselves.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def new_loop(kind: str) -> asyncio.AbstractEventLoop:
