@@ -2,38 +2,58 @@
 # Installs what the tests need and runs them all: the Rust core's tests (nextest, or cargo test
 # where nextest is missing), the loom model of the completion protocol, then pytest on the
 # default python3 (whole suite) and on every other CPython 3.10-3.13 that pyenv has (the pool,
-# bridge, primitive, file, process and lifecycle suites). Exits non-zero on any failure, including "no tests
-# collected".
-set -euo pipefail
+# bridge, primitive, file, process, lifecycle and adversarial suites).
+#
+# Every step runs even when an earlier one failed, so one run reports every failure (a failing
+# 3.11 suite must not hide the state of 3.12 and 3.13); the script then exits non-zero if any
+# step failed, including pytest's "no tests collected". Only a failed wheel build stops it early:
+# nothing after it can run.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
-echo "== Rust: ferrio-core"
-if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run -p ferrio-core --locked
-else
-    cargo test -p ferrio-core --locked
-fi
-echo "== Rust: loom model of the completion hand-off"
-RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ferrio-core --test loom_completion --release --locked
+failed=()
+step() {  # step NAME COMMAND...: runs COMMAND, records NAME if it fails
+    local name=$1
+    shift
+    echo "== $name"
+    if ! "$@"; then
+        echo "== FAILED: $name"
+        failed+=("$name")
+    fi
+}
 
+if cargo nextest --version >/dev/null 2>&1; then
+    step "Rust: ferrio-core" cargo nextest run -p ferrio-core --locked
+else
+    step "Rust: ferrio-core" cargo test -p ferrio-core --locked
+fi
+step "Rust: loom model of the completion hand-off" \
+    env RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p ferrio-core --test loom_completion --release --locked
+
+build_wheel() {
+    local py=${PYTHON:-python3}
+    "$py" -m venv .venv &&
+        .venv/bin/python -m pip install -q --upgrade pip "maturin>=1.7,<2" &&
+        rm -rf dist &&
+        .venv/bin/maturin build --release --locked --out dist
+}
 echo "== Build the abi3 wheel once, for every CPython >= 3.10"
-PY=${PYTHON:-python3}
-"$PY" -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip "maturin>=1.7,<2"
-rm -rf dist
-.venv/bin/maturin build --release --locked --out dist
+if ! build_wheel; then
+    echo "== FAILED: the wheel did not build; no Python test can run"
+    exit 1
+fi
 wheel=$(ls dist/ferrio-*.whl)
 
 run_pytest() {  # run_pytest VENV [pytest args...]
     local venv=$1
     shift
-    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel"
-    "$venv/bin/python" -m pip install -q "${wheel}[test]"
-    echo "== pytest on $("$venv/bin/python" --version)"
-    "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
+    "$venv/bin/python" -m pip install -q --force-reinstall --no-deps "$wheel" &&
+        "$venv/bin/python" -m pip install -q "${wheel}[test]" &&
+        echo "== pytest on $("$venv/bin/python" --version)" &&
+        "$venv/bin/python" -m pytest -p no:cacheprovider "$@"
 }
 
-run_pytest .venv
+step "pytest on $(.venv/bin/python --version)" run_pytest .venv
 
 if command -v pyenv >/dev/null 2>&1; then
     main_version=$(.venv/bin/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -44,9 +64,19 @@ if command -v pyenv >/dev/null 2>&1; then
             echo "== CPython $minor: not installed under pyenv, skipped"
             continue
         fi
-        "$prefix/bin/python" -m venv ".venv-$minor"
-        run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py tests/test_limiter.py \
-            tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
-            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py
+        if ! "$prefix/bin/python" -m venv ".venv-$minor"; then
+            failed+=("venv for CPython $minor")
+            continue
+        fi
+        step "pytest on CPython $minor" run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py \
+            tests/test_limiter.py tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
+            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py tests/adversarial
     done
 fi
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "== ${#failed[@]} step(s) failed:"
+    printf '   - %s\n' "${failed[@]}"
+    exit 1
+fi
+echo "== every step passed"

@@ -112,6 +112,15 @@ def no_thread_leaks():
         assert not new, f"file descriptors left open: {sorted(new)}"
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _child_processes() -> set[int]:
     """Live processes whose parent is this process or multiprocessing's forkserver (which, like
     its resource tracker, is shared by the whole test run and expected to stay)."""
