@@ -98,10 +98,13 @@ class BlockingPortal:
 
     def _serve(self, ready: threading.Event) -> None:
         loop = self._loop
+        ended: BaseException | None = None
         try:
             asyncio.set_event_loop(loop)
             loop.call_soon(ready.set)
             loop.run_forever()
+        except BaseException as e:  # SystemExit or KeyboardInterrupt from a task: it ends the loop
+            ended = e
         finally:
             ready.set()
             try:
@@ -113,9 +116,13 @@ class BlockingPortal:
                 with self._lock:
                     self._state = _STOPPED
                 why = "BlockingPortal.submit(): the portal stopped before the loop could start the call"
+                if ended is not None:
+                    why += f" (a task raised {ended!r}, which ended the loop)"
                 for fut in list(self._futures):
                     if fut.set_running_or_notify_cancel():
-                        fut.set_exception(RuntimeError(why))
+                        error = RuntimeError(why)
+                        error.__cause__ = ended
+                        fut.set_exception(error)
                 self._futures.clear()
                 with _running_lock:
                     _running.discard(self)
@@ -251,6 +258,10 @@ class BlockingPortal:
             call.wait(api, timeout)
         except TimeoutError:
             pass  # at exit only: stop anyway; what is left is cancelled as the loop closes
+        except RuntimeError:
+            if not self._loop.is_closed():
+                raise
+            # The loop ended by itself (a task raised SystemExit): it is already stopped.
         except KeyboardInterrupt:
             call.cancel()
             raise
