@@ -195,3 +195,21 @@ def test_bad_loop_factories_are_refused_at_the_call() -> None:
     closed.close()
     with pytest.raises(ValueError, match=r"start_blocking_portal\(\) needs a new event loop, .* that is closed"):
         ferrio.start_blocking_portal(lambda: closed).__enter__()
+
+
+def test_calling_the_portal_from_a_nested_run_it_waits_for_is_refused(loop_factory) -> None:
+    with ferrio.start_blocking_portal(loop_factory) as portal:
+
+        async def hosted() -> None:
+            # The portal's loop is frozen until this coroutine ends: from here, or from a worker it
+            # awaits, waiting for the portal could never end.
+            with pytest.raises(RuntimeError, match=r"BlockingPortal.call\(\) would deadlock: the portal's event loop"):
+                portal.call(len, "x")
+            with pytest.raises(RuntimeError, match=r"BlockingPortal.call\(\) would deadlock"):
+                await ferrio.to_thread(portal.call, len, "x")
+
+        async def on_the_portal() -> str:
+            ferrio.run(hosted())  # sync code on the portal's loop, calling ferrio.run
+            return "done"
+
+        assert portal.call(on_the_portal) == "done"

@@ -201,6 +201,8 @@ _hosts_lock = threading.Lock()
 _idle_hosts: list[_Host] = []
 _hosts_exiting = False
 _host_numbers = itertools.count(1)
+# Each host loop running a job, and that job: what lets a call find the loops frozen waiting for it.
+_serving: dict[asyncio.AbstractEventLoop, _Hosted] = {}
 
 
 class _Hosted:
@@ -215,6 +217,7 @@ class _Hosted:
         "_done",
         "_finished",
         "awaitable",
+        "caller_loop",
         "cancelled",
         "child",
         "context",
@@ -225,9 +228,13 @@ class _Hosted:
         "task",
     )
 
-    def __init__(self, awaitable: Awaitable[Any], context: contextvars.Context) -> None:
+    def __init__(
+        self, awaitable: Awaitable[Any], context: contextvars.Context, caller_loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.awaitable: Awaitable[Any] | None = awaitable
         self.context = context
+        #: The loop frozen until this job ends.
+        self.caller_loop = caller_loop
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task[Any] | None = None
         self.cancelled = False
@@ -255,11 +262,14 @@ class _Hosted:
             self.task = task
             if self.cancelled:
                 task.cancel()
+            _serving[loop] = self
             self.result = loop.run_until_complete(task)
         except BaseException as e:  # the caller re-raises it, whatever it is
             self.exc = e
         finally:
             _local.hosting = None
+            if self.loop is not None:
+                _serving.pop(self.loop, None)
             if inspect.iscoroutine(awaitable) and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED:
                 awaitable.close()  # never started (the loop could not be made): no "never awaited" warning
 
@@ -315,9 +325,11 @@ def _host_main(job: _Hosted | None) -> None:
                     # Back in the cache before the caller wakes, so its next nested run finds us.
                     _idle_hosts.append(host)
             if not stay:
-                close_thread_loop()
-                job.retired_host = host.thread
-                job.finish()
+                try:
+                    close_thread_loop()  # before the caller wakes: then it has only to join us
+                finally:
+                    job.retired_host = host.thread
+                    job.finish()
                 return
             job.finish()
             job = _next_job(host)
@@ -358,7 +370,7 @@ def _start_hosting(job: _Hosted) -> None:
 
 
 def _run_elsewhere(running: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) -> T:
-    job = _Hosted(awaitable, contextvars.copy_context())
+    job = _Hosted(awaitable, contextvars.copy_context(), running)
     # If this thread is itself a host, the job it serves is frozen until this call returns: link
     # them so that cancelling that job reaches this one. Link first, then check, so no cancel is lost.
     parent: _Hosted | None = getattr(_local, "hosting", None)
@@ -398,6 +410,27 @@ def _run_elsewhere(running: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) 
         if job.retired_host is not None:
             job.retired_host.join(_EXIT_JOIN_TIMEOUT)  # it has only to return: it closed its loop already
     return job.outcome()  # type: ignore[no-any-return]
+
+
+def waits_for_this_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether ``loop`` is frozen in ``ferrio.run()`` until this thread's current work ends.
+
+    True when this thread runs a host loop serving ``loop`` (or a job awaited by one), directly or
+    through nested runs: blocking this thread on ``loop`` can then only deadlock.
+    """
+    try:
+        here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        fut = _ferrio.current_job_future()
+        here = fut.get_loop() if isinstance(fut, asyncio.Future) else None
+    for _ in range(len(_serving) + 1):  # a chain is no longer than the number of hosts serving
+        job = _serving.get(here) if here is not None else None
+        if job is None:
+            return False
+        if job.caller_loop is loop:
+            return True
+        here = job.caller_loop
+    return False
 
 
 def _retire_hosts_at_exit() -> None:

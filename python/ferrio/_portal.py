@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from ._loops import LoopCall
+from ._loops import LoopCall, waits_for_this_thread
 
 T = TypeVar("T")
 
@@ -140,11 +140,17 @@ class BlockingPortal:
         task of one that has.
 
         Raises:
-            RuntimeError: the portal has stopped, or this is the portal's own thread.
+            RuntimeError: the portal has stopped; this is the portal's own thread; or the portal's
+                loop is blocked in ``ferrio.run()`` waiting for this thread (each would deadlock).
         """
         api = "BlockingPortal.call()"
         if threading.current_thread() is self._thread:
             raise RuntimeError(f"{api} was called on the portal's own thread, where it would deadlock; await instead")
+        if waits_for_this_thread(self._loop):
+            raise RuntimeError(
+                f"{api} would deadlock: the portal's event loop is blocked in ferrio.run() waiting for this very "
+                "call to finish; pass the values the coroutine needs as arguments instead of calling the portal"
+            )
         call = LoopCall(self._loop, fn, args, None, track=self._tasks)
         self._send(api, call)
         return call.result(api)  # type: ignore[no-any-return]
