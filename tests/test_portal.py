@@ -130,6 +130,8 @@ def test_a_future_cancelled_before_its_call_starts_never_runs(loop_factory) -> N
         portal.call(len, "")  # sent after them: once it ran, they would have too
     assert ran == []
     assert all(f.cancelled() for f in futs)
+    done, _ = concurrent.futures.wait(futs, timeout=10)  # cancelled futures count as done for wait()
+    assert done == set(futs)
 
 
 def test_a_future_whose_task_is_cancelled_is_cancelled(loop_factory) -> None:

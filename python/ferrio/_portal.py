@@ -191,7 +191,10 @@ class BlockingPortal:
         def on_cancel(f: concurrent.futures.Future[T]) -> None:
             if f.cancelled():
                 futures.discard(f)
-                call.cancel()
+                if call.cancel():
+                    # It will never start, so resolve() will never run: tell concurrent.futures.wait()
+                    # and as_completed() that it is done, as an executor does for a cancelled work item.
+                    f.set_running_or_notify_cancel()
 
         futures.add(fut)
         try:
