@@ -209,9 +209,19 @@ def test_calling_the_portal_from_a_nested_run_it_waits_for_is_refused(loop_facto
                 portal.call(len, "x")
             with pytest.raises(RuntimeError, match=r"BlockingPortal.call\(\) would deadlock"):
                 await ferrio.to_thread(portal.call, len, "x")
+            with pytest.raises(RuntimeError, match=r"BlockingPortal.stop\(\) would deadlock"):
+                portal.stop()
 
         async def on_the_portal() -> str:
             ferrio.run(hosted())  # sync code on the portal's loop, calling ferrio.run
             return "done"
 
         assert portal.call(on_the_portal) == "done"
+
+
+def test_calls_of_junk_are_refused_at_the_call(loop_factory) -> None:
+    with ferrio.start_blocking_portal(loop_factory) as portal:
+        with pytest.raises(TypeError, match=r"BlockingPortal.call\(\) expected a callable .* got 3 of type 'int'"):
+            portal.call(3)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"BlockingPortal.submit\(\) expected a callable .* got 'f' of type"):
+            portal.submit("f")  # type: ignore[arg-type]

@@ -49,6 +49,13 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
 
 
+def _check_callable(api: str, fn: object) -> None:
+    if not callable(fn):
+        raise TypeError(
+            f"{api} expected a callable (a sync or async function), got {fn!r} of type '{type(fn).__name__}'"
+        )
+
+
 class BlockingPortal:
     """Runs calls on an event loop in its own thread and hands results back to sync code.
 
@@ -127,6 +134,13 @@ class BlockingPortal:
                 with _running_lock:
                     _running.discard(self)
 
+    def _check_can_wait(self, api: str) -> None:
+        if waits_for_this_thread(self._loop):
+            raise RuntimeError(
+                f"{api} would deadlock: the portal's event loop is blocked in ferrio.run() waiting for this very "
+                "call to finish; pass the values the coroutine needs as arguments instead of calling the portal"
+            )
+
     def _send(self, api: str, call: LoopCall) -> None:
         with self._lock:
             if self._state is not _OPEN:
@@ -142,15 +156,13 @@ class BlockingPortal:
         Raises:
             RuntimeError: the portal has stopped; this is the portal's own thread; or the portal's
                 loop is blocked in ``ferrio.run()`` waiting for this thread (each would deadlock).
+            TypeError: ``fn`` is not callable.
         """
         api = "BlockingPortal.call()"
         if threading.current_thread() is self._thread:
             raise RuntimeError(f"{api} was called on the portal's own thread, where it would deadlock; await instead")
-        if waits_for_this_thread(self._loop):
-            raise RuntimeError(
-                f"{api} would deadlock: the portal's event loop is blocked in ferrio.run() waiting for this very "
-                "call to finish; pass the values the coroutine needs as arguments instead of calling the portal"
-            )
+        self._check_can_wait(api)
+        _check_callable(api, fn)
         call = LoopCall(self._loop, fn, args, None, track=self._tasks)
         self._send(api, call)
         return call.result(api)  # type: ignore[no-any-return]
@@ -166,8 +178,10 @@ class BlockingPortal:
 
         Raises:
             RuntimeError: the portal has stopped.
+            TypeError: ``fn`` is not callable.
         """
         api = "BlockingPortal.submit()"
+        _check_callable(api, fn)
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
 
         futures = self._futures
@@ -231,10 +245,12 @@ class BlockingPortal:
         at once, cancelling what is left.
 
         Raises:
-            RuntimeError: called on the portal's own thread.
+            RuntimeError: called on the portal's own thread, or where the portal's loop is blocked in
+                ``ferrio.run()`` waiting for this thread (each would deadlock).
         """
         if threading.current_thread() is self._thread:
             raise RuntimeError("BlockingPortal.stop() was called on the portal's own thread, where it would deadlock")
+        self._check_can_wait("BlockingPortal.stop()")
         if self._begin_stop():
             self._shut_down(cancel_remaining, None)
 
