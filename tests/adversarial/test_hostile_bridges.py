@@ -496,3 +496,40 @@ async def test_from_thread_from_many_threads_and_from_a_finalizer() -> None:
     results = await asyncio.gather(*(ferrio.to_thread(worker, i) for i in range(16)))
     assert results == [i + 20 for i in range(16)]
     assert seen == [3] * 16
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_ctrl_c_while_waiting_on_a_blocked_loop_gives_the_call_up() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, os, signal, threading, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the run may have started with SIGINT ignored
+        ran, tokens = [], []
+        blocked, release = threading.Event(), threading.Event()
+
+        def loop_thread():
+            loop = asyncio.new_event_loop()
+            async def main():
+                tokens.append(ferrio.current_token())
+                blocked.set()
+                release.wait(10)              # sync code blocks the loop: calls sent to it wait
+                await asyncio.sleep(0.05)     # then the loop runs again, and whatever was queued
+            loop.run_until_complete(main())
+            loop.close()
+
+        t = threading.Thread(target=loop_thread)
+        t.start()
+        assert blocked.wait(10)
+        threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGINT)).start()
+        try:
+            ferrio.from_thread.run_sync(ran.append, "ran", token=tokens[0])
+        except KeyboardInterrupt:
+            print("KeyboardInterrupt")
+        release.set()
+        t.join(10)
+        print(ran)   # given up before it started: it must never run
+        """
+    )
+    proc = run_python(code, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "KeyboardInterrupt\n[]\n"
