@@ -43,6 +43,16 @@ _local = threading.local()
 _blocked_loops: dict[asyncio.AbstractEventLoop, int] = {}
 
 
+def safe_repr(obj: object, limit: int = 200) -> str:
+    """``repr(obj)`` for an error message: never raises (a broken ``__repr__`` must not hide the
+    error being reported), and cut short if huge."""
+    try:
+        text = repr(obj)
+    except Exception:
+        text = object.__repr__(obj)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def _cancel_threadsafe(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` from any thread; if its loop already closed there is nothing left to cancel."""
     with contextlib.suppress(RuntimeError):
@@ -106,8 +116,8 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
             own = holder.loop if holder is not None and not holder.loop.is_closed() else None
         if obj.get_loop() is not own:
             raise RuntimeError(
-                f"{api} got {obj!r}, a future of another event loop ({obj.get_loop()!r}); a future can only be "
-                "awaited on its own loop: await it there, or pass ferrio.run() a coroutine"
+                f"{api} got {safe_repr(obj)}, a future of another event loop ({obj.get_loop()!r}); a future can "
+                "only be awaited on its own loop: await it there, or pass ferrio.run() a coroutine"
             )
         return obj
     if inspect.isawaitable(obj):
@@ -118,7 +128,9 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
             f"{api} expected a coroutine or awaitable, but got the coroutine function '{name}'; call it: "
             f"{api[:-1]}{name}(...))"
         )
-    raise TypeError(f"{api} expected a coroutine or awaitable, got {obj!r} of type '{type(obj).__name__}'")
+    raise TypeError(
+        f"{api} expected a coroutine or awaitable, got {safe_repr(obj)} of type '{type(obj).__name__}'"
+    )
 
 
 async def _await(awaitable: Awaitable[T]) -> T:
@@ -499,7 +511,7 @@ class EventLoopToken:
     def __post_init__(self) -> None:
         if not isinstance(self.loop, asyncio.AbstractEventLoop):
             raise TypeError(
-                f"ferrio.EventLoopToken() expected an asyncio event loop, got {self.loop!r} of type "
+                f"ferrio.EventLoopToken() expected an asyncio event loop, got {safe_repr(self.loop)} of type "
                 f"'{type(self.loop).__name__}'; take a token with ferrio.current_token() on the loop's thread"
             )
 
@@ -595,8 +607,8 @@ class LoopCall:
                 return
             if self.is_async:
                 raise TypeError(
-                    f"ferrio.from_thread.run() expected an async function, but {self.fn!r} returned "
-                    f"{r!r}; use ferrio.from_thread.run_sync() for sync functions"
+                    f"ferrio.from_thread.run() expected an async function, but {safe_repr(self.fn)} returned "
+                    f"{safe_repr(r)}; use ferrio.from_thread.run_sync() for sync functions"
                 )
             self._result = r
         except BaseException as e:
@@ -685,7 +697,8 @@ def _target_loop(api: str, token: EventLoopToken | None) -> asyncio.AbstractEven
     if token is not None:
         if not isinstance(token, EventLoopToken):
             raise TypeError(
-                f"{api} expected token= to be a ferrio.EventLoopToken from ferrio.current_token(), got {token!r}"
+                f"{api} expected token= to be a ferrio.EventLoopToken from ferrio.current_token(), "
+                f"got {safe_repr(token)}"
             )
         loop = token.loop
     else:
@@ -734,7 +747,7 @@ def from_thread_run(afn: Callable[..., Awaitable[T]], /, *args: Any, token: Even
     """
     api = "ferrio.from_thread.run()"
     if not callable(afn):
-        raise TypeError(f"{api} expected an async function, got {afn!r}")
+        raise TypeError(f"{api} expected an async function, got {safe_repr(afn)}")
     return call_in_loop(api, _target_loop(api, token), afn, args, True, give_up_if_frozen=True)
 
 
@@ -750,11 +763,11 @@ def from_thread_run_sync(fn: Callable[..., T], /, *args: Any, token: EventLoopTo
     """
     api = "ferrio.from_thread.run_sync()"
     if not callable(fn):
-        raise TypeError(f"{api} expected a callable, got {fn!r}")
+        raise TypeError(f"{api} expected a callable, got {safe_repr(fn)}")
     if inspect.iscoroutinefunction(fn):
+        name = getattr(fn, "__qualname__", None) or safe_repr(fn)
         raise TypeError(
-            f"{api} expected a sync function, but {getattr(fn, '__qualname__', fn)!r} is a coroutine "
-            "function; use ferrio.from_thread.run()"
+            f"{api} expected a sync function, but '{name}' is a coroutine function; use ferrio.from_thread.run()"
         )
     return call_in_loop(api, _target_loop(api, token), fn, args, False, give_up_if_frozen=True)
 
@@ -776,7 +789,7 @@ def syncify(afn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         TypeError: ``afn`` is not a coroutine function.
     """
     if not inspect.iscoroutinefunction(afn):
-        raise TypeError(f"ferrio.syncify expected an async function, got {afn!r}")
+        raise TypeError(f"ferrio.syncify expected an async function, got {safe_repr(afn)}")
 
     @functools.wraps(afn)
     def wrapper(*args: Any, **kwargs: Any) -> T:

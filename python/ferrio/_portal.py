@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from ._loops import LoopCall, waits_for_this_thread
+from ._loops import LoopCall, safe_repr, waits_for_this_thread
 
 T = TypeVar("T")
 
@@ -52,7 +52,8 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 def _check_callable(api: str, fn: object) -> None:
     if not callable(fn):
         raise TypeError(
-            f"{api} expected a callable (a sync or async function), got {fn!r} of type '{type(fn).__name__}'"
+            f"{api} expected a callable (a sync or async function), got {safe_repr(fn)} of type "
+            f"'{type(fn).__name__}'"
         )
 
 
@@ -72,17 +73,19 @@ class BlockingPortal:
         api = "ferrio.start_blocking_portal()"
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(
-                f"{api} expected loop_factory to be a callable that makes an event loop, got {loop_factory!r}"
+                f"{api} expected loop_factory to be a callable that makes an event loop, "
+                f"got {safe_repr(loop_factory)}"
             )
         loop = (loop_factory or asyncio.new_event_loop)()
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(
-                f"{api} expected loop_factory to return an asyncio event loop, but {loop_factory!r} returned {loop!r}"
+                f"{api} expected loop_factory to return an asyncio event loop, but {safe_repr(loop_factory)} "
+                f"returned {safe_repr(loop)}"
             )
         if loop.is_closed() or loop.is_running():
             raise ValueError(
                 f"{api} needs a new event loop, but loop_factory returned one that is "
-                f"{'closed' if loop.is_closed() else 'already running'}: {loop!r}"
+                f"{'closed' if loop.is_closed() else 'already running'}: {safe_repr(loop)}"
             )
         self._loop = loop
         self._lock = threading.Lock()

@@ -533,3 +533,32 @@ def test_ctrl_c_while_waiting_on_a_blocked_loop_gives_the_call_up() -> None:
     proc = run_python(code, timeout=20)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "KeyboardInterrupt\n[]\n"
+
+
+class BrokenRepr:
+    """Junk whose ``__repr__`` raises, and is huge when it does not."""
+
+    def __init__(self, huge: bool = False) -> None:
+        self.huge = huge
+
+    def __repr__(self) -> str:
+        if self.huge:
+            return "x" * 1_000_000
+        raise RuntimeError("__repr__ is broken")
+
+
+@pytest.mark.parametrize("huge", [False, True])
+def test_junk_with_a_hostile_repr_still_gets_a_clear_error(loop_factory, huge: bool) -> None:
+    junk = BrokenRepr(huge)
+    with pytest.raises(TypeError, match=r"ferrio.run\(\) expected a coroutine or awaitable, got .* of type"):
+        ferrio.run(junk)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ferrio.from_thread.run_sync\(\) expected a callable, got "):
+        ferrio.from_thread.run_sync(junk)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"ferrio.EventLoopToken\(\) expected an asyncio event loop"):
+        ferrio.EventLoopToken(junk)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"expected loop_factory to be a callable") as info:
+        ferrio.BlockingPortal(junk)  # type: ignore[arg-type]
+    assert len(str(info.value)) < 1000  # a huge repr is cut short
+    with ferrio.start_blocking_portal(loop_factory) as portal:
+        with pytest.raises(TypeError, match=r"BlockingPortal.submit\(\) expected a callable .* of type 'BrokenRepr'"):
+            portal.submit(junk)  # type: ignore[arg-type]
