@@ -19,6 +19,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -340,6 +341,19 @@ def start_blocking_portal(
         portal.stop()
 
 
+def _forget_in_child() -> None:
+    """In a forked child no portal thread exists: every portal the parent had open is stopped here
+    (and its lock, which a parent thread may have held, replaced)."""
+    global _running, _running_lock
+    _running_lock = threading.Lock()
+    for portal in _running:
+        portal._lock = threading.Lock()
+        portal._state = _STOPPED
+    _running = set()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 # atexit, not threading's exit hook: it runs once the threads that are not daemons (which may be
 # using a portal) have ended, and before the interpreter finalizes, while daemons still run.
 atexit.register(_stop_all_at_exit)

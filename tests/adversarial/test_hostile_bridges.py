@@ -288,7 +288,7 @@ def test_exit_while_a_daemon_thread_is_blocked_in_a_nested_run() -> None:
 def test_nested_run_in_a_child_forked_while_hosts_idle_and_busy() -> None:
     code = textwrap.dedent(
         """
-        import asyncio, os, threading, warnings, ferrio
+        import asyncio, os, signal, threading, warnings, ferrio
         warnings.simplefilter("ignore", DeprecationWarning)   # "fork() in a multi-threaded process"
         busy, release = threading.Event(), threading.Event()
 
@@ -308,6 +308,7 @@ def test_nested_run_in_a_child_forked_while_hosts_idle_and_busy() -> None:
         assert busy.wait(10)                     # and a busy one
         pid = os.fork()
         if pid == 0:
+            signal.alarm(10)   # if it hangs anyway, do not outlive the test
             # Neither host exists here: a nested run must start a new one, not hand work to a ghost.
             name = asyncio.run(nested(where()))
             os._exit(0 if name.startswith("ferrio-run-host-") else 1)
@@ -562,3 +563,36 @@ def test_junk_with_a_hostile_repr_still_gets_a_clear_error(loop_factory, huge: b
     with ferrio.start_blocking_portal(loop_factory) as portal:
         with pytest.raises(TypeError, match=r"BlockingPortal.submit\(\) expected a callable .* of type 'BrokenRepr'"):
             portal.submit(junk)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_a_forked_child_finds_the_parents_portal_stopped_and_exits_promptly() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, os, signal, time, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)   # "fork() in a multi-threaded process"
+        with ferrio.start_blocking_portal() as portal:
+            portal.submit(asyncio.sleep, 30)                  # busy when the child is forked
+            t0 = time.monotonic()
+            pid = os.fork()
+            if pid == 0:
+                # The portal's thread does not exist here: a call must be refused, not wait forever,
+                # and exit must not wait for it either.
+                signal.alarm(10)   # if it hangs anyway, do not outlive the test
+                try:
+                    portal.call(len, "x")
+                    os._exit(2)
+                except RuntimeError as e:
+                    if "stopped" not in str(e):
+                        os._exit(3)
+                with ferrio.start_blocking_portal() as own:   # the child can have portals of its own
+                    assert own.call(len, "ab") == 2
+                raise SystemExit(0)
+            _, status = os.waitpid(pid, 0)
+            print(os.waitstatus_to_exitcode(status), time.monotonic() - t0 < 4)
+            portal.stop(cancel_remaining=True)
+        """
+    )
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "0 True\n"
