@@ -302,10 +302,10 @@ def test_nested_run_in_a_child_forked_while_hosts_idle_and_busy() -> None:
         async def nested(coro):
             return ferrio.run(coro)
 
-        asyncio.run(nested(where()))            # an idle host now exists
         holder = threading.Thread(target=asyncio.run, args=(nested(hold()),))
         holder.start()
-        assert busy.wait(10)                     # and a busy one
+        assert busy.wait(10)                     # a busy host
+        asyncio.run(nested(where()))            # and an idle one
         pid = os.fork()
         if pid == 0:
             signal.alarm(10)   # if it hangs anyway, do not outlive the test
