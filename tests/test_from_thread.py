@@ -195,3 +195,15 @@ def test_a_call_sent_just_before_its_loop_froze_is_given_up_and_never_runs() -> 
     assert ran == []
     assert len(errors) == 1
     assert "would deadlock: the target event loop is blocked in ferrio.run()" in str(errors[0])
+
+
+async def test_a_coroutine_passed_instead_of_its_function_gets_a_hint() -> None:
+    def step() -> None:
+        coro = double(1)
+        try:
+            with pytest.raises(TypeError, match=r"from_thread.run\(\) expected an async function, but got the corou"):
+                ferrio.from_thread.run(coro)  # type: ignore[arg-type]
+        finally:
+            coro.close()
+
+    await ferrio.to_thread(step)

@@ -53,6 +53,16 @@ def safe_repr(obj: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def not_callable_error(api: str, obj: object, expected: str) -> TypeError:
+    """The TypeError for a non-callable ``obj``, with a hint when it is a coroutine (a common slip)."""
+    if inspect.iscoroutine(obj):
+        return TypeError(
+            f"{api} expected {expected}, but got the coroutine {getattr(obj, '__qualname__', 'object')}() "
+            f"already called; pass the function and its arguments instead: {api[:-1]}afn, *args)"
+        )
+    return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
+
+
 def _cancel_threadsafe(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:
     """Cancel ``task`` from any thread; if its loop already closed there is nothing left to cancel."""
     with contextlib.suppress(RuntimeError):
@@ -747,7 +757,7 @@ def from_thread_run(afn: Callable[..., Awaitable[T]], /, *args: Any, token: Even
     """
     api = "ferrio.from_thread.run()"
     if not callable(afn):
-        raise TypeError(f"{api} expected an async function, got {safe_repr(afn)}")
+        raise not_callable_error(api, afn, "an async function")
     return call_in_loop(api, _target_loop(api, token), afn, args, True, give_up_if_frozen=True)
 
 
@@ -763,7 +773,7 @@ def from_thread_run_sync(fn: Callable[..., T], /, *args: Any, token: EventLoopTo
     """
     api = "ferrio.from_thread.run_sync()"
     if not callable(fn):
-        raise TypeError(f"{api} expected a callable, got {safe_repr(fn)}")
+        raise not_callable_error(api, fn, "a callable")
     if inspect.iscoroutinefunction(fn):
         name = getattr(fn, "__qualname__", None) or safe_repr(fn)
         raise TypeError(

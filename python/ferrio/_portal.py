@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from ._loops import LoopCall, safe_repr, waits_for_this_thread
+from ._loops import LoopCall, not_callable_error, safe_repr, waits_for_this_thread
 
 T = TypeVar("T")
 
@@ -52,10 +52,7 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 def _check_callable(api: str, fn: object) -> None:
     if not callable(fn):
-        raise TypeError(
-            f"{api} expected a callable (a sync or async function), got {safe_repr(fn)} of type "
-            f"'{type(fn).__name__}'"
-        )
+        raise not_callable_error(api, fn, "a callable (a sync or async function)")
 
 
 class BlockingPortal:
