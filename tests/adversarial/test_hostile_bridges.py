@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import signal
 import sys
 import textwrap
@@ -284,7 +285,7 @@ def test_exit_while_a_daemon_thread_is_blocked_in_a_nested_run() -> None:
     assert "Fatal Python error" not in proc.stderr
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_nested_run_in_a_child_forked_while_hosts_idle_and_busy() -> None:
     code = textwrap.dedent(
         """
@@ -565,7 +566,7 @@ def test_junk_with_a_hostile_repr_still_gets_a_clear_error(loop_factory, huge: b
             portal.submit(junk)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_finds_the_parents_portal_stopped_and_exits_promptly() -> None:
     code = textwrap.dedent(
         """
