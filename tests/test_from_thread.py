@@ -141,3 +141,69 @@ def test_loop_closing_while_a_worker_waits_raises_instead_of_hanging() -> None:
 async def test_check_cancelled_is_reexported() -> None:
     assert ferrio.from_thread.check_cancelled is ferrio.check_cancelled
     assert await ferrio.to_thread(ferrio.from_thread.check_cancelled) is None
+
+
+@pytest.mark.parametrize("junk", [None, "loop", 3])
+def test_a_token_needs_an_event_loop(junk: object) -> None:
+    with pytest.raises(TypeError, match=r"ferrio.EventLoopToken\(\) expected an asyncio event loop, got .* of type"):
+        ferrio.EventLoopToken(junk)  # type: ignore[arg-type]
+
+
+class SignallingLoop(asyncio.SelectorEventLoop):
+    """A real selector loop that also says when another thread has queued a call on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queued = threading.Event()
+
+    def call_soon_threadsafe(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        handle = super().call_soon_threadsafe(*args, **kwargs)
+        self.queued.set()
+        return handle
+
+
+def test_a_call_sent_just_before_its_loop_froze_is_given_up_and_never_runs() -> None:
+    loop = SignallingLoop()
+    ran: list[str] = []
+    errors: list[BaseException] = []
+
+    async def main() -> threading.Thread:
+        token = ferrio.current_token()
+
+        def worker() -> None:
+            try:
+                ferrio.from_thread.run_sync(ran.append, "ran", token=token)
+            except RuntimeError as e:
+                errors.append(e)
+
+        t = threading.Thread(target=worker)
+        t.start()
+        assert loop.queued.wait(10)  # the call is in the loop's queue, and the loop has not run it
+
+        async def wait_for_worker() -> None:
+            await asyncio.to_thread(t.join, 10)
+
+        ferrio.run(wait_for_worker())  # freezes this loop until the worker gives up
+        await asyncio.sleep(0)  # the given-up call's turn in the queue comes: it must not run
+        return t
+
+    try:
+        t = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert not t.is_alive()
+    assert ran == []
+    assert len(errors) == 1
+    assert "would deadlock: the target event loop is blocked in ferrio.run()" in str(errors[0])
+
+
+async def test_a_coroutine_passed_instead_of_its_function_gets_a_hint() -> None:
+    def step() -> None:
+        coro = double(1)
+        try:
+            with pytest.raises(TypeError, match=r"from_thread.run\(\) expected an async function, but got the corou"):
+                ferrio.from_thread.run(coro)  # type: ignore[arg-type]
+        finally:
+            coro.close()
+
+    await ferrio.to_thread(step)

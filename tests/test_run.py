@@ -149,6 +149,7 @@ def test_ctrl_c_during_run_cancels_the_coroutine_and_raises_keyboard_interrupt()
     code = textwrap.dedent(
         """
         import asyncio, os, signal, sys, threading, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the run may have started with SIGINT ignored
         async def main():
             try:
                 threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -174,6 +175,7 @@ def test_ctrl_c_during_a_nested_run_cancels_the_remote_coroutine() -> None:
     code = textwrap.dedent(
         """
         import asyncio, os, signal, sys, threading, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the run may have started with SIGINT ignored
         cancelled = threading.Event()
         async def remote():
             try:
@@ -196,6 +198,44 @@ def test_ctrl_c_during_a_nested_run_cancels_the_remote_coroutine() -> None:
     assert proc.stdout == "KeyboardInterrupt\nremote cancelled True\n"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("runner", ["asyncio.run", "run_until_complete"])
+def test_ctrl_c_reaches_the_innermost_of_nested_runs(runner: str) -> None:
+    # asyncio.run (3.11+) turns Ctrl-C into a cancellation of the main task; a bare loop gets
+    # KeyboardInterrupt. Either way the cancellation must reach the innermost coroutine, though the
+    # loops between are frozen and cannot run a cancellation of their own tasks.
+    code = textwrap.dedent(
+        f"""
+        import asyncio, os, signal, sys, threading, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # the run may have started with SIGINT ignored
+        waiting, cancelled = threading.Event(), threading.Event()
+        async def innermost():
+            try:
+                waiting.set()
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        async def middle():
+            return ferrio.run(innermost())
+        async def main():
+            threading.Thread(target=lambda: waiting.wait(10) and os.kill(os.getpid(), signal.SIGINT)).start()
+            ferrio.run(middle())
+        try:
+            if "{runner}" == "asyncio.run":
+                asyncio.run(main())
+            else:
+                asyncio.new_event_loop().run_until_complete(main())
+        except KeyboardInterrupt:
+            sys.stdout.write("KeyboardInterrupt\\n")
+        sys.stdout.write(f"innermost cancelled {{cancelled.wait(10)}}\\n")
+        """
+    )
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "KeyboardInterrupt\ninnermost cancelled True\n"
+
+
 def test_signal_handler_is_left_alone_off_the_main_thread() -> None:
     before = signal.getsignal(signal.SIGINT)
     out = []
@@ -204,3 +244,184 @@ def test_signal_handler_is_left_alone_off_the_main_thread() -> None:
     t.join(10)
     assert out == [3]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+# -- ferrio.run() inside a running loop: host threads ------------------------------------------------
+
+
+def run_on_new_loop(factory, main, timeout: float = 10.0):
+    """Runs ``main()`` on a new loop in a daemon thread, so a deadlock fails the test in bounded time
+    (a loop blocked in ferrio.run() cannot time itself out) instead of hanging it."""
+    out: list[object] = []
+
+    def target() -> None:
+        loop = factory()
+        try:
+            out.append(loop.run_until_complete(main()))
+        except BaseException as e:
+            out.append(e)
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), "deadlock: ferrio.run() inside a running loop did not finish"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_factory(request: pytest.FixtureRequest):
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def test_more_nested_callers_than_pool_workers_can_all_use_to_thread(loop_factory) -> None:
+    # One more blocked caller than the default pool has workers, all hosted at once (the barrier),
+    # then each needs a worker: hosting on pool workers deadlocked here.
+    n = ferrio.default_pool().stats().max_workers + 1
+    barrier = threading.Barrier(n)
+
+    async def hosted(i: int) -> int:
+        await asyncio.get_running_loop().run_in_executor(None, barrier.wait, 10)
+        return await ferrio.to_thread(lambda: i)
+
+    async def caller(i: int) -> int:
+        return ferrio.run(hosted(i))  # this loop is running: the coroutine is hosted elsewhere
+
+    results: list[object] = []
+    threads = [
+        threading.Thread(target=lambda i=i: results.append(run_on_new_loop(loop_factory, lambda: caller(i))))
+        for i in range(n)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+    assert sorted(results) == list(range(n))  # type: ignore[type-var]
+
+
+def test_nesting_deeper_than_the_pool_is_wide(loop_factory) -> None:
+    depth = ferrio.default_pool().stats().max_workers + 5
+
+    async def level(n: int) -> str:
+        if n == 0:
+            return await ferrio.to_thread(lambda: "bottom")
+        return ferrio.run(level(n - 1))
+
+    assert run_on_new_loop(loop_factory, lambda: level(depth)) == "bottom"
+
+
+async def test_nested_runs_reuse_a_host_thread_that_is_no_pool_worker() -> None:
+    async def where() -> threading.Thread:
+        return threading.current_thread()
+
+    first = ferrio.run(where())
+    assert first.name.startswith("ferrio-run-host-")
+    assert ferrio.run(where()) is first
+
+
+async def test_an_idle_host_thread_retires(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ferrio import _loops
+
+    monkeypatch.setattr(_loops, "_HOST_IDLE_TIMEOUT", 0.05)
+
+    async def where() -> threading.Thread:
+        return threading.current_thread()
+
+    host = ferrio.run(where())
+    host.join(10)
+    assert not host.is_alive()
+    assert ferrio.run(where()) is not host  # the next call starts a new one
+
+
+def test_host_threads_are_gone_at_exit() -> None:
+    code = textwrap.dedent(
+        """
+        import asyncio, atexit, threading
+        # Registered before ferrio is imported, so it runs after ferrio's exit hooks.
+        atexit.register(lambda: print(sorted(t.name for t in threading.enumerate() if "host" in t.name)))
+        import ferrio
+
+        async def where():
+            return threading.current_thread().name
+
+        async def main():
+            names = {ferrio.run(where())}
+            async def nested():
+                return ferrio.run(where())
+            names.add(ferrio.run(nested()))   # two levels: two hosts, both idle afterwards
+            print(len(names))
+
+        asyncio.run(main())
+        """
+    )
+    proc = run_python(code, timeout=20)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "2\n[]\n"
+
+
+async def test_context_vars_reach_a_hosted_coroutine() -> None:
+    var.set("from the blocked task")
+
+    async def read() -> str:
+        return var.get()
+
+    assert ferrio.run(read()) == "from the blocked task"
+
+
+async def test_a_hosted_coroutine_can_call_back_into_its_host_loop() -> None:
+    async def hosted() -> bool:
+        loop = asyncio.get_running_loop()
+        return await ferrio.to_thread(ferrio.from_thread.run_sync, lambda: asyncio.get_running_loop() is loop)
+
+    assert ferrio.run(hosted()) is True
+
+
+def test_run_refuses_a_coroutine_that_already_ran() -> None:
+    coro = trivial()
+    assert ferrio.run(coro) == 1
+    with pytest.raises(RuntimeError, match=r"ferrio.run\(\) got the coroutine trivial\(\), which already ran to its"):
+        ferrio.run(coro)
+
+
+def test_run_refuses_a_coroutine_that_started_elsewhere() -> None:
+    async def two_steps() -> None:
+        await asyncio.sleep(0)
+
+    coro = two_steps()
+    coro.send(None)  # suspended at its first await, as if another loop were running it
+    try:
+        with pytest.raises(RuntimeError, match=r"got the coroutine .*two_steps\(\), which already started elsewhere"):
+            ferrio.run(coro)
+    finally:
+        coro.close()
+
+
+def test_run_refuses_a_future_of_another_loop() -> None:
+    other = asyncio.new_event_loop()
+    try:
+        fut = other.create_future()
+        with pytest.raises(RuntimeError, match=r"ferrio.run\(\) got .*, a future of another event loop"):
+            ferrio.run(fut)
+    finally:
+        other.close()
+
+
+async def test_nested_run_refuses_a_future_of_the_frozen_loop() -> None:
+    fut = asyncio.get_running_loop().create_future()
+    with pytest.raises(RuntimeError, match=r"ferrio.run\(\) got .*, a future of another event loop"):
+        ferrio.run(fut)
+
+
+def test_run_accepts_a_future_of_this_threads_loop() -> None:
+    async def make() -> asyncio.Future[int]:
+        fut = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(fut.set_result, 9)
+        return fut
+
+    assert ferrio.run(ferrio.run(make())) == 9
