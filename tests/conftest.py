@@ -87,9 +87,9 @@ def run_python(code: str, timeout: float = 60.0, **kw):
     )
 
 
-# Threads of ferrio's process-wide pools (the default pool and the file I/O pool) outlive tests
+# Threads of ferrio's process-wide pools (the default pool, the file I/O pool, ferrio.run's hosts) outlive tests
 # by design: they retire after their idle timeout.
-SHARED_POOL_THREADS = ("ferrio-worker-", "ferrio-io-")
+SHARED_POOL_THREADS = ("ferrio-worker-", "ferrio-io-", "ferrio-run-host-")
 
 
 @pytest.fixture
