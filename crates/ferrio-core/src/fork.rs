@@ -10,12 +10,13 @@
 //! pid is cached and a `pthread_atfork` child handler refreshes it: it runs in the child before
 //! anything else there (Python's own at-fork hooks included) can reach a pool.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 /// The pid of this process, 0 until the at-fork handler is installed.
 static PID: AtomicU32 = AtomicU32::new(0);
-static INSTALL: Once = Once::new();
+/// Whether some thread took on installing the handler. Not a `Once`: a child forked while a parent
+/// thread was inside `call_once` would find it running forever.
+static INSTALLING: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn refresh_in_child() {
     PID.store(std::process::id(), Ordering::Relaxed);
@@ -29,15 +30,21 @@ impl Owner {
     /// This process.
     #[must_use]
     pub fn current() -> Self {
-        INSTALL.call_once(|| {
-            PID.store(std::process::id(), Ordering::Relaxed);
+        let pid = PID.load(Ordering::Acquire);
+        if pid != 0 {
+            return Self(pid);
+        }
+        // Until the handler is installed (and in a child forked before it was), ask the kernel.
+        if !INSTALLING.swap(true, Ordering::AcqRel) {
             // SAFETY: registers a handler that only does an atomic store, which is
-            // async-signal-safe as a child-after-fork handler must be. The return value only
-            // reports ENOMEM; without the handler a child would keep the parent's pid and treat
-            // its inherited state as its own, which is the behaviour without this module.
-            unsafe { libc::pthread_atfork(None, None, Some(refresh_in_child)) };
-        });
-        Self(PID.load(Ordering::Relaxed))
+            // async-signal-safe as a child-after-fork handler must be. A failure (ENOMEM) leaves
+            // PID at 0, so every call asks the kernel: slower, still right.
+            if unsafe { libc::pthread_atfork(None, None, Some(refresh_in_child)) } == 0 {
+                // Stored after the handler exists: a nonzero PID is always refreshed by a fork.
+                PID.store(std::process::id(), Ordering::Release);
+            }
+        }
+        Self(std::process::id())
     }
 
     /// Whether this is the current process (false in a child forked after the state was made).
