@@ -278,3 +278,24 @@ def test_after_exit_begins_new_pools_and_jobs_raise_naming_the_call() -> None:
         "ThreadPool() cannot create a pool after interpreter shutdown has begun\n"
         "ThreadPool.submit() cannot schedule new work after interpreter shutdown has begun\n"
     ), proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics are Linux's")
+def test_no_room_for_a_worker_is_a_clear_runtime_error_at_submit() -> None:
+    # With no address space for a worker's stack, starting one used to abort the process.
+    code = textwrap.dedent(
+        """
+        import resource, ferrio
+        pool = ferrio.ThreadPool(4)
+        vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) << 10
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+        try:
+            pool.submit(int, "1")
+        except RuntimeError as e:
+            print(e)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ThreadPool.submit() could not start a worker thread: "), proc.stdout + proc.stderr
+    assert "no worker is alive to run the job" in proc.stdout

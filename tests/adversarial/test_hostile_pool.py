@@ -168,8 +168,8 @@ def test_deep_c_recursion_in_many_jobs_at_once() -> None:
                 return len(repr(x))
             except RecursionError:
                 return -1
-        pool = ferrio.ThreadPool(8)
-        results = [f.result(60) for f in [pool.submit(deep, 20_000) for _ in range(16)]]
+        pool = ferrio.ThreadPool(4)
+        results = [f.result(60) for f in [pool.submit(deep, 20_000) for _ in range(6)]]
         out = []
         t = threading.Thread(target=lambda: out.append(deep(20_000)))
         t.start(); t.join(60)
