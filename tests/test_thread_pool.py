@@ -274,7 +274,11 @@ def test_shutdown_from_a_worker_of_the_same_pool_does_not_deadlock() -> None:
             ValueError,
             r"ThreadPool\(\) expected thread_name_prefix without NUL characters, got \"db\\0x\"",
         ),
-        ({"max_workers": 2**70}, OverflowError, r"ThreadPool\(\) expected max_workers at most \d+, got 1180591620717411303424"),
+        (
+            {"max_workers": 2**70},
+            OverflowError,
+            r"ThreadPool\(\) expected max_workers at most \d+, got 1180591620717411303424",
+        ),
         ({"idle_timeout": float("nan")}, ValueError, "idle_timeout must be a non-negative number of seconds, got nan"),
     ],
 )
