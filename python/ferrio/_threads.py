@@ -457,16 +457,24 @@ def _quiesce_at_exit() -> None:
 
     A Rust thread that touches the interpreter after finalization has begun aborts the process
     on CPython < 3.14, so workers must be gone first. Queued work still runs, as with
-    ``ThreadPoolExecutor``.
+    ``ThreadPoolExecutor``; Ctrl-C ends the wait, cancelling what has not started.
     """
     global _exiting
     _exiting = True
     # First, so that a pool made or a job submitted from here on (by a daemon thread, or by a job
     # still running) is refused: none can start a thread after the joins below.
     _ferrio.refuse_new_work()
-    for pool in list(_pools):
-        pool.shutdown(wait=True)
-    _ferrio.join_orphans()
+    pools = list(_pools)
+    try:
+        for pool in pools:
+            pool.shutdown(wait=True)
+        _ferrio.join_orphans()
+    except BaseException:
+        # Ctrl-C: exit without waiting, as ThreadPoolExecutor does, but let no queued job start
+        # while the interpreter finalizes. Jobs already running cannot be stopped.
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def _after_fork_in_child() -> None:
