@@ -23,9 +23,8 @@ pub(crate) fn rejected<J>(api: &str, r: &Rejected<J>) -> PyErr {
             "{api} cannot schedule new work after interpreter shutdown has begun"
         )),
         RejectReason::Forked => PyRuntimeError::new_err(format!(
-            "{api} cannot use a pool or limiter of the parent process after fork(); \
-             the child's ferrio objects are reset by os.register_at_fork, so this one was made by \
-             other means (create a new one in the child)"
+            "{api} cannot use a pool or limiter inherited from the parent process through fork(); \
+             create a new one in the child"
         )),
     }
 }
