@@ -116,3 +116,186 @@ def test_fork_after_the_pool_started_gives_the_child_a_fresh_pool() -> None:
     proc = run_python(code, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "child 0\nparent [1024, 9]\n", proc.stderr
+
+
+_STACK_SIZE_CODE = """
+import ctypes, sys
+_libc = ctypes.CDLL(None)
+_libc.pthread_self.restype = ctypes.c_ulong
+
+def stack_size():
+    attr = ctypes.create_string_buffer(256)  # larger than any pthread_attr_t
+    assert _libc.pthread_getattr_np(ctypes.c_ulong(_libc.pthread_self()), attr) == 0
+    size = ctypes.c_size_t()
+    assert _libc.pthread_attr_getstacksize(attr, ctypes.byref(size)) == 0
+    _libc.pthread_attr_destroy(attr)
+    return size.value
+
+def in_a_thread(fn):
+    out = []
+    t = threading.Thread(target=lambda: out.append(fn()))
+    t.start(); t.join(10)
+    return out[0]
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pthread_getattr_np is glibc's")
+def test_workers_get_the_stack_a_python_thread_gets() -> None:
+    # Workers used to get Rust's 2 MiB, where a Python thread gets the pthread default (8 MiB from
+    # `ulimit -s` here) or threading.stack_size().
+    code = "import threading, asyncio, ferrio\n" + _STACK_SIZE_CODE + textwrap.dedent(
+        """
+        default = in_a_thread(stack_size)
+        print(default == ferrio.ThreadPool(1).submit(stack_size).result(10))
+        print(default == asyncio.run(ferrio.to_thread(stack_size)))
+        threading.stack_size(48 << 20)
+        print(in_a_thread(stack_size) == ferrio.ThreadPool(1).submit(stack_size).result(10) >= 48 << 20)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "True\nTrue\nTrue\n", proc.stderr
+
+
+def test_c_recursion_that_works_on_a_python_thread_works_in_a_job() -> None:
+    # `repr` of a 20,000-deep list recurses in C: fine on a threading.Thread, and it used to
+    # overflow a worker's 2 MiB stack (SIGSEGV). Where the interpreter caps C recursion itself
+    # (3.12+), both raise RecursionError: the outcome must be the same either way.
+    code = textwrap.dedent(
+        """
+        import asyncio, sys, threading, ferrio
+        sys.setrecursionlimit(100_000)
+        def deep():
+            x = []
+            for _ in range(20_000):
+                x = [x]
+            try:
+                return len(repr(x))
+            except RecursionError:
+                return "RecursionError"
+        out = []
+        t = threading.Thread(target=lambda: out.append(deep()))
+        t.start(); t.join(30)
+        print(out[0] == asyncio.run(ferrio.to_thread(deep)), out[0])
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("True "), proc.stdout + proc.stderr
+
+
+def test_ctrl_c_interrupts_shutdown_wait() -> None:
+    # The join used to ignore Ctrl-C until every worker had finished.
+    code = textwrap.dedent(
+        """
+        import os, signal, threading, time, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # pytest may run us with SIGINT ignored
+        started, release = threading.Event(), threading.Event()
+        pool = ferrio.ThreadPool(2)
+        pool.submit(lambda: (started.set(), release.wait(30)))
+        assert started.wait(10)
+        t0 = time.monotonic()
+        try:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            pool.shutdown(wait=True)
+            print("not interrupted")
+        except KeyboardInterrupt:
+            print("interrupted", time.monotonic() - t0 < 10)
+        release.set()
+        pool.shutdown(wait=True)
+        print("joined", pool.stats().workers_alive)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted True\njoined 0\n", proc.stderr
+
+
+def test_ctrl_c_interrupts_the_exit_time_join_without_crashing() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, threading, ferrio
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        started = threading.Event()
+        pool = ferrio.ThreadPool(2)
+        pool.submit(lambda: (started.set(), threading.Event().wait(30)))
+        assert started.wait(10)
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+        print("main done", flush=True)
+        """
+    )
+    t0 = time.monotonic()
+    proc = run_python(code, timeout=60)
+    assert time.monotonic() - t0 < 20, "the exit-time join ignored Ctrl-C"
+    assert proc.returncode >= 0, proc.stderr  # not killed by a signal (SIGABRT, SIGSEGV)
+    assert proc.stdout == "main done\n"
+    assert "KeyboardInterrupt" in proc.stderr
+    assert "FATAL" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+
+
+def test_pools_and_submissions_are_refused_once_the_interpreter_exits() -> None:
+    # A daemon thread that keeps making pools while the main thread exits: pools made after the
+    # exit-time join used to start workers that finalization then unwound (SIGABRT).
+    code = textwrap.dedent(
+        """
+        import threading, time, ferrio
+        started = threading.Event()
+        def churn():
+            while True:
+                try:
+                    pool = ferrio.ThreadPool(2)
+                    pool.submit(time.sleep, 0.001)
+                except RuntimeError as e:
+                    assert "interpreter shutdown" in str(e), e
+                started.set()
+        threading.Thread(target=churn, daemon=True).start()
+        assert started.wait(10)
+        """
+    )
+    for _ in range(3):
+        proc = run_python(code, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert "FATAL" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_after_exit_begins_new_pools_and_jobs_raise_naming_the_call() -> None:
+    code = textwrap.dedent(
+        """
+        import atexit, threading, ferrio
+        pool = ferrio.ThreadPool(1)
+        def late():  # atexit hooks run after threading's, so ferrio's exit-time join is done
+            for make in (lambda: ferrio.ThreadPool(1), lambda: pool.submit(int, "1")):
+                try:
+                    make()
+                except RuntimeError as e:
+                    print(e)
+        atexit.register(late)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        "ThreadPool() cannot create a pool after interpreter shutdown has begun\n"
+        "ThreadPool.submit() cannot schedule new work after interpreter shutdown has begun\n"
+    ), proc.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics are Linux's")
+def test_no_room_for_a_worker_is_a_clear_runtime_error_at_submit() -> None:
+    # With no address space for a worker's stack, starting one used to abort the process.
+    code = textwrap.dedent(
+        """
+        import resource, ferrio
+        pool = ferrio.ThreadPool(4)
+        vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) << 10
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (4 << 20), resource.RLIM_INFINITY))
+        try:
+            pool.submit(int, "1")
+        except RuntimeError as e:
+            print(e)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("ThreadPool.submit() could not start a worker thread: "), proc.stdout + proc.stderr
+    assert "no worker is alive to run the job" in proc.stdout

@@ -6,12 +6,14 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import itertools
+import math
 import threading
 import time
 
 import ferrio
 import pytest
 from conftest import until_cancelled
+from ferrio._ferrio import PanicException
 
 
 def square(x: int) -> int:
@@ -94,6 +96,12 @@ async def test_amap_rejects_bad_arguments(pool: ferrio.ThreadPool) -> None:
     with pytest.raises(ValueError, match="chunksize must be greater than 0, got -1"):
         async for _ in pool.amap(square, [1], chunksize=-1):
             pass
+
+
+async def test_amap_rejects_a_non_iterable_at_the_call(pool: ferrio.ThreadPool) -> None:
+    # Used to raise only at the first `async for` step, far from the mistake.
+    with pytest.raises(TypeError, match=r"ThreadPool.amap\(\) expected an iterable as its second argument, got 5 "):
+        pool.amap(str, 5)  # type: ignore[arg-type]
 
 
 async def test_coroutine_functions_run_on_the_workers_own_loop(pool: ferrio.ThreadPool) -> None:
@@ -260,11 +268,55 @@ def test_shutdown_from_a_worker_of_the_same_pool_does_not_deadlock() -> None:
         ({"max_workers": "8"}, TypeError, r"ThreadPool\(\) expected max_workers to be an int, got '8'"),
         ({"idle_timeout": -1}, ValueError, "idle_timeout must be a non-negative number of seconds, got -1"),
         ({"thread_name_prefix": 5}, TypeError, r"expected thread_name_prefix to be a str, got 5"),
+        # A NUL used to pass here and panic at the first submit, when the first thread was named.
+        (
+            {"thread_name_prefix": "db\0x"},
+            ValueError,
+            r"ThreadPool\(\) expected thread_name_prefix without NUL characters, got \"db\\0x\"",
+        ),
+        (
+            {"max_workers": 2**70},
+            OverflowError,
+            r"ThreadPool\(\) expected max_workers at most \d+, got 1180591620717411303424",
+        ),
+        ({"idle_timeout": float("nan")}, ValueError, "idle_timeout must be a non-negative number of seconds, got nan"),
     ],
 )
 def test_bad_options_fail_at_construction(kwargs: dict, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         ferrio.ThreadPool(**kwargs)
+
+
+def test_an_infinite_idle_timeout_keeps_workers_and_still_shuts_down() -> None:
+    # 1e18 s fits a Duration but not an Instant: the idle deadline used to overflow (a panic).
+    for idle in (math.inf, 1e18):
+        p = ferrio.ThreadPool(2, idle_timeout=idle)
+        assert p.submit(square, 4).result(10) == 16
+        p.shutdown(wait=True)
+        assert p.stats().workers_alive == 0
+
+
+def _boom() -> None:
+    raise PanicException("a job panicked")
+
+
+def test_a_panic_in_a_job_reaches_its_future_and_the_worker_lives_on() -> None:
+    # PyO3 turns a PanicException fetched from Python back into a Rust panic; it used to unwind
+    # out of the worker, leaving the future pending forever and `running` stuck at 1.
+    with ferrio.ThreadPool(1, thread_name_prefix="panicky") as p:
+        futs = [p.submit(_boom) for _ in range(3)]
+        for f in futs:
+            with pytest.raises(PanicException, match="a job panicked"):
+                f.result(timeout=10)
+        assert p.submit(square, 3).result(timeout=10) == 9
+        s = p.stats()
+        assert (s.failed, s.completed, s.running, s.workers_alive) == (3, 1, 0, 1)
+
+
+async def test_a_panic_in_a_job_reaches_the_awaiting_task(pool: ferrio.ThreadPool) -> None:
+    with pytest.raises(PanicException, match="a job panicked"):
+        await pool.run(_boom)
+    assert await pool.run(square, 5) == 25
 
 
 def test_submit_rejects_non_callables() -> None:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import gc
+import os
 import threading
 import time
 import traceback
+import weakref
 
 import ferrio
 import pytest
+from conftest import LOOPS, new_loop
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
 
@@ -234,6 +238,45 @@ async def test_a_closed_loops_pending_results_are_discarded_cleanly() -> None:
     assert pool.stats().completed == 1
     # and this loop is unaffected
     assert await ferrio.to_thread(add, 1, 1) == 2
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+@pytest.mark.parametrize("kind", LOOPS)
+def test_loops_closed_with_a_job_in_flight_are_freed_with_their_eventfds(kind: str) -> None:
+    # Each such loop used to stay alive for good, with its eventfd: its waker, held strongly by
+    # ferrio, kept the finished job's future, which kept the loop.
+    pool = ferrio.ThreadPool(4, thread_name_prefix="closed-loops")
+    gate = threading.Event()
+    gc.collect()
+    fds = _open_fds()
+    loops = []
+    for _ in range(100):
+        loop = new_loop(kind)
+
+        async def submit() -> None:
+            asyncio.ensure_future(pool.run(gate.wait, 10))
+            await asyncio.sleep(0)
+
+        loop.run_until_complete(submit())
+        loop.close()
+        loops.append(weakref.ref(loop))
+        del loop
+    gate.set()
+    pool.shutdown(wait=True)
+    assert pool.stats().completed == 100
+    deadline = time.monotonic() + 10
+    while True:  # retried: a collection may find a cycle only on a later pass
+        gc.collect()
+        alive = sum(r() is not None for r in loops)
+        if (alive == 0 and _open_fds() <= fds) or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert alive == 0, f"{alive} of 100 closed loops still alive"
+    assert _open_fds() <= fds
 
 
 class _NoReaderLoop(asyncio.SelectorEventLoop):

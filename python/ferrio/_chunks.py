@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 #: What a pool's ``submit(chunk)`` returns: an awaitable of ``(results, error or None)`` (the
@@ -13,7 +13,7 @@ from typing import Any
 Submitted = tuple[Awaitable[tuple[list[Any], Any]], Callable[[], object]]
 
 
-async def ordered_map(
+def ordered_map(
     iterable: Iterable[Any],
     submit: Callable[[tuple[Any, ...]], Submitted],
     *,
@@ -21,6 +21,7 @@ async def ordered_map(
     chunksize: int | None,
     seconds_per_chunk: float,
     to_exception: Callable[[Any], BaseException] = lambda e: e,
+    api: str = "amap()",
 ) -> AsyncIterator[Any]:
     """Yields the results of ``iterable``'s items in order, submitting at most ``window`` chunks
     ahead of what was yielded.
@@ -28,9 +29,37 @@ async def ordered_map(
     Unless ``chunksize`` is fixed, a chunk grows (4x at most per step, up to 4096 items) until it
     takes about ``seconds_per_chunk`` from submission to result, an upper bound of its work. The
     error of a chunk is raised after the results before it; leaving early cancels what is pending.
+
+    Raises:
+        TypeError: ``iterable`` is not iterable; raised here, at the call (``api`` names it),
+            not at the first ``async for`` step.
     """
+    try:
+        items = iter(iterable)
+    except TypeError:
+        raise TypeError(
+            f"{api} expected an iterable as its second argument, got {_describe(iterable)} "
+            f"of type '{type(iterable).__name__}'"
+        ) from None
+    return _ordered_map(items, submit, window, chunksize, seconds_per_chunk, to_exception)
+
+
+def _describe(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # a hostile __repr__ must not hide the real error
+        return "<unprintable object>"
+
+
+async def _ordered_map(
+    items: Iterator[Any],
+    submit: Callable[[tuple[Any, ...]], Submitted],
+    window: int,
+    chunksize: int | None,
+    seconds_per_chunk: float,
+    to_exception: Callable[[Any], BaseException],
+) -> AsyncIterator[Any]:
     size = chunksize or 1
-    items = iter(iterable)
     pending: deque[tuple[Submitted, int, float]] = deque()
     exhausted = False
     try:

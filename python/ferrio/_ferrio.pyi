@@ -60,9 +60,13 @@ class ThreadPoolCore:
     public call in error messages.
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str, idle_timeout: float) -> None:
-        """Raises:
-        ValueError: ``max_workers`` is 0 or ``idle_timeout`` is negative or not finite.
+    def __init__(self, max_workers: int, thread_name_prefix: str, idle_timeout: float, stack_size: int = 0) -> None:
+        """``stack_size`` is each worker's stack in bytes, 0 for what a new thread gets by default.
+
+        Raises:
+            ValueError: ``max_workers`` is 0, ``idle_timeout`` is negative or NaN, or
+                ``thread_name_prefix`` contains a NUL character.
+            RuntimeError: the interpreter is exiting (:func:`refuse_new_work` was called).
         """
     @property
     def max_workers(self) -> int: ...
@@ -119,7 +123,12 @@ class ThreadPoolCore:
     def shutdown(self, cancel_futures: bool) -> int:
         """Stops accepting work and wakes idle workers; returns how many queued jobs were cancelled."""
     def join(self) -> None:
-        """Waits, with the GIL released, until every worker thread has exited."""
+        """Waits, with the GIL released, until every worker thread has exited.
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C during the wait (whatever a signal handler raises); checked
+                every 50 ms.
+        """
     def stats(self) -> tuple[int, int, int, int, int, int, int, int, _Percentiles, _Percentiles]:
         """``(max_workers, alive, idle, queued, running, completed, failed, cancelled, queue_wait, run_time)``."""
     def forget_after_fork(self) -> None:
@@ -148,6 +157,16 @@ def join_orphans() -> None:
 
 def forget_orphans_after_fork() -> None:
     """In a forked child: forgets the parent's orphaned threads, which do not exist there."""
+
+class PanicException(BaseException):
+    """PyO3's exception for a Rust panic; a panic inside a job reaches its future as one."""
+
+def refuse_new_work() -> None:
+    """From now on every pool refuses submissions and ``ThreadPoolCore()`` raises (interpreter exit)."""
+
+def stop_attaching() -> None:
+    """The last at-exit hook: from now on a ferrio thread (or a call that released the GIL) coming
+    back to the interpreter parks for good instead of being unwound by finalization."""
 
 def current_job_future() -> asyncio.Future[Any] | concurrent.futures.Future[Any] | None:
     """The future of the job running on this thread, or ``None`` outside a ferrio job."""

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import math
+import os
+import weakref
 
 from ._ferrio import LimiterCore
 from ._stats import LimiterStatistics
 
 _INFINITE = 2**62  # what the Rust side stores for math.inf
+
+# Every limiter alive, so a forked child can give each a fresh core.
+_limiters: weakref.WeakSet[CapacityLimiter] = weakref.WeakSet()
 
 
 class CapacityLimiter:
@@ -27,6 +32,7 @@ class CapacityLimiter:
 
     def __init__(self, total_tokens: float) -> None:
         self._core = LimiterCore(total_tokens)
+        _limiters.add(self)
 
     @property
     def total_tokens(self) -> float:
@@ -63,6 +69,19 @@ class CapacityLimiter:
             f"<ferrio.CapacityLimiter total_tokens={s.total_tokens} borrowed={s.borrowed_tokens} "
             f"waiting={s.tasks_waiting}>"
         )
+
+
+def _after_fork_in_child() -> None:
+    # A parent thread may have held a limiter's lock at the fork, and the jobs waiting in it are
+    # the parent's: give each limiter a fresh core with the same total. `stats()` on a core of the
+    # parent reads the total without locking; the old core is leaked, never locked.
+    for limiter in list(_limiters):
+        total = limiter._core.stats()[0]
+        limiter._core = LimiterCore(math.inf if total >= _INFINITE else total)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def limiter_core(api: str, limiter: object) -> LimiterCore | None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import contextvars
 import functools
 import os
+import sys
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -24,8 +26,12 @@ R = TypeVar("R")
 _get_running_loop = asyncio.get_running_loop
 _copy_context = contextvars.copy_context
 
-# One LoopWaker per event loop, dropped with its loop.
-_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ferrio.LoopWaker] = weakref.WeakKeyDictionary()
+# One LoopWaker per event loop. The waker is held weakly where the loop's reader holds it: its
+# queued completions hold futures, which hold the loop, so a strong value here would keep every
+# loop closed with a job in flight (and its eventfd) alive for good.
+_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], _ferrio.LoopWaker | None]] = (
+    weakref.WeakKeyDictionary()
+)
 _wakers_lock = threading.Lock()
 
 # Every pool alive, so interpreter exit and fork can reach them.
@@ -36,20 +42,29 @@ _exiting = False
 
 
 def _waker_for(loop: asyncio.AbstractEventLoop) -> _ferrio.LoopWaker:
-    try:
-        return _wakers[loop]
-    except KeyError:
-        pass
+    ref = _wakers.get(loop)
+    waker = None if ref is None else ref()
+    if waker is not None:
+        return waker
     with _wakers_lock:
-        waker = _wakers.get(loop)
+        ref = _wakers.get(loop)
+        waker = None if ref is None else ref()
         if waker is None:
             waker = _ferrio.LoopWaker()
             try:
                 loop.add_reader(waker.fileno(), waker.drain)
             except NotImplementedError:  # loops without add_reader (Windows' proactor)
+                # Nothing else holds this kind: keep it strongly (its loop is held by the waker's
+                # call_soon_threadsafe, so such loops live until exit).
                 waker = _ferrio.LoopWaker.threadsafe(loop.call_soon_threadsafe)
-            _wakers[loop] = waker
+                _wakers[loop] = functools.partial(_identity, waker)
+            else:
+                _wakers[loop] = weakref.ref(waker)
         return waker
+
+
+def _identity(x: T) -> T:
+    return x
 
 
 def _default_max_workers() -> int:
@@ -101,6 +116,10 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
     and releases the GIL only while it waits; it runs queued jobs back to back for up to 1 ms per
     GIL hold. Results of :meth:`run` reach each event loop in batches, one wake-up per batch.
 
+    Worker threads get the stack size a :class:`threading.Thread` started at the pool's creation
+    would get: :func:`threading.stack_size` if set, else the platform's default for new threads
+    (on Linux, derived from ``ulimit -s``; typically 8 MiB).
+
     Args:
         max_workers: The most threads alive at once. Defaults to ``min(32, os.cpu_count() + 4)``,
             as for ``ThreadPoolExecutor``.
@@ -108,8 +127,10 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         idle_timeout: Seconds an idle worker waits for work before it exits.
 
     Raises:
-        ValueError: ``max_workers`` is 0 or negative, or ``idle_timeout`` is negative.
+        ValueError: ``max_workers`` is 0 or negative, ``idle_timeout`` is negative, or
+            ``thread_name_prefix`` contains a NUL character.
         TypeError: ``max_workers`` is not an int.
+        RuntimeError: the interpreter is exiting.
     """
 
     def __init__(
@@ -124,6 +145,8 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
         _check_positive_int("ThreadPool()", "max_workers", max_workers)
+        if max_workers > sys.maxsize:
+            raise OverflowError(f"ThreadPool() expected max_workers at most {sys.maxsize}, got {max_workers}")
         if not isinstance(thread_name_prefix, str):
             raise TypeError(f"ThreadPool() expected thread_name_prefix to be a str, got {thread_name_prefix!r}")
         if isinstance(idle_timeout, bool) or not isinstance(idle_timeout, (int, float)) or not idle_timeout >= 0:
@@ -131,7 +154,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         self._max_workers = max_workers
         self._thread_name_prefix = thread_name_prefix
         self._idle_timeout = float(idle_timeout)
-        self._core = _ferrio.ThreadPoolCore(max_workers, thread_name_prefix, self._idle_timeout)
+        # Workers get the stack a threading.Thread started now would get (0: the platform's).
+        self._stack_size = threading.stack_size()
+        self._core = _ferrio.ThreadPoolCore(max_workers, thread_name_prefix, self._idle_timeout, self._stack_size)
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         _pools.add(self)
@@ -205,7 +230,8 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         task (``async for x in pool.amap(...)``): bad arguments raise at the call.
 
         Raises:
-            TypeError: ``func`` is not callable, or is a coroutine function.
+            TypeError: ``func`` is not callable, or is a coroutine function, or ``iterable`` is
+                not iterable.
             ValueError: ``max_in_flight`` or ``chunksize`` is less than 1.
             RuntimeError: the pool was shut down.
         """
@@ -226,7 +252,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             return fut, fut.cancel
 
         # About 1 ms of work per chunk: one GIL hold runs it back to back.
-        return ordered_map(iterable, submit, window=window, chunksize=fixed, seconds_per_chunk=1e-3)
+        return ordered_map(iterable, submit, window=window, chunksize=fixed, seconds_per_chunk=1e-3, api=api)
 
     async def __aenter__(self) -> ThreadPool:
         return self
@@ -269,6 +295,10 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
         With ``wait``, block (with the GIL released) until every worker has exited. Idempotent,
         and callable from any thread, including a worker of this pool (which is not waited for).
+
+        Raises:
+            KeyboardInterrupt: Ctrl-C during the wait (or whatever a signal handler raises); the
+                pool is shut down all the same, and its workers finish on their own.
         """
         with self._shutdown_lock:
             self._shutdown = True
@@ -296,7 +326,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     def _reset_after_fork(self) -> None:
         self._core.forget_after_fork()
-        self._core = _ferrio.ThreadPoolCore(self._max_workers, self._thread_name_prefix, self._idle_timeout)
+        self._core = _ferrio.ThreadPoolCore(
+            self._max_workers, self._thread_name_prefix, self._idle_timeout, self._stack_size
+        )
         if self._shutdown:
             self._core.shutdown(False)
 
@@ -425,28 +457,43 @@ def _quiesce_at_exit() -> None:
 
     A Rust thread that touches the interpreter after finalization has begun aborts the process
     on CPython < 3.14, so workers must be gone first. Queued work still runs, as with
-    ``ThreadPoolExecutor``.
+    ``ThreadPoolExecutor``; Ctrl-C ends the wait, cancelling what has not started.
     """
     global _exiting
     _exiting = True
-    for pool in list(_pools):
-        pool.shutdown(wait=True)
-    _ferrio.join_orphans()
+    # First, so that a pool made or a job submitted from here on (by a daemon thread, or by a job
+    # still running) is refused: none can start a thread after the joins below.
+    _ferrio.refuse_new_work()
+    pools = list(_pools)
+    try:
+        for pool in pools:
+            pool.shutdown(wait=True)
+        _ferrio.join_orphans()
+    except BaseException:
+        # Ctrl-C: exit without waiting, as ThreadPoolExecutor does, but let no queued job start
+        # while the interpreter finalizes. Jobs already running cannot be stopped.
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
 
 
 def _after_fork_in_child() -> None:
     # The parent's worker threads do not exist here and its locks may be held by them: give every
-    # pool a fresh core, and every loop a fresh waker.
-    global _default, _wakers, _wakers_lock, _default_lock
+    # pool (the default one included) a fresh core, and every loop a fresh waker. The old cores
+    # are leaked, never locked (the Rust side knows they belong to the parent). Nothing here may
+    # drop the last reference to a pool before it was reset.
+    global _wakers, _wakers_lock, _default_lock
     _wakers = weakref.WeakKeyDictionary()
     _wakers_lock = threading.Lock()
     _default_lock = threading.Lock()
-    _default = None
     for pool in list(_pools):
         pool._reset_after_fork()
     _ferrio.forget_orphans_after_fork()
 
 
 threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]
+# The last at-exit hook (the first registered runs last): from then on a worker thread that
+# comes back to the interpreter parks for good instead of being unwound by finalization.
+atexit.register(_ferrio.stop_attaching)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)

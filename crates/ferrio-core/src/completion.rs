@@ -7,10 +7,16 @@
 //! and signals again; a push before step 3 is taken by it. So no completion waits without a pending
 //! signal, and a burst of N completions costs one wake-up, not N. `tests/loom_completion.rs` checks
 //! this under every interleaving.
+//!
+//! A queue inherited by a forked child belongs to the parent ([`crate::fork`]): dropping it there
+//! leaks its items (a parent thread may have been pushing at the fork) and closes only the child's
+//! copy of the descriptor; pushing or draining there does nothing.
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::fork::Owner;
 use crate::sync::{AtomicBool, Mutex, Ordering};
 
 /// How a [`CompletionQueue`] tells its consumer there is something to drain.
@@ -98,18 +104,55 @@ impl Signal for EventFd {
 
 /// Finished jobs waiting for their event loop, behind one wake-up per batch.
 pub struct CompletionQueue<T, S: Signal = EventFd> {
-    items: Mutex<Vec<T>>,
+    /// Dropped in `Drop` only in the process that made the queue.
+    items: ManuallyDrop<Mutex<Vec<T>>>,
     scheduled: AtomicBool,
     signal: S,
+    owner: Owner,
+}
+
+impl<T, S: Signal> Drop for CompletionQueue<T, S> {
+    fn drop(&mut self) {
+        if self.owner.is_current() {
+            // SAFETY: dropped exactly once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.items) };
+        }
+    }
 }
 
 impl<T, S: Signal> CompletionQueue<T, S> {
     /// A queue that calls `signal` when a drain is due.
     pub fn new(signal: S) -> Self {
         Self {
-            items: Mutex::new(Vec::new()),
+            items: ManuallyDrop::new(Mutex::new(Vec::new())),
             scheduled: AtomicBool::new(false),
             signal,
+            owner: Owner::current(),
+        }
+    }
+
+    /// Runs `f` on the items under their lock; `None` in a forked child, which must not lock.
+    fn with_items<R>(&self, f: impl FnOnce(&mut Vec<T>) -> R) -> Option<R> {
+        if !self.owner.is_current() {
+            return None;
+        }
+        // Nothing panics while holding the lock, so a poisoned one still guards intact items.
+        let mut items = self.items.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Some(f(&mut items))
+    }
+
+    /// Calls `f` on each queued item unless the queue is busy; false if it was (for a garbage
+    /// collector's traversal, which must not wait and may under-report).
+    pub fn try_for_each(&self, mut f: impl FnMut(&T)) -> bool {
+        if !self.owner.is_current() {
+            return false;
+        }
+        match self.items.try_lock() {
+            Ok(items) => {
+                items.iter().for_each(&mut f);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -120,7 +163,12 @@ impl<T, S: Signal> CompletionQueue<T, S> {
 
     /// Queues one completion; signals the consumer unless a drain is already due.
     pub fn push(&self, item: T) {
-        self.items.lock().unwrap().push(item);
+        if !self.owner.is_current() {
+            // A forked child's copy of a parent's queue: nobody will drain it; leak the item.
+            std::mem::forget(item);
+            return;
+        }
+        self.with_items(|items| items.push(item));
         if !self.scheduled.swap(true, Ordering::SeqCst) {
             self.signal.notify();
         }
@@ -128,17 +176,22 @@ impl<T, S: Signal> CompletionQueue<T, S> {
 
     /// Moves every queued completion into `out` (which should be empty; it is appended to).
     pub fn drain_into(&self, out: &mut Vec<T>) {
+        if !self.owner.is_current() {
+            // The descriptor is shared with the parent: resetting it would steal its wake-up.
+            return;
+        }
         // The order of these three steps is the protocol; see the module documentation.
         self.signal.reset();
         // SeqCst on both sides: the clear must be ordered before the take below, and the pusher's
         // swap after its push, for the argument in the module documentation to hold.
         self.scheduled.store(false, Ordering::SeqCst);
-        let mut items = self.items.lock().unwrap();
-        if out.is_empty() {
-            std::mem::swap(&mut *items, out);
-        } else {
-            out.append(&mut items);
-        }
+        self.with_items(|items| {
+            if out.is_empty() {
+                std::mem::swap(items, out);
+            } else {
+                out.append(items);
+            }
+        });
     }
 
     /// Whether a drain is due (for tests and assertions).

@@ -5,6 +5,7 @@
 //!   interpreter once and detach only to wait).
 //! - [`completion`]: the hand-off of finished work to an event loop, one wake-up per batch.
 //! - [`limiter`]: a capacity limiter that admits jobs to pools first come, first served.
+//! - [`fork`]: which process owns a structure, so a forked child never locks its parent's state.
 //! - [`stats`]: lock-free counters and latency histograms for `stats()`.
 //! - [`shm`]: atomic cells in memory shared between processes.
 //! - [`fileio`]: file reads that never wait for the disk.
@@ -14,6 +15,7 @@
 
 pub mod completion;
 pub mod fileio;
+pub mod fork;
 pub mod limiter;
 pub mod pool;
 pub mod prims;

@@ -4,10 +4,17 @@
 //! no worker while it waits. When a running job gives its token back, the token passes straight to
 //! the oldest waiter, which is then submitted to its own pool: first come, first served, and no
 //! thread ever blocks on the limiter.
+//!
+//! A limiter inherited by a forked child belongs to the parent ([`crate::fork`]): the child never
+//! locks it (a parent thread may have held the lock at the fork) and dropping it there leaks it.
+//! The child makes a new limiter with the same [`Limiter::total`], which is readable lock-free.
 
 use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use crate::fork::Owner;
 use crate::pool::{PoolHandle, RejectReason, Rejected};
 
 /// A snapshot of a limiter.
@@ -43,7 +50,20 @@ impl<J> Default for Leftovers<J> {
 
 /// A FIFO capacity limiter; see the module documentation.
 pub struct Limiter<J: Send + 'static> {
-    state: Mutex<State<J>>,
+    /// Dropped in `Drop` only in the process that made it.
+    state: ManuallyDrop<Mutex<State<J>>>,
+    owner: Owner,
+    /// `state.total`, readable without the lock (after a fork).
+    total: AtomicUsize,
+}
+
+impl<J: Send + 'static> Drop for Limiter<J> {
+    fn drop(&mut self) {
+        if self.owner.is_current() {
+            // SAFETY: dropped exactly once, here, and never used again.
+            unsafe { ManuallyDrop::drop(&mut self.state) };
+        }
+    }
 }
 
 impl<J: Send + 'static> Limiter<J> {
@@ -52,12 +72,20 @@ impl<J: Send + 'static> Limiter<J> {
     pub fn new(total: usize) -> Self {
         assert!(total > 0, "a limiter needs at least one token");
         Self {
-            state: Mutex::new(State {
+            state: ManuallyDrop::new(Mutex::new(State {
                 total,
                 borrowed: 0,
                 waiting: VecDeque::new(),
-            }),
+            })),
+            owner: Owner::current(),
+            total: AtomicUsize::new(total),
         }
+    }
+
+    /// The number of tokens, without locking (so a forked child can copy the limiter).
+    #[must_use]
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, State<J>> {
@@ -67,6 +95,12 @@ impl<J: Send + 'static> Limiter<J> {
     /// Submits `job` to `pool` holding a token, or queues it until one is free. The job must call
     /// [`Self::release`] exactly once when it ends, if it was ever submitted to the pool.
     pub fn submit(&self, pool: &PoolHandle<J>, job: J) -> Result<(), Rejected<J>> {
+        if !self.owner.is_current() {
+            return Err(Rejected {
+                job,
+                reason: RejectReason::Forked,
+            });
+        }
         if pool.is_shutdown() {
             return Err(Rejected {
                 job,
@@ -78,6 +112,11 @@ impl<J: Send + 'static> Limiter<J> {
             st.borrowed += 1;
             drop(st);
             pool.submit(job).inspect_err(|_| self.lock().borrowed -= 1)
+        } else if st.waiting.try_reserve(1).is_err() {
+            Err(Rejected {
+                job,
+                reason: RejectReason::OutOfMemory,
+            })
         } else {
             st.waiting.push_back((pool.clone(), job));
             Ok(())
@@ -87,7 +126,9 @@ impl<J: Send + 'static> Limiter<J> {
     /// Gives back one token: it passes to the oldest waiter that `is_stale` does not reject.
     pub fn release(&self, is_stale: impl FnMut(&J) -> bool) -> Leftovers<J> {
         let mut out = Leftovers::default();
-        self.hand_over(1, is_stale, &mut out);
+        if self.owner.is_current() {
+            self.hand_over(1, is_stale, &mut out);
+        }
         out
     }
 
@@ -125,9 +166,13 @@ impl<J: Send + 'static> Limiter<J> {
     /// running jobs give their tokens back.
     pub fn set_total(&self, total: usize, is_stale: impl FnMut(&J) -> bool) -> Leftovers<J> {
         assert!(total > 0, "a limiter needs at least one token");
+        if !self.owner.is_current() {
+            return Leftovers::default();
+        }
         let free = {
             let mut st = self.lock();
             st.total = total;
+            self.total.store(total, Ordering::Relaxed);
             let free = st.total.saturating_sub(st.borrowed).min(st.waiting.len());
             st.borrowed += free;
             free
@@ -140,6 +185,12 @@ impl<J: Send + 'static> Limiter<J> {
     /// A snapshot of the limiter.
     #[must_use]
     pub fn stats(&self) -> LimiterStats {
+        if !self.owner.is_current() {
+            return LimiterStats {
+                total_tokens: self.total(),
+                ..LimiterStats::default()
+            };
+        }
         let st = self.lock();
         LimiterStats {
             total_tokens: st.total,

@@ -17,14 +17,26 @@
 //! Sleepers are kept LIFO (warm threads stay busy, cold ones reach their idle timeout) and woken
 //! by name with a flag set under the pool lock, so an idle-timeout exit never races a submission:
 //! both decide under the same lock.
+//!
+//! Joining waits on a condition variable that each worker signals as its body returns, with an
+//! optional deadline, so the embedder can wait in slices and answer Ctrl-C between them.
+//! A pool inherited by a forked child belongs to its parent ([`crate::fork`]): the child never
+//! locks it, and dropping it there leaks it. Once the embedder calls [`refuse_new_work`] (at
+//! interpreter exit) every pool refuses submissions, so no thread starts after the final join.
+//! Memory whose size callers decide (the queue, the lists of workers) is reserved fallibly, and a
+//! thread is started only while the address space has room for its stack and some headroom: a
+//! process at its memory limit gets an error back, never an abort.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
+use crate::fork::Owner;
 use crate::stats::{Histogram, Percentiles};
 
 /// How a pool is shaped.
@@ -40,6 +52,8 @@ pub struct PoolConfig {
     pub batch_budget: Duration,
     /// How long a worker that just finished a job spins for the next one before parking.
     pub spin: Duration,
+    /// Each worker's stack size in bytes; `None` for [`default_stack_size`].
+    pub stack_size: Option<usize>,
 }
 
 impl Default for PoolConfig {
@@ -54,8 +68,84 @@ impl Default for PoolConfig {
             // NOTE: a no-op round trip through the event loop took 20-60 us here; spinning 100 us
             // after a job lets a loop that awaits results one by one skip the futex wake-up.
             spin: Duration::from_micros(100),
+            stack_size: None,
         }
     }
+}
+
+/// The stack a thread started by the platform's C library gets, which is what the Python
+/// interpreter gives its own threads unless `threading.stack_size()` was set: C code (recursive
+/// `repr`, parsers) that works on a `threading.Thread` must work on a worker too, and Rust's own
+/// default is 2 MiB.
+///
+/// On Linux (glibc, musl) that is the default thread attribute, which glibc derives from
+/// `RLIMIT_STACK` (8 MiB on most systems; 2 MiB when unlimited). The interpreter overrides the
+/// platform on macOS (16 MiB) and FreeBSD (4 MiB) with its `THREAD_STACK_SIZE`; so do we.
+#[must_use]
+pub fn default_stack_size() -> Option<usize> {
+    if cfg!(target_os = "macos") {
+        return Some(0x100_0000);
+    }
+    if cfg!(target_os = "freebsd") {
+        return Some(0x40_0000);
+    }
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    // SAFETY: `attr` is initialised by pthread_attr_init before it is read, and destroyed once.
+    unsafe {
+        if libc::pthread_attr_init(attr.as_mut_ptr()) != 0 {
+            return None;
+        }
+        let mut size = 0;
+        let ok = libc::pthread_attr_getstacksize(attr.as_ptr(), &raw mut size) == 0;
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+        (ok && size > 0).then_some(size)
+    }
+}
+
+/// Address space a new thread needs beyond its stack before it can run any code: its TLS blocks,
+/// its malloc arena, the interpreter's thread state. Without it, a thread started at the memory
+/// limit aborts the process inside glibc or Rust's allocator instead of failing to start.
+// NOTE: 3000 blocking jobs on ThreadPool(10**9) under RLIMIT_AS set 20 to 400 MiB above the
+// process's size: before this check, runs aborted ("cannot allocate memory for thread-local
+// data", "memory allocation of 16 bytes failed"); with the stack alone checked, one hung (a
+// MemoryError inside threading.Condition left its lock held); with 4 MiB or 32 MiB of headroom,
+// 36 of 36 runs each finished. 32 MiB leaves the jobs themselves room to allocate.
+const SPAWN_HEADROOM: usize = 32 << 20;
+
+/// Fails with ENOMEM unless `bytes` of address space can be mapped now.
+fn check_address_space(bytes: usize) -> io::Result<()> {
+    // SAFETY: maps fresh anonymous memory nobody else refers to, and unmaps exactly that.
+    unsafe {
+        let p = libc::mmap(
+            ptr::null_mut(),
+            bytes,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        libc::munmap(p, bytes);
+    }
+    Ok(())
+}
+
+/// Set once the embedder is going away: see [`refuse_new_work`].
+static REFUSING: AtomicBool = AtomicBool::new(false);
+
+/// From now on every pool, existing or new, refuses submissions with [`RejectReason::Exiting`].
+/// The bindings call it when the interpreter starts to exit, before the final join, so no worker
+/// thread can start after that join.
+pub fn refuse_new_work() {
+    REFUSING.store(true, Ordering::SeqCst);
+}
+
+/// Whether [`refuse_new_work`] was called.
+#[must_use]
+pub fn refusing_new_work() -> bool {
+    REFUSING.load(Ordering::SeqCst)
 }
 
 /// Why a job was handed back instead of queued.
@@ -65,6 +155,12 @@ pub enum RejectReason {
     Shutdown,
     /// No worker was alive and the OS refused a new thread.
     Spawn(io::Error),
+    /// The queue could not grow.
+    OutOfMemory,
+    /// The process is exiting ([`refuse_new_work`]).
+    Exiting,
+    /// The pool was inherited from the parent process by `fork()`.
+    Forked,
 }
 
 /// A job the pool did not accept, handed back to the caller.
@@ -119,13 +215,21 @@ struct State<J> {
     shutdown: bool,
     handles: Vec<JoinHandle<()>>,
     spawned: usize,
+    /// Threads started whose body has not returned yet (what `join` waits for).
+    threads: usize,
 }
 
 type Body<J> = dyn Fn(&WorkerCtx<J>) + Send + Sync;
 
 struct Shared<J> {
     state: Mutex<State<J>>,
+    /// Signalled (under `state`'s lock) each time a worker's body returns.
+    exits: Condvar,
+    /// The process that made the pool; in any other the state is never touched.
+    owner: Owner,
     config: PoolConfig,
+    /// `config.stack_size`, or the default resolved once.
+    stack_size: Option<usize>,
     body: Box<Body<J>>,
     running: AtomicUsize,
     /// `state.queue.len()`, readable without the lock by a spinning worker.
@@ -141,8 +245,14 @@ impl<J> Shared<J> {
     fn lock(&self) -> MutexGuard<'_, State<J>> {
         // A panic while holding this lock is a bug in this file; the state is still consistent
         // enough to shut down, so keep going rather than cascade panics into every worker.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+thread_local! {
+    /// The `Shared` of the pool this thread works for (as an address), so a worker that joins its
+    /// own pool does not wait for itself.
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
 /// A cloneable handle that submits to a pool (what a [`crate::Limiter`] keeps for its waiters).
@@ -159,24 +269,66 @@ pub struct Pool<J: Send + 'static> {
     handle: PoolHandle<J>,
 }
 
-/// Threads of pools that were dropped without a join; joined by [`join_orphans`].
-static ORPHANS: Mutex<Vec<JoinHandle<()>>> = Mutex::new(Vec::new());
+/// Threads of pools dropped before their workers had exited, pushed by `Pool::drop` and taken by
+/// [`join_orphans`]. A lock-free stack rather than a mutex: a forked child must be able to read it
+/// even if a parent thread was pushing at the fork, and an atomic cannot be left held.
+static ORPHANS: AtomicPtr<Orphans> = AtomicPtr::new(ptr::null_mut());
+
+struct Orphans {
+    owner: Owner,
+    handles: Vec<JoinHandle<()>>,
+    next: *mut Orphans,
+}
+
+fn push_orphans(handles: Vec<JoinHandle<()>>) {
+    if handles.is_empty() {
+        return;
+    }
+    let node = Box::into_raw(Box::new(Orphans {
+        owner: Owner::current(),
+        handles,
+        next: ptr::null_mut(),
+    }));
+    let mut head = ORPHANS.load(Ordering::Acquire);
+    loop {
+        // SAFETY: `node` is ours alone until the exchange below publishes it.
+        unsafe { (*node).next = head };
+        match ORPHANS.compare_exchange_weak(head, node, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(now) => head = now,
+        }
+    }
+}
+
+/// Takes every orphan list; those of another process (a forked child's parent) are leaked.
+fn take_orphans() -> Vec<JoinHandle<()>> {
+    let mut node = ORPHANS.swap(ptr::null_mut(), Ordering::AcqRel);
+    let mut out = Vec::new();
+    while !node.is_null() {
+        // SAFETY: the swap made this thread the only owner of the whole list, whose nodes were
+        // made by `Box::into_raw` and published complete (Release in the push, Acquire here).
+        let orphans = unsafe { Box::from_raw(node) };
+        node = orphans.next;
+        if orphans.owner.is_current() {
+            out.extend(orphans.handles);
+        } else {
+            // The parent's threads do not exist here: joining (or detaching) them is undefined.
+            std::mem::forget(orphans.handles);
+        }
+    }
+    out
+}
 
 /// Joins the threads of every pool dropped before its workers had exited. Call with the
 /// embedder's locks released, before the embedder goes away (the bindings call it at exit).
 pub fn join_orphans() {
-    let orphans = std::mem::take(&mut *ORPHANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-    join_all(orphans);
+    join_all(take_orphans());
 }
 
-/// In a forked child: forgets the parent's orphaned threads, which do not exist here (joining
-/// them would panic). If the parent held the list's lock at the fork, the list is left alone.
+/// In a forked child: forgets the parent's orphaned threads, which do not exist here. (Also done
+/// by [`join_orphans`]; calling this early just frees the list sooner.)
 pub fn forget_orphans_after_fork() {
-    if let Ok(mut orphans) = ORPHANS.try_lock() {
-        for h in std::mem::take(&mut *orphans) {
-            std::mem::forget(h);
-        }
-    }
+    push_orphans(take_orphans());
 }
 
 fn join_all(handles: Vec<JoinHandle<()>>) {
@@ -193,6 +345,10 @@ impl<J: Send + 'static> Pool<J> {
     /// Creates a pool; no thread starts until the first submission.
     pub fn new(config: PoolConfig, body: impl Fn(&WorkerCtx<J>) + Send + Sync + 'static) -> Self {
         assert!(config.max_workers > 0, "max_workers must be at least 1");
+        assert!(
+            !config.thread_name_prefix.contains('\0'),
+            "thread_name_prefix must not contain NUL"
+        );
         let shared = Shared {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
@@ -202,7 +358,11 @@ impl<J: Send + 'static> Pool<J> {
                 shutdown: false,
                 handles: Vec::new(),
                 spawned: 0,
+                threads: 0,
             }),
+            exits: Condvar::new(),
+            owner: Owner::current(),
+            stack_size: config.stack_size.or_else(default_stack_size),
             config,
             body: Box::new(body),
             running: AtomicUsize::new(0),
@@ -240,12 +400,14 @@ impl<J: Send + 'static> std::ops::Deref for Pool<J> {
 
 impl<J: Send + 'static> Drop for Pool<J> {
     fn drop(&mut self) {
+        if !self.handle.0.owner.is_current() {
+            // A forked child: the lock may be held by a parent thread that does not exist here, and
+            // the state behind it may be half-updated. Leak it all (module docs).
+            std::mem::forget(Arc::clone(&self.handle.0));
+            return;
+        }
         drop(self.shutdown(false));
-        let handles = std::mem::take(&mut self.handle.0.lock().handles);
-        ORPHANS
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend(handles);
+        push_orphans(std::mem::take(&mut self.handle.0.lock().handles));
     }
 }
 
@@ -256,14 +418,33 @@ impl<J: Send + 'static> PoolHandle<J> {
         &self.0.config
     }
 
+    /// Whether the pool belongs to another process (it was inherited through `fork()`).
+    fn foreign(&self) -> bool {
+        !self.0.owner.is_current()
+    }
+
     /// Queues a job, waking or starting a worker for it unless one is already searching.
     pub fn submit(&self, job: J) -> Result<(), Rejected<J>> {
-        let mut st = self.0.lock();
-        if st.shutdown {
+        if self.foreign() {
             return Err(Rejected {
                 job,
-                reason: RejectReason::Shutdown,
+                reason: RejectReason::Forked,
             });
+        }
+        let mut st = self.0.lock();
+        // Exiting first: the exit-time join shuts every pool down, and "interpreter shutdown"
+        // says why better than "the pool was shut down".
+        let refused = if refusing_new_work() {
+            Some(RejectReason::Exiting)
+        } else if st.shutdown {
+            Some(RejectReason::Shutdown)
+        } else if st.queue.try_reserve(1).is_err() {
+            Some(RejectReason::OutOfMemory)
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            return Err(Rejected { job, reason });
         }
         st.queue.push_back(Queued {
             job,
@@ -303,10 +484,25 @@ impl<J: Send + 'static> PoolHandle<J> {
 
     fn spawn(&self, st: &mut State<J>) -> io::Result<()> {
         st.handles.retain(|h| !h.is_finished());
+        let no_memory = || io::Error::from_raw_os_error(libc::ENOMEM);
+        // Room for every list this worker will be in, reserved before it exists.
+        st.handles.try_reserve(1).map_err(|_| no_memory())?;
+        st.idle
+            .try_reserve((st.alive + 1).saturating_sub(st.idle.len()))
+            .map_err(|_| no_memory())?;
+        let stack = self.0.stack_size;
+        check_address_space(stack.unwrap_or(2 << 20).saturating_add(SPAWN_HEADROOM))?;
         let n = st.spawned;
         let shared = Arc::clone(&self.0);
         let name = format!("{}-{}", self.0.config.thread_name_prefix, n);
-        let handle = thread::Builder::new().name(name).spawn(move || {
+        let mut builder = thread::Builder::new().name(name);
+        if let Some(bytes) = stack {
+            builder = builder.stack_size(bytes);
+        }
+        let handle = builder.spawn(move || {
+            // Dropped last (locals drop in reverse): counts this thread out once all else is done.
+            let _exit = ExitSignal(Arc::clone(&shared));
+            WORKER_OF.with(|w| w.set(Arc::as_ptr(&shared).cast::<()>() as usize));
             let ctx = WorkerCtx {
                 shared,
                 id: n,
@@ -314,10 +510,13 @@ impl<J: Send + 'static> PoolHandle<J> {
                 searching: AtomicBool::new(true),
                 exited: AtomicBool::new(false),
             };
-            (ctx.shared.body)(&ctx);
+            // A panic is the embedder's bug; it ends this worker only (`WorkerCtx::drop` keeps the
+            // counts honest and a replacement starts on the next submission), never the process.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (ctx.shared.body)(&ctx)));
         })?;
         st.spawned += 1;
         st.alive += 1;
+        st.threads += 1;
         st.handles.push(handle);
         Ok(())
     }
@@ -326,6 +525,9 @@ impl<J: Send + 'static> PoolHandle<J> {
     /// run unless `cancel_queued`, in which case they are handed back, in order, never to run.
     #[must_use = "jobs handed back must be resolved by the caller"]
     pub fn shutdown(&self, cancel_queued: bool) -> Vec<J> {
+        if self.foreign() {
+            return Vec::new();
+        }
         let mut st = self.0.lock();
         st.shutdown = true;
         let dropped: Vec<J> = if cancel_queued {
@@ -347,17 +549,48 @@ impl<J: Send + 'static> PoolHandle<J> {
         dropped
     }
 
-    /// Waits until every worker thread started so far has exited. Call after [`Self::shutdown`],
-    /// with the embedder's locks released.
+    /// Waits until every worker thread has exited. Call after [`Self::shutdown`], with the
+    /// embedder's locks released.
     pub fn join(&self) {
-        let handles = std::mem::take(&mut self.0.lock().handles);
-        join_all(handles);
+        self.join_until(None);
     }
 
-    /// Whether [`Self::shutdown`] was called.
+    /// Waits until every worker thread has exited, or until `deadline` (`None`: no limit); true if
+    /// they all did. A worker of this pool that calls it does not wait for itself, and threads
+    /// started meanwhile (to run jobs still queued) are waited for too.
+    pub fn join_until(&self, deadline: Option<Instant>) -> bool {
+        if self.foreign() {
+            return true;
+        }
+        let me = usize::from(WORKER_OF.with(Cell::get) == Arc::as_ptr(&self.0).cast::<()>() as usize);
+        let mut st = self.0.lock();
+        while st.threads > me {
+            st = match deadline {
+                None => self.0.exits.wait(st).unwrap_or_else(PoisonError::into_inner),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return false;
+                    }
+                    self.0
+                        .exits
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+        let handles = std::mem::take(&mut st.handles);
+        drop(st);
+        // Each has returned from its body, so these joins wait only for thread teardown.
+        join_all(handles);
+        true
+    }
+
+    /// Whether [`Self::shutdown`] was called (always true for a pool inherited through `fork()`).
     #[must_use]
     pub fn is_shutdown(&self) -> bool {
-        self.0.lock().shutdown
+        self.foreign() || self.0.lock().shutdown
     }
 
     /// Counts jobs dropped before a worker took them (cancelled at shutdown, or stale at a limiter).
@@ -368,7 +601,9 @@ impl<J: Send + 'static> PoolHandle<J> {
     /// A snapshot of the pool's statistics.
     #[must_use]
     pub fn stats(&self) -> PoolStats {
-        let (alive, idle, queued) = {
+        let (alive, idle, queued) = if self.foreign() {
+            (0, 0, 0)
+        } else {
             let st = self.0.lock();
             (st.alive, st.idle.len(), st.queue.len())
         };
@@ -385,6 +620,16 @@ impl<J: Send + 'static> PoolHandle<J> {
             queue_wait: sh.queue_wait.percentiles(),
             run_time: sh.run_time.percentiles(),
         }
+    }
+}
+
+/// Counts a worker thread out of `State::threads` and wakes joiners, even if its body panicked.
+struct ExitSignal<J>(Arc<Shared<J>>);
+
+impl<J> Drop for ExitSignal<J> {
+    fn drop(&mut self) {
+        self.0.lock().threads -= 1;
+        self.0.exits.notify_all();
     }
 }
 
@@ -466,6 +711,12 @@ impl<J: Send + 'static> WorkerCtx<J> {
                 self.exited.store(true, Ordering::Relaxed);
                 return None;
             }
+            if st.idle.try_reserve(1).is_err() {
+                // No memory to list this worker as idle: exit instead; a later job starts another.
+                st.alive -= 1;
+                self.exited.store(true, Ordering::Relaxed);
+                return None;
+            }
             self.woken.store(false, Ordering::Relaxed);
             st.idle.push(Sleeper {
                 id: self.id,
@@ -473,8 +724,13 @@ impl<J: Send + 'static> WorkerCtx<J> {
                 woken: Arc::clone(&self.woken),
             });
             drop(st);
-            let deadline = Instant::now() + sh.config.idle_timeout;
+            // `None`: an idle timeout too long for an `Instant` (`math.inf`) never expires.
+            let deadline = Instant::now().checked_add(sh.config.idle_timeout);
             while !self.woken.load(Ordering::Acquire) {
+                let Some(deadline) = deadline else {
+                    thread::park();
+                    continue;
+                };
                 let now = Instant::now();
                 if now >= deadline {
                     break;

@@ -199,3 +199,122 @@ fn limiter_bounds_concurrency_and_passes_tokens_in_order() {
     p.join();
     assert_eq!(limiter.stats().borrowed_tokens, 0);
 }
+
+#[test]
+fn join_until_times_out_while_a_job_runs_and_succeeds_once_it_ends() {
+    let p = pool(2, Duration::from_secs(5));
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel();
+    p.submit(Box::new(move || {
+        started_tx.send(()).unwrap();
+        gate_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }))
+    .unwrap_or_else(|_| panic!());
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(p.shutdown(false).is_empty());
+    // The slices the bindings wait in, to answer Ctrl-C between them.
+    assert!(!p.join_until(Some(Instant::now() + Duration::from_millis(20))));
+    gate_tx.send(()).unwrap();
+    assert!(p.join_until(Some(Instant::now() + Duration::from_secs(10))), "deadlock");
+    assert_eq!(p.stats().workers_alive, 0);
+}
+
+#[test]
+fn a_worker_joining_its_own_pool_does_not_wait_for_itself() {
+    let p = Arc::new(pool(1, Duration::from_secs(5)));
+    let (tx, rx) = mpsc::channel();
+    let me = Arc::clone(&p);
+    p.submit(Box::new(move || {
+        drop(me.shutdown(false));
+        tx.send(me.join_until(Some(Instant::now() + Duration::from_secs(10))))
+            .unwrap();
+    }))
+    .unwrap_or_else(|_| panic!());
+    assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+    p.join();
+}
+
+/// The stack size of the calling thread, as glibc reports it.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn my_stack_size() -> usize {
+    let mut attr = std::mem::MaybeUninit::<libc::pthread_attr_t>::uninit();
+    let mut size = 0;
+    // SAFETY: pthread_getattr_np initialises `attr`, which is read and then destroyed once.
+    unsafe {
+        assert_eq!(libc::pthread_getattr_np(libc::pthread_self(), attr.as_mut_ptr()), 0);
+        assert_eq!(libc::pthread_attr_getstacksize(attr.as_ptr(), &raw mut size), 0);
+        libc::pthread_attr_destroy(attr.as_mut_ptr());
+    }
+    size
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn workers_get_the_stack_a_thread_started_by_the_c_library_gets() {
+    // Rust's own default is 2 MiB; C code that runs on any other thread must run on a worker.
+    let native = {
+        extern "C" fn probe(out: *mut libc::c_void) -> *mut libc::c_void {
+            // SAFETY: `out` points at the usize the spawner below keeps alive until the join.
+            unsafe { *out.cast::<usize>() = my_stack_size() };
+            std::ptr::null_mut()
+        }
+        let mut size = 0usize;
+        let mut t: libc::pthread_t = 0;
+        // SAFETY: default attributes; `size` outlives the thread, which is joined right away.
+        unsafe {
+            assert_eq!(
+                libc::pthread_create(&raw mut t, std::ptr::null(), probe, (&raw mut size).cast()),
+                0
+            );
+            assert_eq!(libc::pthread_join(t, std::ptr::null_mut()), 0);
+        }
+        size
+    };
+    let p = pool(1, Duration::from_secs(5));
+    let (tx, rx) = mpsc::channel();
+    p.submit(Box::new(move || tx.send(my_stack_size()).unwrap()))
+        .unwrap_or_else(|_| panic!());
+    let worker = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(worker >= native, "worker stack {worker}, C thread stack {native}");
+    assert!(
+        worker < native + (1 << 20),
+        "worker stack {worker}, C thread stack {native}"
+    );
+    assert!(p.shutdown(false).is_empty());
+    p.join();
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn a_forked_child_neither_locks_nor_uses_its_parents_pool() {
+    let p = pool(2, Duration::from_secs(5));
+    let (tx, rx) = mpsc::channel();
+    p.submit(Box::new(move || tx.send(()).unwrap()))
+        .unwrap_or_else(|_| panic!());
+    rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    // SAFETY: the child touches only the pool, whose fork handling is under test, and leaves with
+    // _exit, so no other state inherited from the parent (the test harness's) is used.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let rejected = matches!(
+            p.submit(Box::new(|| {})),
+            Err(ferrio_core::Rejected {
+                reason: ferrio_core::pool::RejectReason::Forked,
+                ..
+            })
+        );
+        let ok = rejected && p.is_shutdown() && p.shutdown(true).is_empty() && p.join_until(None);
+        drop(p); // leaks: never locks, never joins the parent's threads
+                 // SAFETY: ends the child at once.
+        unsafe { libc::_exit(if ok { 0 } else { 3 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &raw mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "child status {status}"
+    );
+    assert!(p.shutdown(false).is_empty());
+    p.join();
+}

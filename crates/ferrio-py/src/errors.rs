@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use ferrio_core::pool::{RejectReason, Rejected};
-use pyo3::exceptions::{PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 
@@ -16,7 +16,28 @@ pub(crate) fn rejected<J>(api: &str, r: &Rejected<J>) -> PyErr {
         RejectReason::Spawn(e) => PyRuntimeError::new_err(format!(
             "{api} could not start a worker thread: {e}; no worker is alive to run the job"
         )),
+        RejectReason::OutOfMemory => PyMemoryError::new_err(format!(
+            "{api} could not queue the job: out of memory for the pool's queue"
+        )),
+        RejectReason::Exiting => PyRuntimeError::new_err(format!(
+            "{api} cannot schedule new work after interpreter shutdown has begun"
+        )),
+        RejectReason::Forked => PyRuntimeError::new_err(format!(
+            "{api} cannot use a pool or limiter inherited from the parent process through fork(); \
+             create a new one in the child"
+        )),
     }
+}
+
+/// A panic caught while a job ran, as the `PanicException` that `pyo3` raises for panics elsewhere.
+#[allow(clippy::needless_pass_by_value)] // reason: takes what `catch_unwind` hands back, as is
+pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> PyErr {
+    let msg = payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "panic from Rust code".to_owned());
+    pyo3::panic::PanicException::new_err(msg)
 }
 
 /// `func`'s name for messages: its `__qualname__`, else its repr.

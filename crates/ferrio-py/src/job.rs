@@ -3,8 +3,14 @@
 //! A worker attaches to the interpreter once, for its whole life, and detaches only while it waits
 //! for work. After one job it keeps taking queued jobs under the same GIL hold until the pool's
 //! batch budget runs out, so a burst of short jobs costs one GIL hand-off, not one each.
+//!
+//! No panic leaves a job: one raised while the job's function runs (a bug in some Rust extension,
+//! or a `PanicException` the function raised, which `pyo3` turns back into a panic when it fetches
+//! it) is delivered to the job's future as a `PanicException`, and one anywhere else in the job's
+//! handling counts the job as failed; the worker lives on either way.
 
 use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +22,7 @@ use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::{intern, IntoPyObjectExt};
 
 use crate::errors;
+use crate::finalize;
 use crate::waker::{Completions, Resolution};
 
 /// Where a job's result goes.
@@ -125,7 +132,8 @@ impl PyJob {
         } = self;
         let outcome = if target.claim(py) || always_run {
             CURRENT.with(|c| *c.borrow_mut() = Some(target.future().clone_ref(py)));
-            let result = invoke(py, func.bind(py), &call, context.as_ref());
+            let result = catch_unwind(AssertUnwindSafe(|| invoke(py, func.bind(py), &call, context.as_ref())))
+                .unwrap_or_else(|payload| Err(errors::panicked(payload)));
             CURRENT.with(|c| c.borrow_mut().take());
             match result {
                 Ok(v) => {
@@ -195,7 +203,9 @@ fn run_map(py: Python<'_>, func: &Bound<'_, PyAny>, items: &Bound<'_, PyTuple>) 
     let results = PyList::empty(py);
     let mut error = py.None();
     for item in items.iter() {
-        match func.call1((item,)) {
+        // Per item, so the results before a panicking one are kept, as for an exception.
+        let res = catch_unwind(AssertUnwindSafe(|| func.call1((item,)))).unwrap_or_else(|p| Err(errors::panicked(p)));
+        match res {
             Ok(v) => {
                 let _ = results.append(v);
             }
@@ -216,7 +226,8 @@ fn map_in_context(py: Python<'_>, func: &Bound<'_, PyAny>, items: &Bound<'_, PyT
 
 /// The body of every worker thread (see the module documentation).
 pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
-    Python::attach(|py| {
+    // `None`: started as the interpreter finalizes; exit without touching it.
+    let _ = finalize::attach(|py| {
         // Give `threading` (and so logging's %(threadName)s) this thread's real name, and take
         // the entry out again at exit so `threading.enumerate()` lists only live workers.
         let hooks = py.import(intern!(py, "ferrio._threads")).ok();
@@ -224,12 +235,13 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
             let name = std::thread::current().name().unwrap_or("ferrio-worker").to_owned();
             let _ = hooks.call_method1(intern!(py, "_worker_started"), (name,));
         }
-        while let Some(first) = py.detach(|| ctx.next()) {
+        while let Some(first) = finalize::detach(py, || ctx.next()) {
             ctx.spread();
             let batch_start = Instant::now();
             let mut current = first;
             loop {
-                let outcome = current.job.run(py);
+                let job = current.job;
+                let outcome = catch_unwind(AssertUnwindSafe(|| job.run(py))).unwrap_or(Outcome::Failed);
                 ctx.finish(current.at, outcome);
                 match ctx.next_in_batch(batch_start) {
                     Some(next) => current = next,

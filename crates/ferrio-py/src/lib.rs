@@ -5,6 +5,7 @@
 
 mod errors;
 mod files;
+mod finalize;
 mod job;
 mod limiter;
 mod pool;
@@ -19,11 +20,13 @@ mod _ferrio {
     #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
+    use super::finalize::stop_attaching;
+    #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]
     use super::limiter::LimiterCore;
     #[pymodule_export]
-    use super::pool::{check_sync_callable, forget_orphans_after_fork, join_orphans, ThreadPoolCore};
+    use super::pool::{check_sync_callable, forget_orphans_after_fork, join_orphans, refuse_new_work, ThreadPoolCore};
     #[pymodule_export]
     use super::prims::{AtomicInt, EventCore, QueueCore, SemaphoreCore};
     #[pymodule_export]
@@ -34,6 +37,8 @@ mod _ferrio {
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
         use pyo3::types::PyModuleMethods;
+        // What a Rust panic inside a job arrives as (pyo3_runtime has no importable module).
+        m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

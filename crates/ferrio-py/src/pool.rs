@@ -3,16 +3,17 @@
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrio_core::{Pool, PoolConfig};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
 use crate::errors;
+use crate::finalize;
 use crate::job::{worker_body, Call, PyJob, Target};
 use crate::limiter::LimiterCore;
 use crate::waker::{LoopWaker, Resolution};
@@ -127,19 +128,34 @@ fn limiter_arc(limiter: Option<&Bound<'_, LimiterCore>>) -> Option<Arc<ferrio_co
 #[pymethods]
 impl ThreadPoolCore {
     #[new]
-    fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64) -> PyResult<Self> {
+    #[pyo3(signature = (max_workers, thread_name_prefix, idle_timeout, stack_size=0))]
+    fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64, stack_size: usize) -> PyResult<Self> {
+        if ferrio_core::pool::refusing_new_work() {
+            return Err(PyRuntimeError::new_err(
+                "ThreadPool() cannot create a pool after interpreter shutdown has begun",
+            ));
+        }
         if max_workers == 0 {
             return Err(PyValueError::new_err("max_workers must be greater than 0, got 0"));
         }
-        let idle_timeout = Duration::try_from_secs_f64(idle_timeout).map_err(|_| {
-            PyValueError::new_err(format!(
+        if thread_name_prefix.contains('\0') {
+            return Err(PyValueError::new_err(format!(
+                "ThreadPool() expected thread_name_prefix without NUL characters, got {thread_name_prefix:?}"
+            )));
+        }
+        if idle_timeout.is_nan() || idle_timeout < 0.0 {
+            return Err(PyValueError::new_err(format!(
                 "idle_timeout must be a non-negative number of seconds, got {idle_timeout}"
-            ))
-        })?;
+            )));
+        }
+        // Longer than a Duration holds (math.inf included): workers never retire.
+        let idle_timeout = Duration::try_from_secs_f64(idle_timeout).unwrap_or(Duration::MAX);
         let config = PoolConfig {
             max_workers,
             idle_timeout,
             thread_name_prefix,
+            // 0, as for threading.stack_size(): what a new thread gets by default.
+            stack_size: (stack_size > 0).then_some(stack_size),
             ..PoolConfig::default()
         };
         Ok(Self {
@@ -244,10 +260,17 @@ impl ThreadPoolCore {
         n
     }
 
-    /// Waits, with the GIL released, for every worker thread to exit.
-    fn join(&self, py: Python<'_>) {
+    /// Waits, with the GIL released, for every worker thread to exit; a signal handler that
+    /// raises (Ctrl-C's `KeyboardInterrupt`) ends the wait with its exception.
+    fn join(&self, py: Python<'_>) -> PyResult<()> {
+        // NOTE: a slice bounds how long Ctrl-C waits to be noticed; the wait itself ends as soon
+        // as the last worker exits, whatever the slice.
+        const SLICE: Duration = Duration::from_millis(50);
         let pool = self.pool.handle().clone();
-        py.detach(move || pool.join());
+        while !finalize::detach(py, || pool.join_until(Instant::now().checked_add(SLICE))) {
+            py.check_signals()?;
+        }
+        Ok(())
     }
 
     #[getter]
@@ -297,7 +320,13 @@ impl ThreadPoolCore {
 /// Joins the threads of pools that were garbage-collected before their workers exited.
 #[pyfunction]
 pub(crate) fn join_orphans(py: Python<'_>) {
-    py.detach(ferrio_core::pool::join_orphans);
+    finalize::detach(py, ferrio_core::pool::join_orphans);
+}
+
+/// From now on every pool refuses new work and no pool can be created (interpreter exit).
+#[pyfunction]
+pub(crate) fn refuse_new_work() {
+    ferrio_core::pool::refuse_new_work();
 }
 
 /// In a forked child: forgets the parent's orphaned threads instead of joining them.

@@ -4,6 +4,12 @@
 //! burst of completions costs the loop one wake-up and one call into Rust that resolves the whole
 //! batch under one GIL hold. Loops without `add_reader` get [`LoopWaker::threadsafe`], which
 //! schedules the same drain with `call_soon_threadsafe`, still once per batch.
+//!
+//! Completions waiting in the queue hold their futures, which hold the loop, whose reader holds
+//! this waker: a reference cycle that runs through Rust. A loop closed with a job in flight
+//! leaves its completion there for good, so the waker tells the garbage collector about those
+//! references (`__traverse__`) and drops them when asked (`__clear__`); and `ferrio._threads`
+//! holds wakers only weakly, leaving the loop's reader the one strong reference.
 
 use std::sync::{Arc, Weak};
 
@@ -11,6 +17,7 @@ use ferrio_core::{CompletionQueue, EventFd, Signal};
 use pyo3::exceptions::PyOSError;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::{PyTraverseError, PyVisit};
 
 /// Called on the loop's thread when a hand-off reaches a future that was cancelled meanwhile:
 /// gives the permit or item back to its primitive.
@@ -91,7 +98,7 @@ pub(crate) fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, res: Resolution) -
     }
 }
 
-#[pyclass(frozen, module = "ferrio._ferrio")]
+#[pyclass(frozen, weakref, module = "ferrio._ferrio")]
 pub struct LoopWaker {
     pub(crate) queue: Arc<Completions>,
     /// The loop's thread (wakers are made on it): hand-offs from that thread resolve directly.
@@ -139,6 +146,36 @@ impl LoopWaker {
             queue,
             owner: std::thread::current().id(),
         }
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        if let WakeSignal::Threadsafe {
+            call_soon_threadsafe,
+            drain,
+        } = self.queue.signal()
+        {
+            visit.call(call_soon_threadsafe)?;
+            visit.call(drain)?;
+        }
+        let mut res = Ok(());
+        // A busy queue (a worker pushing without the GIL) is skipped: reporting fewer references
+        // only keeps objects alive until the next collection.
+        self.queue.try_for_each(|(fut, r)| {
+            if res.is_ok() {
+                res = visit.call(fut).and_then(|()| match r {
+                    Resolution::Value(v) | Resolution::Handoff(v, _) => visit.call(v),
+                    Resolution::Error(_) | Resolution::Cancel => Ok(()),
+                });
+            }
+        });
+        res
+    }
+
+    fn __clear__(&self) {
+        // Taken out under the queue's lock, dropped (running any `__del__`) after it.
+        let mut batch = Vec::new();
+        self.queue.drain_into(&mut batch);
+        drop(batch);
     }
 
     fn fileno(&self) -> Option<i32> {
