@@ -71,7 +71,7 @@ def test_bad_maxsize(maxsize: object, exc: type[Exception], match: str) -> None:
 
 def test_bad_timeout_and_too_many_task_done() -> None:
     q: ferrio.Queue[int] = ferrio.Queue()
-    with pytest.raises(ValueError, match="timeout must be a non-negative number of seconds or None, got -1"):
+    with pytest.raises(ValueError, match=r"Queue.get\(\) expected timeout to be a non-negative number of seconds or None, got -1"):
         q.sync_q.get(timeout=-1)
     with pytest.raises(ValueError, match=r"task_done\(\) called more times than items were put"):
         q.sync_q.task_done()

@@ -149,6 +149,7 @@ class _AsyncFace(_QueueView, Generic[T]):
             raise
         if item is _SHUTDOWN:
             raise QueueShutDown("the queue was shut down")
+        core.got_item()  # the item counted against maxsize until now, in case we gave it back
         return item
 
     async def join(self) -> None:
