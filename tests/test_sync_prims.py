@@ -51,7 +51,7 @@ async def test_mutual_exclusion_across_threads_and_tasks() -> None:
 async def test_waiters_are_served_first_come_first_served_across_worlds() -> None:
     lock = ferrio.Lock()
     order: list[str] = []
-    lock.acquire()
+    assert await lock.acquire()  # on the loop's thread: asyncio's acquire
 
     def thread_waiter(name: str, queued: threading.Event) -> None:
         queued.set()
@@ -151,7 +151,7 @@ async def test_event_across_worlds() -> None:
     await asyncio.to_thread(t.join, 10)
     ev.clear()
     assert ev.is_set() is False
-    assert ev.wait(timeout=0.01) is False
+    assert await ev.wait(timeout=0.01) is False  # on the loop's thread: awaitable, as asyncio's
 
 
 def test_atomic_int_under_contention() -> None:

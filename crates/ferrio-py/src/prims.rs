@@ -117,6 +117,17 @@ fn negative(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
     (f < 0.0).then_some(f)
 }
 
+/// Whether an event loop is running on this thread (`asyncio._get_running_loop()`, read once).
+fn loop_is_running(py: Python<'_>) -> PyResult<bool> {
+    static GET: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let get = GET.get_or_try_init(py, || {
+        py.import("asyncio.events")?
+            .getattr("_get_running_loop")
+            .map(Bound::unbind)
+    })?;
+    Ok(!get.bind(py).call0()?.is_none())
+}
+
 // -- semaphore -----------------------------------------------------------------------------------
 
 type Sem = prims::Semaphore<TaskWaiter>;
@@ -242,7 +253,20 @@ impl SemaphoreCore {
         self.release_inner(py)
     }
 
+    /// `with lock:` in a thread blocks it (GIL released) as threading's does. On a thread whose
+    /// event loop is running, waiting would freeze the loop (and deadlock it, if a task of that
+    /// loop holds the lock), so a lock that is not free at once raises instead.
     fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.try_acquire() {
+            return Ok(());
+        }
+        if loop_is_running(py)? {
+            let what = if self.is_lock { "lock" } else { "semaphore" };
+            return Err(PyRuntimeError::new_err(format!(
+                "`with {what}:` would block the event loop running on this thread until the {what} is free; \
+                 use `async with {what}:` in a coroutine"
+            )));
+        }
         self.acquire(py, true, None).map(drop)
     }
 
