@@ -6,6 +6,7 @@ import asyncio
 import collections
 import math
 import queue
+import subprocess
 import sys
 import textwrap
 import threading
@@ -456,3 +457,46 @@ def test_infinite_and_ignored_timeouts() -> None:
 def test_huge_or_wrong_typed_maxsize(maxsize: object, exc: type, match: str) -> None:
     with pytest.raises(exc, match=match.replace("10{30}", str(10**30))):
         ferrio.Queue(maxsize)  # type: ignore[arg-type]
+
+
+def test_a_priority_comparison_that_releases_the_gil_does_not_freeze_other_threads() -> None:
+    # Thread A compares under the queue's lock and its __lt__ releases the GIL; thread B then
+    # uses the queue. B used to wait for the lock holding the GIL, which A needed to finish:
+    # the whole process froze. Run in a subprocess: a freeze holds the GIL and would stop pytest.
+    code = textwrap.dedent(
+        """
+        import sys, threading, time, ferrio
+        q = ferrio.PriorityQueue()
+        b_started = threading.Event()
+
+        class Yielding:
+            def __init__(self, v):
+                self.v = v
+            def __lt__(self, other):
+                if self is not other:
+                    b_started.wait(10)
+                    for _ in range(20):  # give B many chances to reach the lock meanwhile
+                        time.sleep(0.001)
+                return self.v < other.v
+
+        q.sync_q.put(Yielding(2))
+        a = threading.Thread(target=q.sync_q.put, args=(Yielding(1),))
+        a.start()
+        b_started.set()  # A's comparison yields the GIL 20 times from here on: B comes in meanwhile
+        sizes = []
+        b = threading.Thread(target=lambda: sizes.append(q.qsize()))
+        b.start()
+        a.join(10)
+        b.join(10)
+        assert not a.is_alive() and not b.is_alive()
+        assert sizes[0] in (1, 2)
+        assert [q.sync_q.get_nowait().v for _ in range(2)] == [1, 2]
+        sys.stdout.write("ok\\n")
+        """
+    )
+    try:
+        proc = run_python(code, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process froze: a thread waited for the queue's lock holding the GIL")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
