@@ -369,7 +369,8 @@ async def test_a_slot_freed_by_a_hand_off_reaches_the_second_waiting_putter(kind
     putters = [asyncio.ensure_future(q.async_q.put(i)) for i in (1, 2)]
     await asyncio.sleep(0)
     assert q.statistics().putters_waiting == 2
-    got = [await asyncio.wait_for(q.async_q.get(), 5), await asyncio.wait_for(q.async_q.get(), 5)]
+    # Both getters start before the first putter resumes: the second one waits.
+    got = await asyncio.wait_for(asyncio.gather(q.async_q.get(), q.async_q.get()), 5)
     await asyncio.wait_for(asyncio.gather(*putters), 5)
     got.append(q.sync_q.get_nowait())
     assert got == [0, 1, 2]
