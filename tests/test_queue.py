@@ -74,7 +74,7 @@ def test_bad_maxsize(maxsize: object, exc: type[Exception], match: str) -> None:
 
 def test_bad_timeout_and_too_many_task_done() -> None:
     q: ferrio.Queue[int] = ferrio.Queue()
-    with pytest.raises(ValueError, match=r"Queue.get\(\) expected timeout to be a non-negative number of seconds or None, got -1"):
+    with pytest.raises(ValueError, match=r"Queue.get\(\) expected timeout to be a non-negative number .* got -1"):
         q.sync_q.get(timeout=-1)
     with pytest.raises(ValueError, match=r"task_done\(\) called more times than items were put"):
         q.sync_q.task_done()
@@ -451,7 +451,7 @@ def test_infinite_and_ignored_timeouts() -> None:
 @pytest.mark.parametrize(
     ("maxsize", "exc", "match"),
     [
-        (10**30, OverflowError, r"Queue\(\) expected maxsize between 0 and 18446744073709551615, got 10{30}.*maxsize=0"),
+        (10**30, OverflowError, r"Queue\(\) expected maxsize between 0 and 18446744073709551615, got 10{30}.*=0"),
         (1.5, TypeError, r"Queue\(\) expected maxsize to be an int"),
     ],
 )

@@ -5,6 +5,15 @@ Each object is one Rust primitive with two faces: the blocking methods of :mod:`
 awaitable ones that never block the event loop. Any number of threads and of event loops may use
 one object at once, and it may be created before any loop runs. Waiters of both kinds are served
 first come, first served; a cancelled ``await`` never loses an item or a permit.
+
+Locks, semaphores, events and conditions take the name of whichever API the caller knows:
+``lock.acquire()`` / ``event.wait()`` block a plain thread as threading's do, and return an
+awaitable on a thread whose event loop is running, as asyncio's do.
+
+After ``os.fork()``, primitives created in the child work normally, whatever the parent's threads
+were doing. One that existed before the fork is like a :class:`threading.Lock` after fork: its
+state (held, waiters, a half-done operation) is the parent's at that instant, and parent threads
+waiting on it do not exist in the child. Create new ones in the child.
 """
 
 from __future__ import annotations
@@ -295,7 +304,9 @@ def _lock_timeout(api: str, timeout: object, *, minus_one_is_forever: bool) -> f
         if minus_one_is_forever and timeout == -1:
             return None
         if minus_one_is_forever:
-            raise ValueError(f"{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {timeout!r}")
+            raise ValueError(
+                f"{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {timeout!r}"
+            )
         return 0.0
     return check_timeout(api, timeout)
 
@@ -504,8 +515,9 @@ class Condition:
         self.acquire, self.release, self.acquire_nowait = lock.acquire, lock.release, lock.acquire_nowait
         self.acquire_async, self.locked = lock.acquire_async, lock.locked
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> bool:
         self._lock.__enter__()
+        return True
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()

@@ -79,7 +79,7 @@ def test_an_lt_that_uses_its_own_queue_is_refused_not_deadlocked() -> None:
 
     q.sync_q.put(Meddler(1, lambda: None))
     for meddle in (lambda: q.sync_q.put_nowait(Meddler(0, lambda: None)), q.qsize, q.sync_q.get_nowait):
-        with pytest.raises(RuntimeError, match=r"was called while the queue was ordering its items on this same thread"):
+        with pytest.raises(RuntimeError, match=r"was called while the queue was ordering its items on this thread"):
             q.sync_q.put(Meddler(0, meddle))
     assert q.qsize() == 1
     q.sync_q.put(Meddler(2, lambda: other.sync_q.put(7)))  # another queue is fine
@@ -235,7 +235,7 @@ async def test_cancellation_storm_on_get_and_put_keeps_every_item_once_and_the_b
         for t in tasks:
             if rng.random() < 0.5:
                 t.cancel()
-        await asyncio.wait_for(asyncio.gather(*(t for t in tasks if t.cancelled() or t.done()), return_exceptions=True), 5)
+        await asyncio.sleep(0)  # the cancelled ones run their cancellation (giving back what reached them)
         check_bound()
         # Let the survivors finish: getters are fed, putters drained, so nothing stays blocked.
         for t in tasks:

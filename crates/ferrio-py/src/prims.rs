@@ -490,7 +490,7 @@ impl QueueCore {
             }
             QueueError::Reentrant => {
                 return PyRuntimeError::new_err(format!(
-                    "{}.{api} was called while the queue was ordering its items on this same thread \
+                    "{}.{api} was called while the queue was ordering its items on this thread \
                      (from an item's __lt__, or code it ran); a comparison must not use the queue it is in",
                     self.name
                 ));
