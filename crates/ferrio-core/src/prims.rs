@@ -684,7 +684,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
             Ok(st) => st,
             Err(e) => return Err((e, item)),
         };
-        st.reserved -= 1;
+        st.reserved = st.reserved.saturating_sub(1); // saturating: a stray call from Python must not panic
         let r = if st.shutdown {
             Err((QueueError::ShutDown, item))
         } else {
@@ -700,7 +700,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// A putter granted a slot gives up before inserting: pass the slot on.
     pub fn release_reservation(&self, wake: &mut Wakeups<T, A>) -> QResult<(), T> {
         let mut st = self.lock()?;
-        st.reserved -= 1;
+        st.reserved = st.reserved.saturating_sub(1); // saturating: a stray call from Python must not panic
         self.settle(&mut st, wake);
         Ok(())
     }
@@ -745,7 +745,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// A getter that was handed an item now holds it: its slot is free.
     pub fn received(&self, wake: &mut Wakeups<T, A>) -> QResult<(), T> {
         let mut st = self.lock()?;
-        st.in_flight -= 1;
+        st.in_flight = st.in_flight.saturating_sub(1);
         self.settle(&mut st, wake);
         Ok(())
     }
@@ -763,7 +763,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
             wake.getters.extend(g.hand(Some(item)));
             return Ok(());
         }
-        st.in_flight -= 1;
+        st.in_flight = st.in_flight.saturating_sub(1);
         // The item's slot was counted in `in_flight`: there is room for it, and the push below
         // only grows the buffer back to a size it had (an allocation failure here would abort,
         // as any infallible push; losing the item is not an option).
