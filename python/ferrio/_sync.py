@@ -409,8 +409,9 @@ class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
 
 
 class Semaphore(_AsyncAcquire, _ferrio.SemaphoreCore):
-    """A counting semaphore for threads and tasks at once (``threading.Semaphore``'s and
-    ``asyncio.Semaphore``'s API, with ``await acquire_async()`` for the async acquire).
+    """A counting semaphore for threads and tasks at once: ``threading.Semaphore``'s API in a
+    plain thread, ``asyncio.Semaphore``'s (``await sem.acquire()``, ``async with sem:``) on a
+    thread whose event loop is running; ``await acquire_async()`` is the async acquire anywhere.
 
     Raises:
         ValueError: ``value`` is negative.

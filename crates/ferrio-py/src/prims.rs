@@ -5,6 +5,13 @@
 //! the task's future: hand-offs resolve it directly on its own loop's thread, or through that
 //! loop's completion queue from anywhere else, and a hand-off that finds the future cancelled
 //! is given back to the primitive.
+//!
+//! Every call here holds the GIL, and no Python code runs under a primitive's lock except a
+//! `PriorityQueue`'s `__lt__`: whatever leaves a primitive (a future, an item) is dropped after
+//! its lock is released, and futures are resolved after the operation returns. Because `__lt__`
+//! may release the GIL, queues wait for a contended lock with the GIL released
+//! ([`wait_detached`]); that wait does not run signal handlers, and lasts as long as the other
+//! thread's comparison.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
