@@ -501,3 +501,41 @@ def test_a_priority_comparison_that_releases_the_gil_does_not_freeze_other_threa
         pytest.fail("the process froze: a thread waited for the queue's lock holding the GIL")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ok\n"
+
+
+def test_ctrl_c_interrupts_a_wait_for_a_priority_queue_held_by_a_slow_comparison() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, time, ferrio
+        q = ferrio.PriorityQueue()
+        inside, go = threading.Event(), threading.Event()
+
+        class Slow:
+            def __init__(self, v):
+                self.v = v
+            def __lt__(self, other):
+                if self is not other and self.v == 0:
+                    inside.set()
+                    go.wait(10)
+                return self.v < other.v
+
+        q.sync_q.put(Slow(1))
+        a = threading.Thread(target=q.sync_q.put, args=(Slow(0),))
+        a.start()
+        inside.wait(10)
+        start = time.monotonic()
+        try:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            q.qsize()  # waits for A's comparison to end
+            sys.stdout.write("not interrupted\\n")
+        except KeyboardInterrupt:
+            sys.stdout.write("interrupted\\n")
+        took = time.monotonic() - start
+        go.set()
+        a.join(10)
+        sys.stdout.write(f"{took < 5} {q.qsize()}\\n")
+        """
+    )
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted\nTrue 2\n"

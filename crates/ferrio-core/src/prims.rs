@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::Duration;
@@ -298,6 +299,8 @@ pub enum QueueError<E = Infallible> {
     Reentrant,
     /// Memory for one more item could not be allocated.
     NoMemory,
+    /// The embedder's [`LockWait`] gave up waiting for the lock (a signal handler raised).
+    Interrupted,
 }
 
 /// What a getter receives: an item, or the news that the queue shut down.
@@ -494,13 +497,17 @@ pub enum Put<T> {
     Queued(Option<Arc<ThreadWaiter<bool>>>, T),
 }
 
-/// Waits until a queue's lock, held by another thread, is free. The embedder runs `wait` its own
-/// way: the Python bindings release the GIL around it, since the holder may need the GIL to
-/// finish (it may be running a Python `__lt__`).
-pub type LockWait = fn(&(dyn Fn() + Sync));
+/// How a thread waits for a queue's lock that another thread holds: `wait_free(slice)` waits at
+/// most `slice` for it to come free, and the queue calls the hook again until it gets the lock.
+/// The Python bindings call `wait_free` with the GIL released, since the holder may need the GIL
+/// to finish (it may be running a Python `__lt__`), and then run signal handlers. Returning
+/// `false` gives up ([`QueueError::Interrupted`]); it is honoured only when `interruptible`, that
+/// is for operations that have changed nothing yet.
+pub type LockWait = fn(wait_free: &(dyn Fn(Duration) + Sync), interruptible: bool) -> bool;
 
-fn wait_in_place(wait: &(dyn Fn() + Sync)) {
-    wait();
+fn wait_in_place(wait_free: &(dyn Fn(Duration) + Sync), _interruptible: bool) -> bool {
+    wait_free(Duration::from_millis(50));
+    true
 }
 
 /// A number unique to the calling thread while it lives (never 0).
@@ -509,16 +516,25 @@ fn thread_token() -> usize {
     TOKEN.with(|t| std::ptr::from_ref(t) as usize)
 }
 
-/// The queue's state, locked; remembers the holding thread so a re-entrant call is refused.
+/// The queue's state, locked; remembers the holding thread so a re-entrant call is refused, and
+/// wakes threads waiting for the lock when it is released.
 struct QGuard<'a, T, A> {
-    // Field order matters for `Drop`: `owner` is cleared (in `drop`) before `state` unlocks.
-    owner: &'a AtomicUsize,
-    state: MutexGuard<'a, QState<T, A>>,
+    queue: &'a Queue<T, A>,
+    /// Dropped by hand in `drop`, between clearing the owner and waking the waiters.
+    state: ManuallyDrop<MutexGuard<'a, QState<T, A>>>,
 }
 
 impl<T, A> Drop for QGuard<'_, T, A> {
     fn drop(&mut self) {
-        self.owner.store(0, AtomicOrdering::Relaxed);
+        self.queue.owner.store(0, AtomicOrdering::Relaxed);
+        // SAFETY: `state` is dropped exactly once, here, and not used afterwards.
+        unsafe { ManuallyDrop::drop(&mut self.state) };
+        if self.queue.contended.load(AtomicOrdering::SeqCst) > 0 {
+            // A waiter that checked just before this unlock may miss the notification; it then
+            // sleeps out its slice (50 ms at most) and tries again, so this can delay, never hang.
+            let _free = lock(&self.queue.free_lock);
+            self.queue.free.notify_all();
+        }
     }
 }
 
@@ -543,6 +559,10 @@ pub struct Queue<T, A> {
     /// The thread holding `state` ([`thread_token`]), or 0.
     owner: AtomicUsize,
     lock_wait: LockWait,
+    /// Threads waiting for `state` to come free sleep on `free` (under `free_lock`).
+    contended: AtomicUsize,
+    free_lock: Mutex<()>,
+    free: Condvar,
     maxsize: usize,
     order: Order,
 }
@@ -577,12 +597,26 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
             }),
             owner: AtomicUsize::new(0),
             lock_wait,
+            contended: AtomicUsize::new(0),
+            free_lock: Mutex::new(()),
+            free: Condvar::new(),
             maxsize,
             order,
         }
     }
 
+    /// Locks the state for an operation that has changed nothing yet: the wait for a contended
+    /// lock may be interrupted.
     fn lock(&self) -> QResult<QGuard<'_, T, A>, T> {
+        self.lock_for(true)
+    }
+
+    /// Locks the state for an operation that must finish (it gives back an item or a slot).
+    fn lock_to_finish(&self) -> QResult<QGuard<'_, T, A>, T> {
+        self.lock_for(false)
+    }
+
+    fn lock_for(&self, interruptible: bool) -> QResult<QGuard<'_, T, A>, T> {
         let me = thread_token();
         loop {
             let state = match self.state.try_lock() {
@@ -593,16 +627,30 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
                     if self.owner.load(AtomicOrdering::Relaxed) == me {
                         return Err(QueueError::Reentrant);
                     }
-                    (self.lock_wait)(&|| drop(lock(&self.state)));
+                    if !(self.lock_wait)(&|slice| self.wait_free(slice), interruptible) && interruptible {
+                        return Err(QueueError::Interrupted);
+                    }
                     continue;
                 }
             };
             self.owner.store(me, AtomicOrdering::Relaxed);
             return Ok(QGuard {
-                owner: &self.owner,
-                state,
+                queue: self,
+                state: ManuallyDrop::new(state),
             });
         }
+    }
+
+    /// Waits at most `slice` for the state's lock to come free (without taking it).
+    fn wait_free(&self, slice: Duration) {
+        let free = lock(&self.free_lock);
+        self.contended.fetch_add(1, AtomicOrdering::SeqCst);
+        // Taken and released at once if free: the caller's next try will likely get it.
+        let busy = matches!(self.state.try_lock(), Err(TryLockError::WouldBlock));
+        if busy {
+            drop(self.free.wait_timeout(free, slice));
+        }
+        self.contended.fetch_sub(1, AtomicOrdering::SeqCst);
     }
 
     #[must_use]
@@ -680,7 +728,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// A putter granted a slot inserts its item. If it cannot (the queue shut down meanwhile, or
     /// the item cannot be ordered), the slot passes on and the item comes back with the error.
     pub fn commit_reserved(&self, item: T, wake: &mut Wakeups<T, A>) -> Result<(), (QueueError<T::Error>, T)> {
-        let mut st = match self.lock() {
+        let mut st = match self.lock_to_finish() {
             Ok(st) => st,
             Err(e) => return Err((e, item)),
         };
@@ -699,7 +747,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
 
     /// A putter granted a slot gives up before inserting: pass the slot on.
     pub fn release_reservation(&self, wake: &mut Wakeups<T, A>) -> QResult<(), T> {
-        let mut st = self.lock()?;
+        let mut st = self.lock_to_finish()?;
         st.reserved = st.reserved.saturating_sub(1); // saturating: a stray call from Python must not panic
         self.settle(&mut st, wake);
         Ok(())
@@ -708,7 +756,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// A queued task (getter, putter or joiner) was cancelled before anything reached it:
     /// unqueue it. `is_it` identifies its handle, which is returned to be dropped outside the lock.
     pub fn forget(&self, mut is_it: impl FnMut(&A) -> bool) -> QResult<Option<A>, T> {
-        let mut st = self.lock()?;
+        let mut st = self.lock_to_finish()?;
         let st = &mut *st;
         Ok(forget(&mut st.putters, &mut is_it)
             .or_else(|| forget(&mut st.getters, &mut is_it))
@@ -744,7 +792,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
 
     /// A getter that was handed an item now holds it: its slot is free.
     pub fn received(&self, wake: &mut Wakeups<T, A>) -> QResult<(), T> {
-        let mut st = self.lock()?;
+        let mut st = self.lock_to_finish()?;
         st.in_flight = st.in_flight.saturating_sub(1);
         self.settle(&mut st, wake);
         Ok(())
@@ -754,7 +802,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// interrupted): the item goes to the next getter, or back to the front. Its `unfinished`
     /// count stays. Fails only when called re-entrantly, and then returns the item.
     pub fn give_back(&self, item: T, wake: &mut Wakeups<T, A>) -> Result<(), (QueueError<T::Error>, T)> {
-        let mut st = match self.lock() {
+        let mut st = match self.lock_to_finish() {
             Ok(st) => st,
             Err(e) => return Err((e, item)),
         };
@@ -778,14 +826,14 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     /// A thread getter stops waiting; `Some` if an item (or the shutdown) reached it anyway. An
     /// item that did must then be [`Queue::received`] or given back.
     pub fn abandon_get(&self, t: &Arc<ThreadWaiter<Got<T>>>) -> QResult<Option<Got<T>>, T> {
-        Ok(abandon(&mut self.lock()?.getters, t))
+        Ok(abandon(&mut self.lock_to_finish()?.getters, t))
     }
 
     /// A thread putter stops waiting: `Some(true)` if a slot was reserved for it meanwhile (it
     /// must commit or release it), `Some(false)` if the queue shut down, `None` if it was
     /// unqueued.
     pub fn abandon_put(&self, t: &Arc<ThreadWaiter<bool>>) -> QResult<Option<bool>, T> {
-        Ok(abandon(&mut self.lock()?.putters, t))
+        Ok(abandon(&mut self.lock_to_finish()?.putters, t))
     }
 
     pub fn task_done(&self, wake: &mut Wakeups<T, A>) -> QResult<(), T> {
@@ -812,7 +860,7 @@ impl<T: QueueItem + Send, A: Send> Queue<T, A> {
     }
 
     pub fn abandon_join(&self, t: &Arc<ThreadWaiter<()>>) -> QResult<bool, T> {
-        Ok(abandon(&mut self.lock()?.joiners, t).is_some())
+        Ok(abandon(&mut self.lock_to_finish()?.joiners, t).is_some())
     }
 
     /// Shuts the queue down (3.13 semantics): puts fail from now on; gets fail once it is empty,

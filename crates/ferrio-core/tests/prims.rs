@@ -184,9 +184,10 @@ fn a_priority_put_or_get_whose_comparison_fails_leaves_the_queue_unchanged() {
 fn a_contended_lock_is_waited_for_through_the_embedders_hook() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static WAITS: AtomicUsize = AtomicUsize::new(0);
-    fn counting(wait: &(dyn Fn() + Sync)) {
+    fn counting(wait_free: &(dyn Fn(Duration) + Sync), _interruptible: bool) -> bool {
         WAITS.fetch_add(1, Ordering::SeqCst);
-        wait();
+        wait_free(LONG);
+        true
     }
     /// Blocks in its comparison until told to go on: the queue's lock is held meanwhile.
     struct Slow(u32, Arc<std::sync::Barrier>);

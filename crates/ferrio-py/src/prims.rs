@@ -381,10 +381,24 @@ impl prims::QueueItem for Item {
 }
 
 /// How a thread waits for a queue's lock held by another thread: with the GIL released, since
-/// the holder may be running an item's `__lt__` and need the GIL back to finish. Every caller
-/// holds the GIL already, so `attach` only hands us the token.
-fn wait_detached(wait: &(dyn Fn() + Sync)) {
-    Python::attach(|py| py.detach(wait));
+/// the holder may be running an item's `__lt__` and need the GIL back to finish, in slices
+/// between which signal handlers run. An operation that has changed nothing yet gives up when
+/// one raises; the error is left set, for [`QueueCore::error`] to take. Every caller holds the
+/// GIL already, so `attach` only hands us the token.
+fn wait_detached(wait_free: &(dyn Fn(Duration) + Sync), interruptible: bool) -> bool {
+    Python::attach(|py| {
+        py.detach(|| wait_free(SLICE));
+        if !interruptible {
+            return true;
+        }
+        match py.check_signals() {
+            Ok(()) => true,
+            Err(e) => {
+                e.restore(py);
+                false
+            }
+        }
+    })
 }
 
 type Q = prims::Queue<Item, TaskWaiter>;
@@ -501,6 +515,11 @@ impl QueueCore {
                      (from an item's __lt__, or code it ran); a comparison must not use the queue it is in",
                     self.name
                 ));
+            }
+            QueueError::Interrupted => {
+                return PyErr::take(py).unwrap_or_else(|| {
+                    PyRuntimeError::new_err(format!("{}.{api} was interrupted waiting for the queue", self.name))
+                });
             }
             QueueError::NoMemory => {
                 return PyMemoryError::new_err(format!(
