@@ -64,6 +64,34 @@ def test_an_lt_that_raises_fails_the_call_and_leaves_the_queue_as_it_was() -> No
     assert [q.sync_q.get_nowait().v for _ in range(7)] == [1, 2, 3, 5, 7, 8, 9]
 
 
+def test_an_lt_whose_result_cannot_be_a_bool_and_an_item_whose_repr_raises() -> None:
+    class Liar:
+        def __bool__(self) -> bool:
+            raise ArithmeticError("no truth here")
+
+    class Odd:
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+        def __lt__(self, other: Odd) -> object:
+            return Liar() if self is not other else False
+
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr either")
+
+    q: ferrio.PriorityQueue[object] = ferrio.PriorityQueue()
+    q.sync_q.put(Odd(1))
+    with pytest.raises(ArithmeticError, match="no truth here"):
+        q.sync_q.put(Odd(0))
+    class Unorderable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr either")
+
+    with pytest.raises(TypeError, match=r"PriorityQueue.put\(\) needs items that support '<'"):
+        q.sync_q.put(Unorderable())  # the message does without the repr
+    assert q.qsize() == 1
+
+
 def test_an_lt_that_uses_its_own_queue_is_refused_not_deadlocked() -> None:
     q: ferrio.PriorityQueue[object] = ferrio.PriorityQueue()
     other: ferrio.Queue[int] = ferrio.Queue()
