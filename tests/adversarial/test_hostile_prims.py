@@ -386,10 +386,14 @@ def test_a_child_forked_mid_operation_can_use_new_primitives() -> None:
 
         pq.sync_q.put(Stuck(1))
         # A thread inside the priority queue's lock, one blocked in a get, one holding a lock.
-        threading.Thread(target=pq.sync_q.put, args=(Stuck(0),), daemon=True).start()
+        putter = threading.Thread(target=pq.sync_q.put, args=(Stuck(0),))
+        putter.start()
         inside.wait(10)
         empty = ferrio.Queue()
-        threading.Thread(target=empty.sync_q.get, kwargs={"timeout": 10}, daemon=True).start()
+        getter = threading.Thread(target=empty.sync_q.get, kwargs={"timeout": 10})
+        getter.start()
+        while not empty.statistics().getters_waiting:
+            pass  # bounded: the getter is about to wait
         held = ferrio.Lock()
         held.acquire()
         pid = os.fork()
@@ -407,10 +411,14 @@ def test_a_child_forked_mid_operation_can_use_new_primitives() -> None:
             os._exit(0 if got == [(0, "b"), (1, "a")] else 3)
         _, status = os.waitpid(pid, 0)
         go.set()
-        sys.stdout.write(f"child {os.waitstatus_to_exitcode(status)}\\n")
+        empty.sync_q.put(0)
+        putter.join(10)
+        getter.join(10)
+        held.release()
+        sys.stdout.write(f"child {os.waitstatus_to_exitcode(status)} {pq.qsize()} {empty.qsize()}\\n")
         """
     )
-    assert out == "child 0\n"
+    assert out == "child 0 2 0\n"
 
 
 # -- non-finite and wrong-typed timeouts -------------------------------------------------------------
