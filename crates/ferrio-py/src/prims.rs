@@ -873,7 +873,7 @@ fn i64_arg(api: &str, name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
 #[pymethods]
 impl AtomicInt {
     #[new]
-    #[pyo3(signature = (value=None))]
+    #[pyo3(signature = (value=None), text_signature = "(value=0)")] // None stands for the default 0
     fn new(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
         let value = value.map_or(Ok(0), |v| errors::i64_arg("ferrio.AtomicInt()", "value", v))?;
         Ok(Self {
@@ -892,7 +892,7 @@ impl AtomicInt {
     }
 
     /// Adds `delta` (wrapping at 64 bits) and returns the new value.
-    #[pyo3(signature = (delta=None))]
+    #[pyo3(signature = (delta=None), text_signature = "($self, delta=1)")] // None stands for the default 1
     fn add(&self, delta: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
         let delta = delta.map_or(Ok(1), |d| i64_arg("add()", "delta", d))?;
         Ok(self
