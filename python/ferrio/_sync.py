@@ -286,10 +286,11 @@ class _Pending:
         return self._start(*self._args).__await__()
 
     def __bool__(self) -> bool:
+        kind, method = self._api[:-2].split(".")
         raise TypeError(
             f"{self._api} was called on a thread running an event loop, where it returns an awaitable, as "
-            f"asyncio's does: write `await {self._api[:-2]}(...)`, or call it with blocking=False "
-            "(or use the *_nowait() / is_set() methods) for an answer at once"
+            f"asyncio's does: write `await {kind.lower()}.{method}()`; for an answer at once use "
+            "acquire(blocking=False), acquire_nowait() or is_set()"
         )
 
     def __del__(self) -> None:
