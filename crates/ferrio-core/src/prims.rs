@@ -13,6 +13,13 @@
 //! back (`release`, `give_back`, `release_reservation`), so a cancelled wait never loses a permit
 //! or an item.
 //!
+//! A queue's room is handed out the same way. A putter that waits for room is granted a reserved
+//! slot and inserts its own item when it resumes (so a priority queue orders it on the putter's
+//! call, where an error can be raised); an item handed to a waiting getter keeps its slot until
+//! the getter says it holds it ([`Queue::received`]) or gives it back. So `items + reserved +
+//! in_flight` never exceeds `maxsize`, and every operation that frees room ends by granting it to
+//! the waiting putters, in order.
+//!
 //! The embedder's code (Python: a `__del__`, an `__lt__`) must not run where it can wait for a lock
 //! that another thread holds while it needs something that thread holds (the GIL). So waiters that
 //! leave a primitive are returned to the caller, to be dropped after the lock is released, and the
@@ -553,7 +560,7 @@ impl<T, A> std::ops::DerefMut for QGuard<'_, T, A> {
 
 /// A FIFO, LIFO or priority queue with an optional bound, `task_done`/`join` and 3.13 shutdown
 /// semantics. `items + reserved + in_flight` never exceeds `maxsize`, and after every operation
-/// no putter waits while there is room ([`Queue::settle`]).
+/// no putter waits while there is room (`settle`).
 pub struct Queue<T, A> {
     state: Mutex<QState<T, A>>,
     /// The thread holding `state` ([`thread_token`]), or 0.
