@@ -245,3 +245,34 @@ fn priority_order_smallest_first_and_give_back_keeps_it() {
     let out: Vec<u32> = (0..5).map(|_| q.get_nowait(&mut wake).unwrap()).collect();
     assert_eq!(out, vec![1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn a_wait_for_a_contended_lock_can_be_given_up_by_operations_that_changed_nothing() {
+    fn give_up(wait_free: &(dyn Fn(Duration) + Sync), _interruptible: bool) -> bool {
+        wait_free(Duration::from_millis(1));
+        false // as on Ctrl-C
+    }
+    struct Gated(u32, Arc<std::sync::Barrier>);
+    impl QueueItem for Gated {
+        type Error = ();
+        fn try_lt(&self, other: &Self) -> Result<bool, ()> {
+            self.1.wait();
+            self.1.wait();
+            Ok(self.0 < other.0)
+        }
+    }
+    let gate = Arc::new(std::sync::Barrier::new(2));
+    let q: Arc<Queue<Gated, ()>> = Arc::new(Queue::with_lock_wait(0, Order::Priority, give_up));
+    q.put_nowait(Gated(2, Arc::clone(&gate)), &mut Wakeups::default())
+        .ok()
+        .unwrap();
+    let (q2, g2) = (Arc::clone(&q), Arc::clone(&gate));
+    let putter = thread::spawn(move || q2.put_nowait(Gated(1, g2), &mut Wakeups::default()).is_ok());
+    gate.wait(); // the putter holds the lock, inside its comparison
+    let q3 = Arc::clone(&q);
+    let asked = thread::spawn(move || q3.qsize()).join().unwrap();
+    assert_eq!(asked, Err(QueueError::Interrupted));
+    gate.wait();
+    assert!(putter.join().unwrap());
+    assert_eq!(q.qsize(), Ok(2));
+}
