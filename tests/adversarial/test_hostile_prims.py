@@ -218,6 +218,39 @@ def test_items_whose_del_uses_the_queue_are_dropped_outside_its_lock() -> None:
     assert seen.count(0) == 4
 
 
+def test_shutdown_never_drops_a_waiting_putters_item_under_the_queues_lock() -> None:
+    # A thread blocked in put() on a full queue; shutdown() used to drop its item under the
+    # queue's lock, so an item whose __del__ uses the queue deadlocked on it (GIL held).
+    out = run_or_fail(
+        """
+        import gc, sys, threading, ferrio
+        q = ferrio.Queue(maxsize=1)
+        q.sync_q.put(0)
+        seen = []
+
+        class Haunted:
+            def __del__(self):
+                seen.append(q.qsize())
+
+        errors = []
+        def putter():
+            try:
+                q.sync_q.put(Haunted(), timeout=10)
+            except ferrio.QueueShutDown as e:
+                errors.append(e)
+        t = threading.Thread(target=putter)
+        t.start()
+        while not q.statistics().putters_waiting:
+            pass  # bounded: the putter is about to wait
+        q.shutdown()
+        t.join(10)
+        gc.collect()
+        sys.stdout.write(f"{len(errors)} {seen}\\n")
+        """
+    )
+    assert out == "1 [1]\n"
+
+
 # -- cancellation storms ---------------------------------------------------------------------------
 
 
