@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import queue
+import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Callable
 
 import ferrio
 import pytest
@@ -71,7 +74,7 @@ def test_bad_maxsize(maxsize: object, exc: type[Exception], match: str) -> None:
 
 def test_bad_timeout_and_too_many_task_done() -> None:
     q: ferrio.Queue[int] = ferrio.Queue()
-    with pytest.raises(ValueError, match="timeout must be a non-negative number of seconds or None, got -1"):
+    with pytest.raises(ValueError, match=r"Queue.get\(\) expected timeout to be a non-negative number .* got -1"):
         q.sync_q.get(timeout=-1)
     with pytest.raises(ValueError, match=r"task_done\(\) called more times than items were put"):
         q.sync_q.task_done()
@@ -349,3 +352,190 @@ def test_janus_style_close() -> None:
         q.sync_q.get_nowait()
     ferrio.run(q.aclose())
     ferrio.run(q.wait_closed())
+
+
+# -- regressions ---------------------------------------------------------------------------------
+
+KINDS = [ferrio.Queue, ferrio.LifoQueue, ferrio.PriorityQueue]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_slot_freed_by_a_hand_off_reaches_the_second_waiting_putter(kind: type[ferrio.Queue[int]]) -> None:
+    # maxsize 1, full, two putters waiting: the first get grants the first putter a slot; the
+    # second get waits and receives that putter's item directly. The room it leaves must go to
+    # the second putter, which used to wait forever.
+    q = kind(maxsize=1)
+    q.sync_q.put(0)
+    putters = [asyncio.ensure_future(q.async_q.put(i)) for i in (1, 2)]
+    await asyncio.sleep(0)
+    assert q.statistics().putters_waiting == 2
+    # Both getters start before the first putter resumes: the second one waits.
+    got = await asyncio.wait_for(asyncio.gather(q.async_q.get(), q.async_q.get()), 5)
+    await asyncio.wait_for(asyncio.gather(*putters), 5)
+    got.append(q.sync_q.get_nowait())
+    assert got == [0, 1, 2]
+
+
+async def test_a_getter_cancelled_after_its_hand_off_never_lets_the_queue_exceed_maxsize() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue(maxsize=1)
+    getter = asyncio.ensure_future(q.async_q.get())
+    await asyncio.sleep(0)
+    q.sync_q.put_nowait(1)  # handed straight to the waiting getter ...
+    getter.cancel()  # ... which is cancelled before it resumes: it will give the item back
+    with pytest.raises(ferrio.QueueFull):
+        q.async_q.put_nowait(2)  # the item on its way still holds the only slot
+    with pytest.raises(asyncio.CancelledError):
+        await getter
+    assert q.qsize() == 1
+    assert q.sync_q.get_nowait() == 1
+
+
+def test_priority_put_of_an_unorderable_item_raises_and_leaves_the_queue_unchanged() -> None:
+    q: ferrio.PriorityQueue[object] = ferrio.PriorityQueue()
+    for x in (3, 1, 2):
+        q.sync_q.put(x)
+    with pytest.raises(TypeError, match=r"PriorityQueue.put\(\) needs items that support '<'.*got 'a'.*unchanged"):
+        q.sync_q.put("a")  # 'a' < 'a' works: only the comparison with the numbers fails
+    with pytest.raises(TypeError, match=r"PriorityQueue.put_nowait\(\) needs items"):
+        q.async_q.put_nowait("b")
+    with pytest.raises(TypeError, match="needs items that support '<'"):
+        ferrio.run(q.async_q.put("c"))
+    assert q.qsize() == 3
+    assert q.statistics().unfinished_tasks == 3
+    assert [q.sync_q.get_nowait() for _ in range(3)] == [1, 2, 3]
+
+
+def test_priority_put_lets_an_lt_error_other_than_type_error_through() -> None:
+    class Touchy:
+        def __lt__(self, other: object) -> bool:
+            if isinstance(other, Touchy) and other is self:
+                return False
+            raise ZeroDivisionError("touchy")
+
+    q: ferrio.PriorityQueue[object] = ferrio.PriorityQueue()
+    q.sync_q.put(Touchy())
+    with pytest.raises(ZeroDivisionError, match="touchy"):
+        q.sync_q.put(Touchy())
+    assert q.qsize() == 1
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda q: q.sync_q.get(timeout=-1), ValueError, r"Queue.get\(\) expected timeout to be a non-negative"),
+        (lambda q: q.sync_q.get(timeout=float("nan")), ValueError, r"Queue.get\(\) expected timeout"),
+        (lambda q: q.sync_q.get(timeout="5"), TypeError, r"Queue.get\(\) expected timeout to be a number.*'str'"),
+        (lambda q: q.sync_q.get(timeout=True), TypeError, r"expected timeout to be a number"),
+        (lambda q: q.sync_q.get(timeout=1e300), OverflowError, r"Queue.get\(\) got timeout=1e\+300, more than"),
+        (lambda q: q.sync_q.get(timeout=10**10), OverflowError, r"more than threading.TIMEOUT_MAX"),
+        (lambda q: q.sync_q.put(1, timeout=-0.5), ValueError, r"Queue.put\(\) expected timeout"),
+        (lambda q: q.sync_q.join(timeout=float("nan")), ValueError, r"Queue.join\(\) expected timeout"),
+    ],
+)
+def test_timeouts_are_checked_as_queue_does(call: Callable[[ferrio.Queue[int]], object], exc: type, match: str) -> None:
+    q: ferrio.Queue[int] = ferrio.Queue(maxsize=1)
+    q.sync_q.put(0)
+    q.sync_q.get()
+    with pytest.raises(exc, match=match):
+        call(q)
+
+
+def test_infinite_and_ignored_timeouts() -> None:
+    q: ferrio.Queue[int] = ferrio.Queue()
+    q.sync_q.put(1, timeout=math.inf)
+    assert q.sync_q.get(timeout=math.inf) == 1
+    with pytest.raises(ferrio.QueueEmpty):
+        q.sync_q.get(False, "ignored, as queue.Queue ignores it")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("maxsize", "exc", "match"),
+    [
+        (10**30, OverflowError, r"Queue\(\) expected maxsize between 0 and 18446744073709551615, got 10{30}.*=0"),
+        (1.5, TypeError, r"Queue\(\) expected maxsize to be an int"),
+    ],
+)
+def test_huge_or_wrong_typed_maxsize(maxsize: object, exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match.replace("10{30}", str(10**30))):
+        ferrio.Queue(maxsize)  # type: ignore[arg-type]
+
+
+def test_a_priority_comparison_that_releases_the_gil_does_not_freeze_other_threads() -> None:
+    # Thread A compares under the queue's lock and its __lt__ releases the GIL; thread B then
+    # uses the queue. B used to wait for the lock holding the GIL, which A needed to finish:
+    # the whole process froze. Run in a subprocess: a freeze holds the GIL and would stop pytest.
+    code = textwrap.dedent(
+        """
+        import sys, threading, time, ferrio
+        q = ferrio.PriorityQueue()
+        b_started = threading.Event()
+
+        class Yielding:
+            def __init__(self, v):
+                self.v = v
+            def __lt__(self, other):
+                if self is not other:
+                    b_started.wait(10)
+                    for _ in range(20):  # give B many chances to reach the lock meanwhile
+                        time.sleep(0.001)
+                return self.v < other.v
+
+        q.sync_q.put(Yielding(2))
+        a = threading.Thread(target=q.sync_q.put, args=(Yielding(1),))
+        a.start()
+        b_started.set()  # A's comparison yields the GIL 20 times from here on: B comes in meanwhile
+        sizes = []
+        b = threading.Thread(target=lambda: sizes.append(q.qsize()))
+        b.start()
+        a.join(10)
+        b.join(10)
+        assert not a.is_alive() and not b.is_alive()
+        assert sizes[0] in (1, 2)
+        assert [q.sync_q.get_nowait().v for _ in range(2)] == [1, 2]
+        sys.stdout.write("ok\\n")
+        """
+    )
+    try:
+        proc = run_python(code, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the process froze: a thread waited for the queue's lock holding the GIL")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ok\n"
+
+
+def test_ctrl_c_interrupts_a_wait_for_a_priority_queue_held_by_a_slow_comparison() -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, sys, threading, time, ferrio
+        q = ferrio.PriorityQueue()
+        inside, go = threading.Event(), threading.Event()
+
+        class Slow:
+            def __init__(self, v):
+                self.v = v
+            def __lt__(self, other):
+                if self is not other and self.v == 0:
+                    inside.set()
+                    go.wait(10)
+                return self.v < other.v
+
+        q.sync_q.put(Slow(1))
+        a = threading.Thread(target=q.sync_q.put, args=(Slow(0),))
+        a.start()
+        inside.wait(10)
+        start = time.monotonic()
+        try:
+            threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+            q.qsize()  # waits for A's comparison to end
+            sys.stdout.write("not interrupted\\n")
+        except KeyboardInterrupt:
+            sys.stdout.write("interrupted\\n")
+        took = time.monotonic() - start
+        go.set()
+        a.join(10)
+        sys.stdout.write(f"{took < 5} {q.qsize()}\\n")
+        """
+    )
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "interrupted\nTrue 2\n"

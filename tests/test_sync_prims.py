@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
+from collections.abc import Callable
 
 import ferrio
 import pytest
@@ -51,7 +53,7 @@ async def test_mutual_exclusion_across_threads_and_tasks() -> None:
 async def test_waiters_are_served_first_come_first_served_across_worlds() -> None:
     lock = ferrio.Lock()
     order: list[str] = []
-    lock.acquire()
+    assert await lock.acquire()  # on the loop's thread: asyncio's acquire
 
     def thread_waiter(name: str, queued: threading.Event) -> None:
         queued.set()
@@ -151,7 +153,7 @@ async def test_event_across_worlds() -> None:
     await asyncio.to_thread(t.join, 10)
     ev.clear()
     assert ev.is_set() is False
-    assert ev.wait(timeout=0.01) is False
+    assert await ev.wait(timeout=0.01) is False  # on the loop's thread: awaitable, as asyncio's
 
 
 def test_atomic_int_under_contention() -> None:
@@ -237,3 +239,157 @@ def test_condition_errors_and_timeout() -> None:
         assert cond.wait(timeout=0.01) is False
         assert cond.wait_for(lambda: False, timeout=0.01) is False
     assert cond.statistics() == ferrio.LockStatistics(locked=False, waiting=0)
+
+
+# -- asyncio's API on a loop's thread ------------------------------------------------------------
+
+
+async def _held_by_a_thread_until(acquire: Callable[[], object], release: Callable[[], object]) -> threading.Event:
+    """Has a thread take the primitive, hold it until the returned event is set, then release."""
+    held, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        acquire()
+        held.set()
+        done.wait(10)
+        release()
+
+    threading.Thread(target=holder, daemon=True).start()
+    assert await asyncio.to_thread(held.wait, 10)
+    return done
+
+
+@pytest.mark.parametrize("make", [ferrio.Lock, lambda: ferrio.Semaphore(1), lambda: ferrio.BoundedSemaphore(1)])
+async def test_await_acquire_waits_without_blocking_the_loop(make: Callable[[], ferrio.Lock]) -> None:
+    lock = make()
+    release_it = await _held_by_a_thread_until(lock.acquire, lock.release)
+    ticks = 0
+
+    async def heartbeat() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    beat = asyncio.ensure_future(heartbeat())
+    acquiring = asyncio.ensure_future(lock.acquire())
+    while ticks < 20:  # bounded by the test timeout: the loop runs while the acquire waits
+        await asyncio.sleep(0)
+    assert not acquiring.done()
+    release_it.set()
+    assert await asyncio.wait_for(acquiring, 10) is True
+    assert lock.locked()
+    lock.release()
+    beat.cancel()
+
+
+async def test_await_acquire_with_a_timeout_gives_false_and_leaves_no_waiter() -> None:
+    lock = ferrio.Lock()
+    release_it = await _held_by_a_thread_until(lock.acquire, lock.release)
+    assert await lock.acquire(timeout=0.01) is False
+    assert lock.statistics() == ferrio.LockStatistics(locked=True, waiting=0)
+    release_it.set()
+    assert await asyncio.wait_for(lock.acquire(), 10) is True
+    lock.release()
+
+
+async def test_acquire_results_on_a_loop_thread_are_never_mistaken_for_bools() -> None:
+    lock = ferrio.Lock()
+    assert lock.acquire(blocking=False) is True  # a try answers at once, everywhere
+    assert lock.acquire(blocking=False) is False
+    lock.release()
+    pending = lock.acquire()
+    with pytest.raises(TypeError, match=r"Lock.acquire\(\) was called on a thread running an event loop.*await"):
+        bool(pending)
+    assert await pending is True
+    lock.release()
+    with pytest.raises(ValueError, match=r"Lock.acquire\(\) expected timeout to be -1 \(no limit\) or a non-negative"):
+        lock.acquire(timeout=-2)
+
+
+async def test_with_lock_on_a_loop_thread_takes_a_free_lock_and_refuses_to_wait() -> None:
+    lock = ferrio.Lock()
+    with lock:
+        assert lock.locked()
+    release_it = await _held_by_a_thread_until(lock.acquire, lock.release)
+    with pytest.raises(RuntimeError, match=r"`with lock:` would block the event loop.*`async with lock:`"), lock:
+        pass
+    release_it.set()
+    async with lock:
+        pass
+
+
+async def test_await_event_wait_and_condition_wait_as_asyncio() -> None:
+    ev = ferrio.Event()
+    waiting = asyncio.ensure_future(ev.wait())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await asyncio.to_thread(ev.set)
+    assert await asyncio.wait_for(waiting, 10) is True
+    ev.clear()
+    assert await ev.wait(0.01) is False
+    assert await ev.wait(-1) is False  # threading's: a negative timeout only looks
+    cond = ferrio.Condition()
+    async with cond:
+        assert await cond.wait(0.01) is False
+        assert cond.locked()
+        assert await cond.wait_for(lambda: True) is True
+
+    def notify() -> None:
+        with cond:
+            cond.notify_all()
+
+    async def waits() -> bool:
+        async with cond:
+            return bool(await cond.wait())
+
+    waiter = asyncio.ensure_future(waits())
+    while cond.statistics().waiting < 1:  # bounded by the test timeout: the waiter is about to wait
+        await asyncio.sleep(0.001)
+    await asyncio.to_thread(notify)
+    assert await asyncio.wait_for(waiter, 10) is True
+    assert not cond.locked()
+
+
+def test_from_a_plain_thread_acquire_and_wait_stay_threadings() -> None:
+    lock, ev, sem = ferrio.Lock(), ferrio.Event(), ferrio.Semaphore(0)
+    assert lock.acquire() is True
+    assert lock.acquire(timeout=0.01) is False
+    lock.release()
+    assert lock.acquire(timeout=-1) is True  # -1: no limit, as threading.Lock
+    lock.release()
+    assert lock.acquire(timeout=math.inf) is True
+    lock.release()
+    assert ev.wait(0.01) is False
+    assert ev.wait(-1) is False  # threading.Event: a negative timeout only looks
+    assert sem.acquire(timeout=-1) is False  # threading.Semaphore: a negative timeout only tries
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "match"),
+    [
+        (lambda: ferrio.Event().wait(1e300), OverflowError, r"Event.wait\(\) got timeout=1e\+300, more than"),
+        (lambda: ferrio.Event().wait("5"), TypeError, r"Event.wait\(\) expected timeout to be a number.*'str'"),
+        (lambda: ferrio.Event().wait(float("nan")), ValueError, r"Event.wait\(\) expected timeout"),
+        (lambda: ferrio.Lock().acquire(timeout=float("nan")), ValueError, r"Lock.acquire\(\) expected timeout"),
+        (lambda: ferrio.Lock().acquire(timeout="1"), TypeError, r"Lock.acquire\(\) expected timeout to be a number"),
+        (lambda: ferrio.Semaphore(0).acquire(timeout=1e300), OverflowError, r"Semaphore.acquire\(\) got timeout"),
+        (lambda: ferrio.Semaphore(1).acquire(False, 1), ValueError, r"can't specify a timeout for a non-blocking"),
+        (lambda: ferrio.Semaphore(10**30), OverflowError, r"Semaphore\(\) expected value between 0 and 18446744"),
+        (lambda: ferrio.Semaphore(2**64 - 1).release(), OverflowError, r"Semaphore.release\(\) would take"),
+        (lambda: ferrio.AtomicInt("1"), TypeError, r"ferrio.AtomicInt\(\) expected value to be an int, got '1'"),
+        (lambda: ferrio.AtomicInt(2**63), OverflowError, r"AtomicInt\(\) expected value between -9223372036854775808"),
+        (lambda: ferrio.AtomicInt().add("x"), TypeError, r"AtomicInt.add\(\) expected delta to be an int"),
+        (lambda: ferrio.AtomicInt().add(2**64), OverflowError, r"AtomicInt.add\(\) expected delta between"),
+        (lambda: ferrio.AtomicInt().set(1.5), TypeError, r"AtomicInt.set\(\) expected value to be an int"),
+        (lambda: ferrio.AtomicInt().compare_exchange(0, None), TypeError, r"compare_exchange\(\) expected new"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(call: Callable[[], object], exc: type, match: str) -> None:
+    with pytest.raises(exc, match=match):
+        call()
+
+
+def test_atomic_int_wraps_as_documented() -> None:
+    hits = ferrio.AtomicInt(2**63 - 1)
+    assert hits.add() == -(2**63)

@@ -178,22 +178,27 @@ class SemaphoreCore:
     """
 
     def __new__(cls, value: int, bound: int | None = None, is_lock: bool = False) -> SemaphoreCore: ...
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
-        """``threading``'s acquire. Raises:
-        ValueError: a timeout with ``blocking=False``, or a negative timeout.
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """``threading``'s blocking acquire. For a lock ``-1`` (or ``None``) is no limit and other
+        negatives are refused; for a semaphore a negative timeout only tries. Raises:
+        ValueError: a timeout with ``blocking=False``, NaN, or a lock's negative timeout other than -1.
+        TypeError: a timeout that is not a number. OverflowError: above ``threading.TIMEOUT_MAX``.
         """
     def acquire_nowait(self) -> bool:
         """Take a free permit if nobody is queued; never waits."""
     def acquire_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
         """``True`` if taken at once; else ``fut`` is queued and resolves when a permit reaches it."""
     def cancel_acquire(self, fut: asyncio.Future[Any]) -> None:
-        """The awaiting task was cancelled: unqueue ``fut``, or pass on a permit that reached it."""
+        """The awaiting task was cancelled, or its wait timed out (``fut`` resolved to something
+        other than ``None``): unqueue ``fut``, or pass on a permit that reached it."""
     def release(self) -> None:
         """Raises:
         RuntimeError: a lock released while unlocked.
         ValueError: a bounded semaphore released past its initial value.
         """
-    def __enter__(self) -> None: ...
+    def __enter__(self) -> None:
+        """Blocks as ``acquire()``; on a running event loop's thread, raises RuntimeError rather
+        than wait for a permit that is not free at once."""
     def __exit__(self, *args: object) -> None: ...
     def stats(self) -> tuple[int, int]:
         """``(free permits, waiters)``."""
@@ -205,7 +210,8 @@ class EventCore:
     def clear(self) -> None: ...
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool:
-        """``threading.Event.wait``: blocks with the GIL released; returns the flag."""
+        """``threading.Event.wait``: blocks with the GIL released; returns the flag. A negative
+        timeout only looks; NaN is a ValueError, a non-number a TypeError."""
     def wait_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
         """``True`` if set; else ``fut`` is queued until ``set()``."""
     def cancel_wait(self, fut: asyncio.Future[Any]) -> None: ...
@@ -223,21 +229,27 @@ class QueueCore:
     def maxsize(self) -> int: ...
     def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         """``queue.Queue.put``: blocks (GIL released) while full. Raises Full, ShutDown,
-        TypeError (an unorderable item in a priority queue), ValueError (a negative timeout)."""
+        TypeError (an unorderable item in a priority queue; the queue is unchanged), ValueError
+        (a negative or NaN timeout), RuntimeError (called from an item's ``__lt__`` on the
+        thread ordering the queue)."""
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """``queue.Queue.get``: blocks (GIL released) while empty. Raises Empty, ShutDown."""
     def put_nowait(self, item: object) -> None: ...
     def get_nowait(self) -> Any: ...
     def try_put(self, item: object) -> bool:
-        """Put if there is room now; never raises Full or waits."""
+        """Put if there is room now; ``False`` if full or shut down; never waits."""
     def try_get(self) -> tuple[bool, Any]:
-        """``(True, item)`` if one is there now, else ``(False, None)``; never raises or waits."""
+        """``(True, item)`` if one is there now, else ``(False, None)``; never waits."""
     def put_async(self, waker: LoopWaker, fut: asyncio.Future[bool], item: object) -> object | None:
         """``None`` if the item went in; else ``fut`` waits for a slot and the item comes back."""
     def commit_put(self, item: object) -> None:
-        """Insert an item into the slot reserved for it (after ``fut`` resolved ``True``)."""
+        """Insert an item into the slot reserved for it (after ``fut`` resolved ``True``); raises
+        ShutDown or TypeError (and passes the slot on) if it cannot."""
     def get_async(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> tuple[bool, Any]:
-        """``(True, item)`` at once, or ``(False, None)`` with ``fut`` queued."""
+        """``(True, item)`` at once, or ``(False, None)`` with ``fut`` queued; a getter that then
+        receives an item from ``fut`` calls ``got_item()``."""
+    def got_item(self) -> None:
+        """A task getter holds the item its future carried: its slot no longer counts."""
     def cancel_wait(self, fut: asyncio.Future[Any], kind: str) -> None:
         """The task awaiting ``fut`` (``kind`` is ``"get"``, ``"put"`` or ``"join"``) was cancelled:
         unqueue it, or give back the item or slot that already reached it."""
@@ -253,7 +265,8 @@ class QueueCore:
         """``(items, unfinished, getters waiting, putters waiting)``."""
 
 class AtomicInt:
-    """A lock-free 64-bit integer shared by threads and tasks (wraps on overflow)."""
+    """A lock-free 64-bit integer shared by threads and tasks (wraps on overflow). Arguments
+    must be ints within 64 bits: TypeError or OverflowError naming the call otherwise."""
 
     def __init__(self, value: int = 0) -> None: ...
     def get(self) -> int: ...

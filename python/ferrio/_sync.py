@@ -5,6 +5,15 @@ Each object is one Rust primitive with two faces: the blocking methods of :mod:`
 awaitable ones that never block the event loop. Any number of threads and of event loops may use
 one object at once, and it may be created before any loop runs. Waiters of both kinds are served
 first come, first served; a cancelled ``await`` never loses an item or a permit.
+
+Locks, semaphores, events and conditions take the name of whichever API the caller knows:
+``lock.acquire()`` / ``event.wait()`` block a plain thread as threading's do, and return an
+awaitable on a thread whose event loop is running, as asyncio's do.
+
+After ``os.fork()``, primitives created in the child work normally, whatever the parent's threads
+were doing. One that existed before the fork is like a :class:`threading.Lock` after fork: its
+state (held, waiters, a half-done operation) is the parent's at that instant, and parent threads
+waiting on it do not exist in the child. Create new ones in the child.
 """
 
 from __future__ import annotations
@@ -14,15 +23,18 @@ import collections
 import contextlib
 import queue as _queue
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from . import _ferrio
+from ._errors import check_timeout
 from ._threads import _waker_for
 
 T = TypeVar("T")
 _get_running_loop = asyncio.get_running_loop
+_running_loop = asyncio.events._get_running_loop  # None where no loop runs; asyncio's own cheap check
 
 
 def _bases(*names: tuple[object, str]) -> tuple[type, ...]:
@@ -149,6 +161,7 @@ class _AsyncFace(_QueueView, Generic[T]):
             raise
         if item is _SHUTDOWN:
             raise QueueShutDown("the queue was shut down")
+        core.got_item()  # the item counted against maxsize until now, in case we gave it back
         return item
 
     async def join(self) -> None:
@@ -247,28 +260,112 @@ class LockStatistics:
     waiting: int
 
 
+_TIMED_OUT = False  # what a timed-out wait's future is resolved with (a hand-off resolves to None/True)
+
+
+def _time_out(fut: asyncio.Future[object]) -> None:
+    if not fut.done():
+        fut.set_result(_TIMED_OUT)
+
+
+class _Pending:
+    """What ``acquire()`` / ``wait()`` return on a thread whose event loop is running: an
+    awaitable, as asyncio's coroutines are. Nothing happens until it is awaited.
+
+    It refuses to be used as a bool: ``if lock.acquire():`` written for threading would otherwise
+    be always true without acquiring anything.
+    """
+
+    __slots__ = ("_api", "_args", "_awaited", "_start")
+
+    def __init__(self, api: str, start: Callable[..., Any], *args: object) -> None:
+        self._api, self._start, self._args, self._awaited = api, start, args, False
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        self._awaited = True
+        return self._start(*self._args).__await__()
+
+    def __bool__(self) -> bool:
+        kind, method = self._api[:-2].split(".")
+        raise TypeError(
+            f"{self._api} was called on a thread running an event loop, where it returns an awaitable, as "
+            f"asyncio's does: write `await {kind.lower()}.{method}()`; for an answer at once use "
+            "acquire(blocking=False), acquire_nowait() or is_set()"
+        )
+
+    def __del__(self) -> None:
+        if not self._awaited:
+            warnings.warn(f"{self._api}'s awaitable was never awaited, so it did nothing", RuntimeWarning, 2)
+
+
+def _lock_timeout(api: str, timeout: object, *, minus_one_is_forever: bool) -> float | None:
+    """A timeout as threading's ``Lock`` (``-1`` is no limit, other negatives an error) or
+    ``Semaphore`` / ``Event`` (``None`` is no limit, a negative one only tries) take it."""
+    if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) and timeout < 0:
+        if minus_one_is_forever and timeout == -1:
+            return None
+        if minus_one_is_forever:
+            raise ValueError(
+                f"{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {timeout!r}"
+            )
+        return 0.0
+    return check_timeout(api, timeout)
+
+
 class _AsyncAcquire:
+    _api = "Semaphore.acquire()"
+    _minus_one_is_forever = False
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
+        """``threading``'s acquire in a plain thread; ``asyncio``'s on an event loop's thread.
+
+        In a thread: blocks (the GIL released, Ctrl-C works) until a permit is taken, or
+        ``timeout`` passes; returns whether it was taken. Where an event loop is running, returns
+        an awaitable instead, so ``await lock.acquire()`` works as for :class:`asyncio.Lock`
+        without blocking the loop (``await lock.acquire(timeout=1)`` gives ``False`` once the
+        timeout passes). ``acquire(blocking=False)`` answers at once everywhere.
+
+        Raises:
+            ValueError: a timeout with ``blocking=False``, or a negative timeout (other than -1)
+                for a lock.
+            TypeError: ``timeout`` is not a number; or the awaitable was used as a bool.
+        """
+        if not blocking or _running_loop() is None:
+            return _ferrio.SemaphoreCore.acquire(self, blocking, timeout)  # type: ignore[arg-type]
+        t = _lock_timeout(self._api, timeout, minus_one_is_forever=self._minus_one_is_forever)
+        return _Pending(self._api, self._acquire_async, t)
+
     async def acquire_async(self) -> bool:
         """Acquire without blocking the event loop; waiters of both worlds are served in order.
 
         Cancelling the awaiting task never leaks the permit.
         """
+        return await self._acquire_async(None)
+
+    async def _acquire_async(self, timeout: float | None) -> bool:
         if self.acquire_nowait():  # type: ignore[attr-defined]
             return True
         loop = _get_running_loop()
         fut = loop.create_future()
         if self.acquire_async_(_waker_for(loop), fut):  # type: ignore[attr-defined]
             return True
+        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
         try:
-            await fut
+            got = await fut
         except asyncio.CancelledError:
             self.cancel_acquire(fut)  # type: ignore[attr-defined]
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if got is _TIMED_OUT:
+            self.cancel_acquire(fut)  # type: ignore[attr-defined]  # unqueues it; a late permit passes on
+            return False
         return True
 
     async def __aenter__(self) -> None:
         if not self.acquire_nowait():  # type: ignore[attr-defined]
-            await self.acquire_async()
+            await self._acquire_async(None)
 
     async def __aexit__(self, *exc_info: object) -> None:
         self.release()  # type: ignore[attr-defined]
@@ -287,24 +384,35 @@ class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
         async with lock: ...     # in a task: never blocks the loop
 
     A thread and a task can never hold it at once; waiters are served first come, first served
-    across both worlds. ``acquire(blocking=True, timeout=-1)``, ``release()`` and ``locked()`` are
-    :class:`threading.Lock`'s; ``await acquire_async()`` is the async acquire; ``acquire_nowait()``
-    and ``statistics()`` are anyio's. Any thread or task may release it.
+    across both worlds. In a plain thread, ``acquire(blocking=True, timeout=-1)``, ``release()``
+    and ``locked()`` are :class:`threading.Lock`'s; on a thread whose event loop is running,
+    ``await lock.acquire()`` is :class:`asyncio.Lock`'s (so is ``await acquire_async()``);
+    ``acquire_nowait()`` and ``statistics()`` are anyio's. Any thread or task may release it.
+    ``with lock:`` on an event loop's thread takes a free lock but raises rather than block the
+    loop: use ``async with lock:`` there.
 
     Raises:
-        RuntimeError: ``release()`` of an unlocked lock.
+        RuntimeError: ``release()`` of an unlocked lock; ``with lock:`` on a running event loop's
+            thread while the lock is held.
     """
+
+    _api = "Lock.acquire()"
+    _minus_one_is_forever = True
 
     def __new__(cls) -> Lock:
         return super().__new__(cls, 1, 1, True)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> Any:  # noqa: D102 (documented above)
+        return _AsyncAcquire.acquire(self, blocking, timeout)
 
     def locked(self) -> bool:
         return self.stats()[0] == 0
 
 
 class Semaphore(_AsyncAcquire, _ferrio.SemaphoreCore):
-    """A counting semaphore for threads and tasks at once (``threading.Semaphore``'s and
-    ``asyncio.Semaphore``'s API, with ``await acquire_async()`` for the async acquire).
+    """A counting semaphore for threads and tasks at once: ``threading.Semaphore``'s API in a
+    plain thread, ``asyncio.Semaphore``'s (``await sem.acquire()``, ``async with sem:``) on a
+    thread whose event loop is running; ``await acquire_async()`` is the async acquire anywhere.
 
     Raises:
         ValueError: ``value`` is negative.
@@ -331,21 +439,46 @@ class BoundedSemaphore(Semaphore):
 class Event(_ferrio.EventCore):
     """A flag that threads and tasks can wait for.
 
-    ``set()``, ``clear()``, ``is_set()`` and the blocking ``wait(timeout=None)`` are
-    :class:`threading.Event`'s; ``await wait_async()`` waits without blocking the loop.
+    ``set()``, ``clear()``, ``is_set()`` are :class:`threading.Event`'s. ``wait(timeout=None)``
+    blocks a plain thread (the GIL released) as threading's does; on a thread whose event loop is
+    running it returns an awaitable, so ``await event.wait()`` works as for
+    :class:`asyncio.Event` without blocking the loop. ``await wait_async()`` is the same wait.
     """
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait until the flag is set, or ``timeout`` passes; return the flag.
+
+        Raises:
+            TypeError: ``timeout`` is not a number; or the awaitable was used as a bool.
+            ValueError: ``timeout`` is NaN.
+            OverflowError: ``timeout`` is above ``threading.TIMEOUT_MAX``.
+        """
+        if _running_loop() is None:
+            return _ferrio.EventCore.wait(self, timeout)
+        t = _lock_timeout("Event.wait()", timeout, minus_one_is_forever=False)
+        return _Pending("Event.wait()", self._wait_async, t)
 
     async def wait_async(self) -> bool:
         """Wait until the flag is set; returns ``True``."""
+        return await self._wait_async(None)
+
+    async def _wait_async(self, timeout: float | None) -> bool:
         loop = _get_running_loop()
         fut = loop.create_future()
         if self.wait_async_(_waker_for(loop), fut):
             return True
+        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
         try:
-            await fut
+            flag = await fut
         except asyncio.CancelledError:
             self.cancel_wait(fut)
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if flag is _TIMED_OUT:
+            self.cancel_wait(fut)
+            return self.is_set()
         return True
 
 
@@ -385,7 +518,8 @@ class Condition:
         self.acquire_async, self.locked = lock.acquire_async, lock.locked
 
     def __enter__(self) -> bool:
-        return self._lock.acquire()
+        self._lock.__enter__()
+        return True
 
     def __exit__(self, *exc_info: object) -> None:
         self._lock.release()
@@ -406,45 +540,67 @@ class Condition:
         with contextlib.suppress(ValueError):  # already taken by notify()
             self._waiters.remove(ev)
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, block until notified (or ``timeout``), re-acquire; ``False`` on timeout."""
+    def wait(self, timeout: float | None = None) -> Any:
+        """Release the lock, wait until notified (or ``timeout``), re-acquire; ``False`` on timeout.
+
+        Blocks a plain thread as :class:`threading.Condition`'s does; on a thread whose event loop
+        is running, returns an awaitable (``await cond.wait()``, as :class:`asyncio.Condition`).
+        """
+        if _running_loop() is not None:
+            t = _lock_timeout("Condition.wait()", timeout, minus_one_is_forever=False)
+            self._check_held("wait")
+            return _Pending("Condition.wait()", self._wait_async, t)
+        return self._wait_blocking(timeout)
+
+    def _wait_blocking(self, timeout: float | None) -> bool:
         self._check_held("wait")
         ev = Event()
         self._waiters.append(ev)
         self._lock.release()
         try:
-            return ev.wait(timeout)
+            return _ferrio.EventCore.wait(ev, timeout)
         finally:
-            self._lock.acquire()
+            _ferrio.SemaphoreCore.acquire(self._lock)
             if not ev.is_set():
                 self._forget(ev)
 
-    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
-        """Wait until ``predicate()`` is true (or ``timeout``); returns its last value."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true (or ``timeout``); returns its last value.
+
+        On a thread whose event loop is running, returns an awaitable, as
+        :meth:`asyncio.Condition.wait_for` is a coroutine.
+        """
+        t = _lock_timeout("Condition.wait_for()", timeout, minus_one_is_forever=False)
+        if _running_loop() is not None:
+            return _Pending("Condition.wait_for()", self._wait_for_async, predicate, t)
+        deadline = None if t is None else time.monotonic() + t
         result = predicate()
         while not result:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 break
-            self.wait(remaining)
+            self._wait_blocking(remaining)
             result = predicate()
         return result
 
     async def wait_async(self) -> bool:
         """Release the lock, wait until notified without blocking the loop, re-acquire."""
         self._check_held("wait_async")
+        return await self._wait_async(None)
+
+    async def _wait_async(self, timeout: float | None) -> bool:
         ev = Event()
         self._waiters.append(ev)
         self._lock.release()
         cancelled: BaseException | None = None
+        notified = False
         try:
-            await ev.wait_async()
+            notified = await ev._wait_async(timeout)
         except asyncio.CancelledError as e:
             cancelled = e
         while True:  # the lock is re-acquired whatever happens, as asyncio.Condition does
             try:
-                await self._lock.acquire_async()
+                await self._lock._acquire_async(None)
                 break
             except asyncio.CancelledError as e:
                 cancelled = e
@@ -454,13 +610,22 @@ class Condition:
             self._notify(1)  # we were notified but will not act on it: pass it on
         if cancelled is not None:
             raise cancelled
-        return True
+        return notified
 
     async def wait_for_async(self, predicate: Callable[[], T]) -> T:
         """Wait (without blocking the loop) until ``predicate()`` is true; returns its value."""
+        return await self._wait_for_async(predicate, None)
+
+    async def _wait_for_async(self, predicate: Callable[[], T], timeout: float | None) -> T:
+        loop = _get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         result = predicate()
         while not result:
-            await self.wait_async()
+            remaining = None if deadline is None else deadline - loop.time()
+            if remaining is not None and remaining <= 0:
+                break
+            self._check_held("wait_for")
+            await self._wait_async(remaining)
             result = predicate()
         return result
 

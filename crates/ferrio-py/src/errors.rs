@@ -90,8 +90,8 @@ fn timeout_max(py: Python<'_>) -> f64 {
 }
 
 /// Validates a timeout as `threading` does (and as `ferrio._errors.check_timeout` does on the
-/// Python side): `None` and `math.inf` mean no limit (`Ok(None)`); a non-number is a TypeError,
-/// NaN or a negative number a ValueError, more than `threading.TIMEOUT_MAX` an OverflowError.
+/// Python side): `None` and `math.inf` mean no limit (`Ok(None)`); a non-number is a `TypeError`,
+/// NaN or a negative number a `ValueError`, more than `threading.TIMEOUT_MAX` an `OverflowError`.
 pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Duration>> {
     let Some(value) = value.filter(|v| !v.is_none()) else {
         return Ok(None);
@@ -145,4 +145,38 @@ pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
 /// does not fit an `Instant`.
 pub(crate) fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// `value` as a `T` for `api`'s argument `name`: a `TypeError` naming the call for a non-int (a
+/// bool counts as an int, as in Python), an `OverflowError` giving the range otherwise.
+fn int_arg<T: std::fmt::Display>(
+    api: &str,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+    extracted: PyResult<T>,
+    range: &(T, T),
+    hint: &str,
+) -> PyResult<T> {
+    extracted.map_err(|e| {
+        let repr = value.repr().map(|r| r.to_string()).unwrap_or_default();
+        if e.is_instance_of::<PyOverflowError>(value.py()) {
+            PyOverflowError::new_err(format!(
+                "{api} expected {name} between {} and {}, got {repr}{hint}",
+                range.0, range.1
+            ))
+        } else {
+            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            PyTypeError::new_err(format!("{api} expected {name} to be an int, got {repr} of type '{ty}'"))
+        }
+    })
+}
+
+/// An int argument that must fit `usize` (a count or a size); see [`int_arg`].
+pub(crate) fn usize_arg(api: &str, name: &str, value: &Bound<'_, PyAny>, hint: &str) -> PyResult<usize> {
+    int_arg(api, name, value, value.extract::<usize>(), &(0, usize::MAX), hint)
+}
+
+/// An int argument that must fit `i64`; see [`int_arg`].
+pub(crate) fn i64_arg(api: &str, name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    int_arg(api, name, value, value.extract::<i64>(), &(i64::MIN, i64::MAX), "")
 }

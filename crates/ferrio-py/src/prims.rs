@@ -5,15 +5,23 @@
 //! the task's future: hand-offs resolve it directly on its own loop's thread, or through that
 //! loop's completion queue from anywhere else, and a hand-off that finds the future cancelled
 //! is given back to the primitive.
+//!
+//! Every call here holds the GIL, and no Python code runs under a primitive's lock except a
+//! `PriorityQueue`'s `__lt__`: whatever leaves a primitive (a future, an item) is dropped after
+//! its lock is released, and futures are resolved after the operation returns. Because `__lt__`
+//! may release the GIL, queues wait for a contended lock with the GIL released
+//! ([`wait_detached`]); that wait does not run signal handlers, and lasts as long as the other
+//! thread's comparison.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrio_core::prims::{self, Attempt, Order, Put, QueueError, ThreadWaiter, Wakeups};
-use pyo3::exceptions::PyValueError;
+use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
+use crate::errors;
 use crate::waker::{resolve, Completions, GiveBack, LoopWaker, Resolution};
 
 /// A task's future waiting on a primitive.
@@ -60,8 +68,8 @@ enum Waited<V> {
 
 /// Blocks this thread, with the GIL released, until `w` is granted, `timeout` passes, or a
 /// signal handler raises.
-fn wait_thread<V: Send>(py: Python<'_>, w: &Arc<ThreadWaiter<V>>, timeout: Option<f64>) -> Waited<V> {
-    let deadline = timeout.map(|t| Instant::now() + Duration::from_secs_f64(t.max(0.0)));
+fn wait_thread<V: Send>(py: Python<'_>, w: &Arc<ThreadWaiter<V>>, timeout: Option<Duration>) -> Waited<V> {
+    let deadline = errors::deadline_after(timeout);
     loop {
         let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
         if let Some(v) = py.detach(|| w.wait(slice)) {
@@ -82,15 +90,15 @@ fn wait_thread<V: Send>(py: Python<'_>, w: &Arc<ThreadWaiter<V>>, timeout: Optio
 fn wait_granted(
     py: Python<'_>,
     w: &Arc<ThreadWaiter<()>>,
-    timeout: Option<f64>,
-    abandon: impl Fn(&Arc<ThreadWaiter<()>>) -> bool,
+    timeout: Option<Duration>,
+    abandon: impl Fn(&Arc<ThreadWaiter<()>>) -> PyResult<bool>,
     give_back: impl FnOnce(),
 ) -> PyResult<bool> {
     match wait_thread(py, w, timeout) {
         Waited::Got(()) => Ok(true),
-        Waited::TimedOut => Ok(abandon(w)),
+        Waited::TimedOut => abandon(w),
         Waited::Interrupted(e) => {
-            if abandon(w) {
+            if abandon(w)? {
                 give_back();
             }
             Err(e)
@@ -98,14 +106,33 @@ fn wait_granted(
     }
 }
 
-fn check_timeout(timeout: Option<f64>) -> PyResult<Option<f64>> {
-    match timeout {
-        Some(t) if t.is_nan() || t < 0.0 => Err(PyValueError::new_err(format!(
-            "timeout must be a non-negative number of seconds or None, got {t}"
-        ))),
-        Some(t) if t.is_infinite() => Ok(None),
-        other => Ok(other),
+/// `value` if it is an int or a float (not a bool) below zero: the negative timeouts whose
+/// meaning differs between the stdlib's primitives.
+fn negative(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
+    let v = value?;
+    if v.is_instance_of::<PyBool>() || !(v.is_instance_of::<PyInt>() || v.is_instance_of::<PyFloat>()) {
+        return None;
     }
+    // A huge negative int does not fit a float: it is negative all the same.
+    let f = v.extract::<f64>().unwrap_or_else(|_| {
+        if v.lt(0).unwrap_or(false) {
+            f64::NEG_INFINITY
+        } else {
+            0.0
+        }
+    });
+    (f < 0.0).then_some(f)
+}
+
+/// Whether an event loop is running on this thread (`asyncio._get_running_loop()`, read once).
+fn loop_is_running(py: Python<'_>) -> PyResult<bool> {
+    static GET: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    let get = GET.get_or_try_init(py, || {
+        py.import("asyncio.events")?
+            .getattr("_get_running_loop")
+            .map(Bound::unbind)
+    })?;
+    Ok(!get.bind(py).call0()?.is_none())
 }
 
 // -- semaphore -----------------------------------------------------------------------------------
@@ -129,36 +156,64 @@ fn hand_permit(py: Python<'_>, sem: &Arc<Sem>, task: Option<TaskWaiter>) {
 #[pyclass(subclass, frozen, module = "ferrio._ferrio")]
 pub struct SemaphoreCore {
     inner: Arc<Sem>,
-    /// A lock: releasing it unlocked raises `RuntimeError`, as for `threading.Lock`.
+    /// A lock: releasing it unlocked raises `RuntimeError`, and `timeout=-1` means no limit, as
+    /// for `threading.Lock`.
     is_lock: bool,
+    bounded: bool,
 }
 
 #[pymethods]
 impl SemaphoreCore {
     #[new]
     #[pyo3(signature = (value, bound=None, is_lock=false))]
-    fn new(value: usize, bound: Option<usize>, is_lock: bool) -> Self {
-        Self {
+    fn new(value: &Bound<'_, PyAny>, bound: Option<&Bound<'_, PyAny>>, is_lock: bool) -> PyResult<Self> {
+        let api = if is_lock { "Lock()" } else { "Semaphore()" };
+        let value = errors::usize_arg(api, "value", value, "")?;
+        let bound = bound.map(|b| errors::usize_arg(api, "value", b, "")).transpose()?;
+        Ok(Self {
             inner: Arc::new(prims::Semaphore::new(value, bound)),
             is_lock,
-        }
+            bounded: bound.is_some(),
+        })
     }
 
-    /// `threading`'s signature: blocks (GIL released) unless `blocking=False`; `timeout=-1` waits
-    /// forever. Returns whether a permit was taken.
-    #[pyo3(signature = (blocking=true, timeout=-1.0))]
+    /// `threading`'s acquire: blocks (GIL released) unless `blocking=False`. For a lock,
+    /// `timeout=-1` (or `None`) waits forever and other negatives are refused, as
+    /// `threading.Lock`'s; for a semaphore `None` waits forever and a negative timeout only
+    /// tries, as `threading.Semaphore`'s. Returns whether a permit was taken.
+    #[pyo3(signature = (blocking=true, timeout=None))]
     #[allow(clippy::float_cmp)] // reason: -1 is threading's exact sentinel for "wait forever"
-    fn acquire(&self, py: Python<'_>, blocking: bool, timeout: f64) -> PyResult<bool> {
+    fn acquire(&self, py: Python<'_>, blocking: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let api = if self.is_lock {
+            "Lock.acquire()"
+        } else {
+            "Semaphore.acquire()"
+        };
+        let timeout = timeout.filter(|t| !t.is_none());
+        let forever = timeout.is_none() || (self.is_lock && negative(timeout) == Some(-1.0));
         if !blocking {
-            if timeout != -1.0 {
-                return Err(PyValueError::new_err("can't specify a timeout for a non-blocking call"));
+            if !forever {
+                return Err(PyValueError::new_err(format!(
+                    "{api} can't specify a timeout for a non-blocking call, got timeout={}",
+                    timeout
+                        .and_then(|t| t.repr().ok())
+                        .map(|r| r.to_string())
+                        .unwrap_or_default()
+                )));
             }
             return Ok(self.inner.try_acquire());
         }
-        let timeout = if timeout == -1.0 {
+        let timeout = if forever {
             None
+        } else if let Some(t) = negative(timeout) {
+            if self.is_lock {
+                return Err(PyValueError::new_err(format!(
+                    "{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {t}"
+                )));
+            }
+            Some(Duration::ZERO) // threading.Semaphore: a negative timeout only tries
         } else {
-            check_timeout(Some(timeout))?
+            errors::timeout_arg(api, timeout)?
         };
         let Attempt::Queued(Some(w)) = self.inner.acquire(None) else {
             return Ok(true);
@@ -167,7 +222,7 @@ impl SemaphoreCore {
             py,
             &w,
             timeout,
-            |w| self.inner.abandon(w),
+            |w| Ok(self.inner.abandon(w)),
             || drop(self.release_inner(py)),
         )
     }
@@ -176,8 +231,8 @@ impl SemaphoreCore {
         self.inner.try_acquire()
     }
 
-    /// Async acquire, part 1: `True` if taken at once; else `fut` is queued and resolves when a
-    /// permit is handed to it.
+    /// Async acquire, part 1: `True` if taken at once; else `fut` is queued and resolves (to
+    /// `None`) when a permit is handed to it.
     fn acquire_async_(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
         matches!(
             self.inner.acquire(Some(TaskWaiter::new(waker, fut))),
@@ -185,11 +240,16 @@ impl SemaphoreCore {
         )
     }
 
-    /// The awaiting task was cancelled: drop its queued future, or, if the permit already
-    /// reached it (`fut` resolved), pass the permit on.
+    /// The awaiting task was cancelled (or its wait timed out, resolving `fut` to something other
+    /// than `None`): unqueue `fut`, or, if a permit already reached it (`fut` resolved to
+    /// `None`), pass the permit on.
     fn cancel_acquire(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.inner.forget(|t| t.is(fut));
-        let got_it = fut.call_method0("done")?.is_truthy()? && !fut.call_method0("cancelled")?.is_truthy()?;
+        // Dropped after the semaphore's lock is released: dropping a future can run Python code.
+        let forgotten = self.inner.forget(|t| t.is(fut));
+        drop(forgotten);
+        let got_it = fut.call_method0("done")?.is_truthy()?
+            && !fut.call_method0("cancelled")?.is_truthy()?
+            && fut.call_method0("result")?.is_none();
         if got_it {
             self.release_inner(py)?;
         }
@@ -200,8 +260,21 @@ impl SemaphoreCore {
         self.release_inner(py)
     }
 
+    /// `with lock:` in a thread blocks it (GIL released) as threading's does. On a thread whose
+    /// event loop is running, waiting would freeze the loop (and deadlock it, if a task of that
+    /// loop holds the lock), so a lock that is not free at once raises instead.
     fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
-        self.acquire(py, true, -1.0).map(drop)
+        if self.inner.try_acquire() {
+            return Ok(());
+        }
+        if loop_is_running(py)? {
+            let what = if self.is_lock { "lock" } else { "semaphore" };
+            return Err(PyRuntimeError::new_err(format!(
+                "`with {what}:` would block the event loop running on this thread until the {what} is free; \
+                 use `async with {what}:` in a coroutine"
+            )));
+        }
+        self.acquire(py, true, None).map(drop)
     }
 
     #[pyo3(signature = (*_args))]
@@ -222,10 +295,12 @@ impl SemaphoreCore {
                 hand_permit(py, &self.inner, task);
                 Ok(())
             }
-            Err(prims::Overflow) if self.is_lock => {
-                Err(pyo3::exceptions::PyRuntimeError::new_err("release unlocked lock"))
-            }
-            Err(prims::Overflow) => Err(PyValueError::new_err("Semaphore released too many times")),
+            Err(prims::Overflow) if self.is_lock => Err(PyRuntimeError::new_err("release unlocked lock")),
+            Err(prims::Overflow) if self.bounded => Err(PyValueError::new_err("Semaphore released too many times")),
+            Err(prims::Overflow) => Err(pyo3::exceptions::PyOverflowError::new_err(format!(
+                "Semaphore.release() would take the semaphore past {} free permits",
+                usize::MAX
+            ))),
         }
     }
 }
@@ -250,7 +325,7 @@ impl EventCore {
         for t in self.inner.set() {
             t.deliver(
                 py,
-                Resolution::Value(true.into_pyobject(py).unwrap().to_owned().into_any().unbind()),
+                Resolution::Value(PyBool::new(py, true).to_owned().into_any().unbind()),
             );
         }
     }
@@ -263,15 +338,20 @@ impl EventCore {
         self.inner.is_set()
     }
 
-    /// `threading.Event.wait`: blocks (GIL released); returns the flag.
+    /// `threading.Event.wait`: blocks (GIL released); returns the flag. A negative timeout
+    /// only looks, as threading's does.
     #[pyo3(signature = (timeout=None))]
-    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = check_timeout(timeout)?;
+    fn wait(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let timeout = if negative(timeout).is_some() {
+            Some(Duration::ZERO)
+        } else {
+            errors::timeout_arg("Event.wait()", timeout)?
+        };
         let Attempt::Queued(Some(w)) = self.inner.wait(None) else {
             return Ok(true);
         };
         // An event's grant consumes nothing: there is nothing to give back.
-        wait_granted(py, &w, timeout, |w| self.inner.abandon(w), || ())
+        wait_granted(py, &w, timeout, |w| Ok(self.inner.abandon(w)), || ())
     }
 
     /// `True` if set; else `fut` is queued until `set()`.
@@ -280,50 +360,49 @@ impl EventCore {
     }
 
     fn cancel_wait(&self, fut: &Bound<'_, PyAny>) {
-        self.inner.forget(|t| t.is(fut));
+        // Dropped after the event's lock is released: dropping a future can run Python code.
+        drop(self.inner.forget(|t| t.is(fut)));
     }
 }
 
 // -- queue ---------------------------------------------------------------------------------------
 
-/// A queued Python object, ordered (for `PriorityQueue`) by Python's `<`. Every queue operation
-/// holds the GIL, so comparing here is safe; a comparison that raises counts as equal (the Python
-/// side checks comparability before it puts).
+/// A queued Python object, ordered (for `PriorityQueue`) by Python's `<`. The comparison runs
+/// under the queue's lock, and may release the GIL (any Python code may): the queue is built with
+/// [`wait_detached`], so no thread ever waits for that lock with the GIL held, and a comparison
+/// that calls back into its own queue is refused ([`QueueError::Reentrant`]).
 pub(crate) struct Item(Py<PyAny>);
 
-impl Item {
-    fn lt(&self, other: &Self) -> bool {
-        Python::attach(|py| self.0.bind(py).lt(other.0.bind(py)).unwrap_or(false))
+impl prims::QueueItem for Item {
+    type Error = PyErr;
+    fn try_lt(&self, other: &Self) -> PyResult<bool> {
+        Python::attach(|py| self.0.bind(py).lt(other.0.bind(py)))
     }
 }
 
-impl PartialEq for Item {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == std::cmp::Ordering::Equal
-    }
-}
-
-impl Eq for Item {}
-
-impl PartialOrd for Item {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Item {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        if self.lt(other) {
-            std::cmp::Ordering::Less
-        } else if other.lt(self) {
-            std::cmp::Ordering::Greater
-        } else {
-            std::cmp::Ordering::Equal
+/// How a thread waits for a queue's lock held by another thread: with the GIL released, since
+/// the holder may be running an item's `__lt__` and need the GIL back to finish, in slices
+/// between which signal handlers run. An operation that has changed nothing yet gives up when
+/// one raises; the error is left set, for [`QueueCore::error`] to take. Every caller holds the
+/// GIL already, so `attach` only hands us the token.
+fn wait_detached(wait_free: &(dyn Fn(Duration) + Sync), interruptible: bool) -> bool {
+    Python::attach(|py| {
+        py.detach(|| wait_free(SLICE));
+        if !interruptible {
+            return true;
         }
-    }
+        match py.check_signals() {
+            Ok(()) => true,
+            Err(e) => {
+                e.restore(py);
+                false
+            }
+        }
+    })
 }
 
 type Q = prims::Queue<Item, TaskWaiter>;
+type QErr = QueueError<PyErr>;
 
 #[pyclass(subclass, frozen, module = "ferrio._ferrio")]
 pub struct QueueCore {
@@ -332,8 +411,8 @@ pub struct QueueCore {
     shutdown_marker: Py<PyAny>,
     /// The exception classes to raise: `(Empty, Full, ShutDown)`.
     errors: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
-    /// A priority queue: items must support `<`, checked at the call site.
-    priority: bool,
+    /// The Python class's name, for messages: `Queue`, `LifoQueue` or `PriorityQueue`.
+    name: &'static str,
 }
 
 /// Resolves everything a queue operation woke; hand-offs to cancelled futures come back here.
@@ -345,7 +424,8 @@ fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Item, 
                 let back = item.clone_ref(py);
                 let give_back: GiveBack = Box::new(move |py| {
                     let mut w = Wakeups::default();
-                    q2.give_back(Item(back), &mut w);
+                    // Fails only re-entrantly, which a loop's drain never is.
+                    let _ = q2.give_back(Item(back), &mut w);
                     wake_all(py, &q2, &m2, w);
                 });
                 t.deliver(py, Resolution::Handoff(item, give_back));
@@ -354,12 +434,12 @@ fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Item, 
         }
     }
     for (t, granted) in wake.putters {
-        let value = granted.into_pyobject(py).unwrap().to_owned().into_any().unbind();
+        let value = PyBool::new(py, granted).to_owned().into_any().unbind();
         if granted {
             let (q2, m2) = (Arc::clone(q), marker.clone_ref(py));
             let give_back: GiveBack = Box::new(move |py| {
                 let mut w = Wakeups::default();
-                q2.release_reservation(&mut w);
+                let _ = q2.release_reservation(&mut w);
                 wake_all(py, &q2, &m2, w);
             });
             t.deliver(py, Resolution::Handoff(value, give_back));
@@ -373,19 +453,30 @@ fn wake_all(py: Python<'_>, q: &Arc<Q>, marker: &Py<PyAny>, wake: Wakeups<Item, 
 }
 
 impl QueueCore {
-    /// For a priority queue, fails unless `item < item` works: an item that cannot be ordered
-    /// would otherwise be placed arbitrarily, since the heap's comparisons cannot raise.
-    fn check_orderable(&self, item: &Bound<'_, PyAny>) -> PyResult<()> {
-        if self.priority {
+    /// For a priority queue, fails unless `item < item` works, so that an item that cannot be
+    /// ordered is refused even when nothing is there to compare it with (where `heapq` takes it).
+    fn check_orderable(&self, api: &str, item: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.name == "PriorityQueue" {
             if let Err(e) = item.lt(item) {
-                let msg = format!(
-                    "PriorityQueue.put() needs items that support '<' (such as (priority, data) tuples), got {}: {e}",
-                    item.repr().map(|r| r.to_string()).unwrap_or_default()
-                );
-                return Err(pyo3::exceptions::PyTypeError::new_err(msg));
+                return Err(self.unorderable(item.py(), api, item, e));
             }
         }
         Ok(())
+    }
+
+    fn unorderable(&self, py: Python<'_>, api: &str, item: &Bound<'_, PyAny>, e: PyErr) -> PyErr {
+        if !e.is_instance_of::<PyTypeError>(py) {
+            return e; // an __lt__ that raised something else: let it through, as heapq does
+        }
+        let msg = format!(
+            "{}.{api} needs items that support '<' with each other (such as (priority, data) tuples), \
+             got {}: {e}; the queue is unchanged",
+            self.name,
+            item.repr().map(|r| r.to_string()).unwrap_or_default()
+        );
+        let err = PyTypeError::new_err(msg);
+        err.set_cause(py, Some(e));
+        err
     }
 
     fn finish(&self, py: Python<'_>, wake: Wakeups<Item, TaskWaiter>) {
@@ -394,7 +485,9 @@ impl QueueCore {
         }
     }
 
-    fn error(&self, py: Python<'_>, e: &QueueError) -> PyErr {
+    /// The exception for `e`, raised by `api` (`put()`, `get()`...); `item` is the one the call
+    /// was about, if any.
+    fn error(&self, py: Python<'_>, api: &str, e: QErr, item: Option<&Bound<'_, PyAny>>) -> PyErr {
         let (cls, msg) = match e {
             QueueError::Empty => (&self.errors.0, "the queue is empty"),
             QueueError::Full => (&self.errors.1, "the queue is full"),
@@ -402,11 +495,72 @@ impl QueueCore {
             QueueError::TooManyTaskDone => {
                 return PyValueError::new_err("task_done() called more times than items were put");
             }
+            QueueError::Compare(e) => {
+                return match item {
+                    Some(item) => self.unorderable(py, api, item, e),
+                    None if e.is_instance_of::<PyTypeError>(py) => {
+                        let err = PyTypeError::new_err(format!(
+                            "{}.{api} could not order the queued items: {e}; the queue is unchanged",
+                            self.name
+                        ));
+                        err.set_cause(py, Some(e));
+                        err
+                    }
+                    None => e,
+                };
+            }
+            QueueError::Reentrant => {
+                return PyRuntimeError::new_err(format!(
+                    "{}.{api} was called while the queue was ordering its items on this thread \
+                     (from an item's __lt__, or code it ran); a comparison must not use the queue it is in",
+                    self.name
+                ));
+            }
+            QueueError::Interrupted => {
+                return PyErr::take(py).unwrap_or_else(|| {
+                    PyRuntimeError::new_err(format!("{}.{api} was interrupted waiting for the queue", self.name))
+                });
+            }
+            QueueError::NoMemory => {
+                return PyMemoryError::new_err(format!(
+                    "{}.{api} could not allocate room for one more item",
+                    self.name
+                ));
+            }
         };
         match cls.bind(py).call1((msg,)) {
             Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
         }
+    }
+
+    /// A putter was granted a slot: insert its item (or pass the slot on, and raise).
+    fn commit(&self, py: Python<'_>, api: &str, item: Py<PyAny>) -> PyResult<()> {
+        let mut wake = Wakeups::default();
+        let r = self.inner.commit_reserved(Item(item), &mut wake);
+        self.finish(py, wake);
+        r.map_err(|(e, Item(item))| self.error(py, api, e, Some(item.bind(py))))
+    }
+
+    fn received(&self, py: Python<'_>) -> PyResult<()> {
+        let mut wake = Wakeups::default();
+        let r = self.inner.received(&mut wake);
+        self.finish(py, wake);
+        r.map_err(|e| self.error(py, "get()", e, None))
+    }
+
+    fn give_back(&self, py: Python<'_>, item: Item) -> PyResult<()> {
+        let mut wake = Wakeups::default();
+        let r = self.inner.give_back(item, &mut wake);
+        self.finish(py, wake);
+        r.map_err(|(e, _)| self.error(py, "get()", e, None))
+    }
+
+    fn release_reservation(&self, py: Python<'_>) -> PyResult<()> {
+        let mut wake = Wakeups::default();
+        let r = self.inner.release_reservation(&mut wake);
+        self.finish(py, wake);
+        r.map_err(|e| self.error(py, "put()", e, None))
     }
 }
 
@@ -414,129 +568,151 @@ impl QueueCore {
 impl QueueCore {
     #[new]
     fn new(
-        maxsize: usize,
+        maxsize: &Bound<'_, PyAny>,
         order: &str,
         shutdown_marker: Py<PyAny>,
         errors: (Py<PyAny>, Py<PyAny>, Py<PyAny>),
     ) -> PyResult<Self> {
-        let order = match order {
-            "fifo" => Order::Fifo,
-            "lifo" => Order::Lifo,
-            "priority" => Order::Priority,
+        let (order, name) = match order {
+            "fifo" => (Order::Fifo, "Queue"),
+            "lifo" => (Order::Lifo, "LifoQueue"),
+            "priority" => (Order::Priority, "PriorityQueue"),
             other => return Err(PyValueError::new_err(format!("unknown queue order {other:?}"))),
         };
-        let priority = order == Order::Priority;
+        let maxsize = errors::usize_arg(
+            &format!("{name}()"),
+            "maxsize",
+            maxsize,
+            "; pass maxsize=0 for no bound",
+        )?;
         Ok(Self {
-            inner: Arc::new(prims::Queue::new(maxsize, order)),
+            inner: Arc::new(Q::with_lock_wait(maxsize, order, wait_detached)),
             shutdown_marker,
             errors,
-            priority,
+            name,
         })
     }
 
     fn put_nowait(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<()> {
-        self.check_orderable(item.bind(py))?;
+        self.check_orderable("put_nowait()", item.bind(py))?;
         let mut wake = Wakeups::default();
         let r = self.inner.put_nowait(Item(item), &mut wake);
         self.finish(py, wake);
-        r.map_err(|(e, _)| self.error(py, &e))
+        r.map_err(|(e, Item(item))| self.error(py, "put_nowait()", e, Some(item.bind(py))))
     }
 
     fn get_nowait(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let mut wake = Wakeups::default();
         let r = self.inner.get_nowait(&mut wake);
         self.finish(py, wake);
-        r.map(|i| i.0).map_err(|e| self.error(py, &e))
+        r.map(|i| i.0).map_err(|e| self.error(py, "get_nowait()", e, None))
     }
 
-    /// `(True, item)` if an item is there now, else `(False, None)`; never raises or waits.
-    fn try_get(&self, py: Python<'_>) -> (bool, Py<PyAny>) {
+    /// `(True, item)` if an item is there now, else `(False, None)`; never waits. Raises only
+    /// what a wait would not change (items that cannot be ordered, a re-entrant call).
+    fn try_get(&self, py: Python<'_>) -> PyResult<(bool, Py<PyAny>)> {
         let mut wake = Wakeups::default();
         let r = self.inner.get_nowait(&mut wake);
         self.finish(py, wake);
         match r {
-            Ok(item) => (true, item.0),
-            Err(_) => (false, py.None()),
+            Ok(item) => Ok((true, item.0)),
+            Err(QueueError::Empty | QueueError::ShutDown) => Ok((false, py.None())),
+            Err(e) => Err(self.error(py, "get()", e, None)),
         }
     }
 
-    /// Puts `item` if there is room now; `False` (item not taken) otherwise. Never raises.
+    /// Puts `item` if there is room now; `False` (item not taken) if full or shut down.
     fn try_put(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<bool> {
-        self.check_orderable(item.bind(py))?;
+        self.check_orderable("put()", item.bind(py))?;
         let mut wake = Wakeups::default();
         let r = self.inner.put_nowait(Item(item), &mut wake);
         self.finish(py, wake);
-        Ok(r.is_ok())
+        match r {
+            Ok(()) => Ok(true),
+            Err((QueueError::Full | QueueError::ShutDown, _)) => Ok(false),
+            Err((e, Item(item))) => Err(self.error(py, "put()", e, Some(item.bind(py)))),
+        }
     }
 
-    /// `queue.Queue.put`: blocks (GIL released) while full.
+    /// `queue.Queue.put`: blocks (GIL released) while full. As in `queue`, `timeout` is not
+    /// looked at when `block` is false.
     #[pyo3(signature = (item, block=true, timeout=None))]
-    fn put(&self, py: Python<'_>, item: Py<PyAny>, block: bool, timeout: Option<f64>) -> PyResult<()> {
+    fn put(&self, py: Python<'_>, item: Py<PyAny>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
         if !block {
             return self.put_nowait(py, item);
         }
-        let timeout = check_timeout(timeout)?;
-        self.check_orderable(item.bind(py))?;
+        let timeout = errors::timeout_arg(&format!("{}.put()", self.name), timeout)?;
+        self.check_orderable("put()", item.bind(py))?;
         let mut wake = Wakeups::default();
         let r = self.inner.put(Item(item), None, &mut wake);
         self.finish(py, wake);
-        let w = match r {
-            Ok(Put::ThreadWait(w)) => w,
+        let (w, item) = match r {
+            Ok(Put::Queued(Some(w), Item(item))) => (w, item),
             Ok(_) => return Ok(()),
-            Err((e, _)) => return Err(self.error(py, &e)),
+            Err((e, Item(item))) => return Err(self.error(py, "put()", e, Some(item.bind(py)))),
         };
-        let outcome = wait_thread(py, &w, timeout);
-        let granted = match outcome {
-            Waited::Got(g) => Ok(g),
+        let granted = match wait_thread(py, &w, timeout) {
+            Waited::Got(g) => Some(g),
+            // A slot that reached us as we gave up is ours: the put goes ahead.
             Waited::TimedOut => self
                 .inner
                 .abandon_put(&w)
-                .map_err(|_| self.error(py, &QueueError::Full)),
+                .map_err(|e| self.error(py, "put()", e, None))?,
             Waited::Interrupted(e) => {
-                // If the item went in meanwhile, it stays in: the put happened.
-                let _ = self.inner.abandon_put(&w);
+                // The put did not happen: a slot granted meanwhile passes on.
+                if self.inner.abandon_put(&w).ok().flatten() == Some(true) {
+                    self.release_reservation(py)?;
+                }
                 return Err(e);
             }
         };
         match granted {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(self.error(py, &QueueError::ShutDown)),
-            Err(e) => Err(e),
+            Some(true) => self.commit(py, "put()", item),
+            Some(false) => Err(self.error(py, "put()", QueueError::ShutDown, None)),
+            None => Err(self.error(py, "put()", QueueError::Full, None)),
         }
     }
 
     /// `queue.Queue.get`: blocks (GIL released) while empty.
     #[pyo3(signature = (block=true, timeout=None))]
-    fn get(&self, py: Python<'_>, block: bool, timeout: Option<f64>) -> PyResult<Py<PyAny>> {
+    fn get(&self, py: Python<'_>, block: bool, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
         if !block {
             return self.get_nowait(py);
         }
-        let timeout = check_timeout(timeout)?;
+        let timeout = errors::timeout_arg(&format!("{}.get()", self.name), timeout)?;
         let mut wake = Wakeups::default();
         let r = self.inner.get(None, &mut wake);
         self.finish(py, wake);
         let w = match r {
             Ok(Attempt::Ready(Some(item))) => return Ok(item.0),
             Ok(Attempt::Queued(Some(w))) => w,
-            Ok(_) | Err(QueueError::ShutDown) => return Err(self.error(py, &QueueError::ShutDown)),
-            Err(e) => return Err(self.error(py, &e)),
+            Ok(_) => return Err(self.error(py, "get()", QueueError::ShutDown, None)),
+            Err(e) => return Err(self.error(py, "get()", e, None)),
         };
         let got = match wait_thread(py, &w, timeout) {
             Waited::Got(g) => g,
-            Waited::TimedOut => match self.inner.abandon_get(&w) {
+            Waited::TimedOut => match self
+                .inner
+                .abandon_get(&w)
+                .map_err(|e| self.error(py, "get()", e, None))?
+            {
                 Some(g) => g,
-                None => return Err(self.error(py, &QueueError::Empty)),
+                None => return Err(self.error(py, "get()", QueueError::Empty, None)),
             },
             Waited::Interrupted(e) => {
-                if let Some(Some(item)) = self.inner.abandon_get(&w) {
-                    let mut wake = Wakeups::default();
-                    self.inner.give_back(item, &mut wake);
-                    self.finish(py, wake);
+                if let Ok(Some(Some(item))) = self.inner.abandon_get(&w) {
+                    self.give_back(py, item)?;
                 }
                 return Err(e);
             }
         };
-        got.map(|i| i.0).ok_or_else(|| self.error(py, &QueueError::ShutDown))
+        match got {
+            Some(Item(item)) => {
+                self.received(py)?;
+                Ok(item)
+            }
+            None => Err(self.error(py, "get()", QueueError::ShutDown, None)),
+        }
     }
 
     /// Async put, part 1: `None` if the item went in; else `fut` is queued for a slot and the
@@ -549,96 +725,123 @@ impl QueueCore {
         fut: Py<PyAny>,
         item: Py<PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        self.check_orderable(item.bind(py))?;
+        self.check_orderable("put()", item.bind(py))?;
         let mut wake = Wakeups::default();
         let r = self.inner.put(Item(item), Some(TaskWaiter::new(waker, fut)), &mut wake);
         self.finish(py, wake);
         match r {
-            Ok(Put::TaskQueued(item)) => Ok(Some(item.0)),
-            Ok(_) => Ok(None),
-            Err((e, _)) => Err(self.error(py, &e)),
+            Ok(Put::Queued(_, item)) => Ok(Some(item.0)),
+            Ok(Put::Done) => Ok(None),
+            Err((e, Item(item))) => Err(self.error(py, "put()", e, Some(item.bind(py)))),
         }
     }
 
-    fn commit_put(&self, py: Python<'_>, item: Py<PyAny>) {
-        let mut wake = Wakeups::default();
-        self.inner.commit_reserved(Item(item), &mut wake);
-        self.finish(py, wake);
+    /// Inserts the item of a putter whose slot was granted; raises (and passes the slot on) if
+    /// the queue shut down meanwhile or the item cannot be ordered.
+    fn commit_put(&self, py: Python<'_>, item: Py<PyAny>) -> PyResult<()> {
+        self.commit(py, "put()", item)
     }
 
     /// Async get, part 1: `(True, item)` at once, or `(False, None)` with `fut` queued (it
-    /// resolves to the item, or to the shutdown marker).
+    /// resolves to the item, or to the shutdown marker). A getter that receives an item from
+    /// `fut` calls `got_item()`.
     fn get_async(&self, py: Python<'_>, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> PyResult<(bool, Py<PyAny>)> {
         let mut wake = Wakeups::default();
         let r = self.inner.get(Some(TaskWaiter::new(waker, fut)), &mut wake);
         self.finish(py, wake);
         match r {
             Ok(Attempt::Ready(Some(item))) => Ok((true, item.0)),
-            Ok(Attempt::Ready(None)) => Err(self.error(py, &QueueError::ShutDown)),
+            Ok(Attempt::Ready(None)) => Err(self.error(py, "get()", QueueError::ShutDown, None)),
             Ok(Attempt::Queued(_)) => Ok((false, py.None())),
-            Err(e) => Err(self.error(py, &e)),
+            Err(e) => Err(self.error(py, "get()", e, None)),
         }
+    }
+
+    /// A task getter now holds the item its future carried: the item's slot is free.
+    fn got_item(&self, py: Python<'_>) -> PyResult<()> {
+        self.received(py)
     }
 
     /// The task awaiting `fut` was cancelled (from `get`, `put` or `join`): drop `fut` from the
     /// queue, or give back what already reached it: `result` is what `fut` carries.
     #[pyo3(signature = (fut, kind))]
     fn cancel_wait(&self, py: Python<'_>, fut: &Bound<'_, PyAny>, kind: &str) -> PyResult<()> {
-        self.inner.forget(|t| t.is(fut));
+        let forgotten = self
+            .inner
+            .forget(|t| t.is(fut))
+            .map_err(|e| self.error(py, "get()", e, None))?;
+        drop(forgotten); // after the queue's lock is released: dropping a future can run Python code
         if !fut.call_method0("done")?.is_truthy()? || fut.call_method0("cancelled")?.is_truthy()? {
             return Ok(());
         }
         let value = fut.call_method0("result")?;
-        let mut wake = Wakeups::default();
         match kind {
-            "get" if !value.is(&self.shutdown_marker) => self.inner.give_back(Item(value.unbind()), &mut wake),
-            "put" if value.is_truthy()? => self.inner.release_reservation(&mut wake),
-            _ => {}
+            "get" if !value.is(&self.shutdown_marker) => self.give_back(py, Item(value.unbind())),
+            "put" if value.is_truthy()? => self.release_reservation(py),
+            _ => Ok(()),
         }
-        self.finish(py, wake);
-        Ok(())
     }
 
     fn task_done(&self, py: Python<'_>) -> PyResult<()> {
         let mut wake = Wakeups::default();
         let r = self.inner.task_done(&mut wake);
         self.finish(py, wake);
-        r.map_err(|e| self.error(py, &e))
+        r.map_err(|e| self.error(py, "task_done()", e, None))
     }
 
     /// `queue.Queue.join`: blocks (GIL released) until every item is marked done.
     #[pyo3(signature = (timeout=None))]
-    fn join(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let timeout = check_timeout(timeout)?;
-        let Attempt::Queued(Some(w)) = self.inner.join(None) else {
+    fn join(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+        let timeout = errors::timeout_arg(&format!("{}.join()", self.name), timeout)?;
+        let Attempt::Queued(Some(w)) = self.inner.join(None).map_err(|e| self.error(py, "join()", e, None))? else {
             return Ok(true);
         };
-        wait_granted(py, &w, timeout, |w| self.inner.abandon_join(w), || ())
+        wait_granted(
+            py,
+            &w,
+            timeout,
+            |w| {
+                self.inner
+                    .abandon_join(w)
+                    .map_err(|e| self.error(py, "join()", e, None))
+            },
+            || (),
+        )
     }
 
-    fn join_async(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
-        matches!(self.inner.join(Some(TaskWaiter::new(waker, fut))), Attempt::Ready(()))
+    fn join_async(&self, py: Python<'_>, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> PyResult<bool> {
+        let r = self.inner.join(Some(TaskWaiter::new(waker, fut)));
+        Ok(matches!(
+            r.map_err(|e| self.error(py, "join()", e, None))?,
+            Attempt::Ready(())
+        ))
     }
 
-    /// Returns the items an immediate shutdown dropped.
+    /// Returns the items an immediate shutdown dropped (so that they are freed outside the lock).
     #[pyo3(signature = (immediate=false))]
-    fn shutdown(&self, py: Python<'_>, immediate: bool) -> Vec<Py<PyAny>> {
+    fn shutdown(&self, py: Python<'_>, immediate: bool) -> PyResult<Vec<Py<PyAny>>> {
         let mut wake = Wakeups::default();
         let dropped = self.inner.shutdown(immediate, &mut wake);
         self.finish(py, wake);
-        dropped.into_iter().map(|i| i.0).collect()
+        Ok(dropped
+            .map_err(|e| self.error(py, "shutdown()", e, None))?
+            .into_iter()
+            .map(|i| i.0)
+            .collect())
     }
 
-    fn is_shutdown(&self) -> bool {
-        self.inner.is_shutdown()
+    fn is_shutdown(&self, py: Python<'_>) -> PyResult<bool> {
+        self.inner
+            .is_shutdown()
+            .map_err(|e| self.error(py, "shutdown()", e, None))
     }
 
-    fn qsize(&self) -> usize {
-        self.inner.qsize()
+    fn qsize(&self, py: Python<'_>) -> PyResult<usize> {
+        self.inner.qsize().map_err(|e| self.error(py, "qsize()", e, None))
     }
 
-    fn full(&self) -> bool {
-        self.inner.is_full()
+    fn full(&self, py: Python<'_>) -> PyResult<bool> {
+        self.inner.is_full().map_err(|e| self.error(py, "full()", e, None))
     }
 
     #[getter]
@@ -647,8 +850,8 @@ impl QueueCore {
     }
 
     /// `(items, unfinished, getters waiting, putters waiting)`.
-    fn stats(&self) -> (usize, usize, usize, usize) {
-        self.inner.stats()
+    fn stats(&self, py: Python<'_>) -> PyResult<(usize, usize, usize, usize)> {
+        self.inner.stats().map_err(|e| self.error(py, "statistics()", e, None))
     }
 }
 
@@ -663,48 +866,62 @@ pub struct AtomicInt {
     value: std::sync::atomic::AtomicI64,
 }
 
+fn i64_arg(api: &str, name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+    errors::i64_arg(&format!("AtomicInt.{api}"), name, value)
+}
+
 #[pymethods]
 impl AtomicInt {
     #[new]
-    #[pyo3(signature = (value=0))]
-    fn new(value: i64) -> Self {
-        Self {
+    #[pyo3(signature = (value=None), text_signature = "(value=0)")] // None stands for the default 0
+    fn new(value: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let value = value.map_or(Ok(0), |v| errors::i64_arg("ferrio.AtomicInt()", "value", v))?;
+        Ok(Self {
             value: std::sync::atomic::AtomicI64::new(value),
-        }
+        })
     }
 
     fn get(&self) -> i64 {
         self.value.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn set(&self, value: i64) {
+    fn set(&self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        let value = i64_arg("set()", "value", value)?;
         self.value.store(value, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
     }
 
     /// Adds `delta` (wrapping at 64 bits) and returns the new value.
-    #[pyo3(signature = (delta=1))]
-    fn add(&self, delta: i64) -> i64 {
-        self.value
+    #[pyo3(signature = (delta=None), text_signature = "($self, delta=1)")] // None stands for the default 1
+    fn add(&self, delta: Option<&Bound<'_, PyAny>>) -> PyResult<i64> {
+        let delta = delta.map_or(Ok(1), |d| i64_arg("add()", "delta", d))?;
+        Ok(self
+            .value
             .fetch_add(delta, std::sync::atomic::Ordering::SeqCst)
-            .wrapping_add(delta)
+            .wrapping_add(delta))
     }
 
     /// Swaps in `value`, returning the old one.
-    fn swap(&self, value: i64) -> i64 {
-        self.value.swap(value, std::sync::atomic::Ordering::SeqCst)
+    fn swap(&self, value: &Bound<'_, PyAny>) -> PyResult<i64> {
+        let value = i64_arg("swap()", "value", value)?;
+        Ok(self.value.swap(value, std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Sets `new` if the value is `expected`; returns `(succeeded, value before)`.
-    fn compare_exchange(&self, expected: i64, new: i64) -> (bool, i64) {
-        match self.value.compare_exchange(
-            expected,
-            new,
-            std::sync::atomic::Ordering::SeqCst,
-            std::sync::atomic::Ordering::SeqCst,
-        ) {
-            Ok(v) => (true, v),
-            Err(v) => (false, v),
-        }
+    fn compare_exchange(&self, expected: &Bound<'_, PyAny>, new: &Bound<'_, PyAny>) -> PyResult<(bool, i64)> {
+        let expected = i64_arg("compare_exchange()", "expected", expected)?;
+        let new = i64_arg("compare_exchange()", "new", new)?;
+        Ok(
+            match self.value.compare_exchange(
+                expected,
+                new,
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+            ) {
+                Ok(v) => (true, v),
+                Err(v) => (false, v),
+            },
+        )
     }
 
     fn __int__(&self) -> i64 {
