@@ -4,6 +4,14 @@
 //! `EAGAIN` instead of starting I/O, so an event loop's thread may call it: a cached read costs
 //! what a plain `read` costs, with no hop to an I/O thread, and an uncached one falls back to it.
 //! `openat2(..., RESOLVE_CACHED)` does the same for the path lookup of an open.
+//!
+//! Only a regular file is ever opened or read that way: a FIFO's open waits for a writer, and a
+//! device's or a socket's reads wait for whatever feeds them, so those go to a thread that may block.
+//!
+//! [`read_each`] reads whole files on threads of its own (`ferrio-read-N`). They run no Python
+//! code, so Rust's default stack is enough. Where a file's size decides how much memory is needed
+//! (a huge file, an endless one like `/dev/zero`), the memory is reserved fallibly: a file that
+//! does not fit is an [`io::ErrorKind::OutOfMemory`] error for that file, never an abort.
 
 use std::ffi::CStr;
 use std::io;
@@ -53,13 +61,21 @@ pub fn pread_nowait(fd: RawFd, buf: &mut [u8], offset: u64) -> io::Result<NoWait
     }
 }
 
-/// Opens `path` read-only (close-on-exec) if every step of its lookup is in the kernel's caches;
-/// `None` if that would need I/O, or on any error (the caller then opens it the usual way, which
-/// reports the error as usual), or where the platform cannot open that way.
+/// Opens `path` read-only (close-on-exec) if every step of its lookup is in the kernel's caches
+/// and it is a regular file; `None` if the lookup would need I/O, if it is anything but a regular
+/// file (a FIFO, a device, a socket, a directory), on any error (the caller then opens it the usual
+/// way, which reports the error as usual), or where the platform cannot open that way.
+///
+/// The open itself never waits: `O_NONBLOCK` makes opening a FIFO with no writer, or a device,
+/// return at once, and `O_NOCTTY` keeps a terminal from becoming the controlling one; anything but
+/// a regular file is closed again before it is read. A regular file's descriptor is handed back in
+/// blocking mode, as `open()` would have made it.
 #[must_use]
 pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
     #[cfg(target_os = "linux")]
     {
+        use std::os::fd::AsRawFd;
+
         // The kernel's `struct open_how` (libc's is non-exhaustive, so it cannot be built here).
         #[repr(C)]
         struct OpenHow {
@@ -68,7 +84,7 @@ pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
             resolve: u64,
         }
         let how = OpenHow {
-            flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC).ok()?,
+            flags: u64::try_from(libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY).ok()?,
             mode: 0,
             resolve: libc::RESOLVE_CACHED,
         };
@@ -84,7 +100,24 @@ pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
         };
         let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
         // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
-        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat fills the stat buffer we pass for a descriptor we own.
+        if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        // SAFETY: fstat succeeded, so it initialized the buffer.
+        let st = unsafe { st.assume_init() };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return None; // dropping `fd` closes it, unread
+        }
+        // Clear O_NONBLOCK (the only status flag set): it does nothing on a regular file, but the
+        // descriptor should read as blocking (os.get_blocking), as open()'s does.
+        // SAFETY: F_SETFL on a descriptor we own, with no pointer argument.
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, 0) } != 0 {
+            return None;
+        }
+        Some(fd)
     }
     #[cfg(not(target_os = "linux"))]
     {
@@ -111,12 +144,38 @@ fn kept_buffers() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
 
 /// Appends what is left of `file` to `buf`, reading until a read returns 0. (`read_to_end` on a
 /// `File` also makes a `statx` and an `lseek` for a size hint: a third more system calls for a
-/// small file.)
+/// small file. Here a file asks for its size only once it has outgrown the first room made.)
+///
+/// Memory is reserved fallibly: a file too large for the memory left (or endless, like
+/// `/dev/zero`) ends in an [`io::ErrorKind::OutOfMemory`] error, as `open().read()` ends in
+/// `MemoryError`.
 fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    let start = buf.len();
+    let mut sized = false;
+    // Room below which the next read gets more room first; 1 once room for the whole file was
+    // made, so that the read that returns 0 does not grow the buffer past the file's size.
+    let mut min_room = 4096;
     loop {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(READ_ROOM);
+        if buf.capacity() - buf.len() < min_room {
+            let read = buf.len() - start;
+            // A file past its first room is a big one: make room for all of it at once rather than
+            // doubling past its size (st_size is 0 for endless and unsized files: keep doubling).
+            let left = if sized || read < READ_ROOM {
+                0
+            } else {
+                sized = true;
+                file.metadata().map_or(0, |m| m.len()).saturating_sub(read as u64)
+            };
+            let reserved = match usize::try_from(left) {
+                Ok(left) if left > 0 => {
+                    min_room = 1;
+                    buf.try_reserve_exact(left.saturating_add(1))
+                }
+                _ => buf.try_reserve(READ_ROOM),
+            };
+            reserved
+                .map_err(|e| io::Error::new(io::ErrorKind::OutOfMemory, format!("{e} after reading {read} bytes")))?;
         }
         let spare = buf.spare_capacity_mut();
         // SAFETY: `spare` is writable memory of `spare.len()` bytes that read(2) may fill.
@@ -175,22 +234,28 @@ impl ReadBatch {
     }
 }
 
-/// Starts up to `threads` threads in `scope` that read the files of `paths` whole (an `open`, its
-/// reads, a `close`; no `stat`) and send them in batches as soon as a batch is read, in whatever
-/// order they finish: the receiver can use a batch while the next ones are being read.
+/// Starts up to `threads` threads (`ferrio-read-N`) in `scope` that read the files of `paths`
+/// whole (an `open`, its reads, a `close`; no `stat` for a small file) and send them in batches as
+/// soon as a batch is read, in whatever order they finish: the receiver can use a batch while the
+/// next ones are being read.
+///
+/// # Errors
+///
+/// The error starting the first thread (`EAGAIN` under `RLIMIT_NPROC`, say), if none could start;
+/// if some could, they read every file between them.
 pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     paths: &'scope [P],
     threads: usize,
-) -> std::sync::mpsc::Receiver<ReadBatch> {
+) -> io::Result<std::sync::mpsc::Receiver<ReadBatch>> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 
     let (tx, rx) = std::sync::mpsc::channel();
     let next = Arc::new(AtomicUsize::new(0));
-    for _ in 0..threads.clamp(1, 64).min(paths.len().div_ceil(READ_BATCH)) {
+    for k in 0..threads.clamp(1, 64).min(paths.len().div_ceil(READ_BATCH)) {
         let (tx, next) = (tx.clone(), Arc::clone(&next));
-        scope.spawn(move || loop {
+        let reader = move || loop {
             let first = next.fetch_add(READ_BATCH, Ordering::Relaxed);
             if first >= paths.len() {
                 break;
@@ -203,15 +268,28 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
             for (i, path) in paths.iter().enumerate().skip(first).take(READ_BATCH) {
                 let start = batch.data.len();
                 let read = std::fs::File::open(path).and_then(|f| append_rest(&f, &mut batch.data));
-                if read.is_err() {
+                if let Err(e) = &read {
                     batch.data.truncate(start);
+                    if e.kind() == io::ErrorKind::OutOfMemory {
+                        // Give back what the file that did not fit took, before reading on.
+                        batch.data.shrink_to(start);
+                    }
                 }
                 batch.files.push((i, read.map(|()| start..batch.data.len())));
             }
             if tx.send(batch).is_err() {
                 break; // the receiver is gone: nobody wants the rest
             }
-        });
+        };
+        if let Err(e) = std::thread::Builder::new()
+            .name(format!("ferrio-read-{k}"))
+            .spawn_scoped(scope, reader)
+        {
+            if k == 0 {
+                return Err(e);
+            }
+            break; // the threads already started read the rest
+        }
     }
-    rx
+    Ok(rx)
 }

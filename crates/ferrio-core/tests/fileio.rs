@@ -84,7 +84,7 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
             // (twice: the second run reuses the batch buffers the first one kept)
             let mut seen = vec![0u32; paths.len()];
             std::thread::scope(|s| {
-                for batch in read_each(s, &paths, threads) {
+                for batch in read_each(s, &paths, threads).unwrap() {
                     for (i, read) in batch.iter() {
                         seen[i] += 1;
                         match (&expected[i], read) {
@@ -98,5 +98,77 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
             assert!(seen.iter().all(|&n| n == 1), "each file once: {seen:?}");
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn only_regular_files_open_cached_and_a_fifo_with_no_writer_does_not_block() {
+    use ferrio_core::fileio::open_cached_readonly;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-open-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let link = dir.join("link-to-fifo");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let _ = std::fs::symlink_metadata(&link).unwrap(); // the lookups are cached now
+                                                       // Without O_NONBLOCK these opens would wait for a writer forever (this test would hang).
+    for path in [&fifo, &link] {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert!(open_cached_readonly(&c).is_none(), "{path:?}");
+    }
+    for path in ["/dev/zero", "/dev/null", "/proc/self/fd/0", "/"] {
+        let c = std::ffi::CString::new(path).unwrap();
+        assert!(open_cached_readonly(&c).is_none(), "{path}");
+    }
+    let file = dir.join("regular");
+    std::fs::write(&file, b"x").unwrap();
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    if let Some(fd) = open_cached_readonly(&c) {
+        // SAFETY: F_GETFL on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "handed back in blocking mode, as open() makes it"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn read_each_reads_a_fifo_and_names_its_threads() {
+    use ferrio_core::fileio::read_each;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let paths = [fifo.clone()];
+    std::thread::scope(|s| {
+        let rx = read_each(s, &paths, 4).unwrap();
+        // One file makes one reader, named. (Polling: its name shows in /proc once it started.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let named = || {
+            std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+                std::fs::read_to_string(t.unwrap().path().join("comm")).is_ok_and(|c| c.trim() == "ferrio-read-0")
+            })
+        };
+        while !named() {
+            assert!(std::time::Instant::now() < deadline, "no thread named ferrio-read-0");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The reader's open waits for this writer; when it is done, the reader sees end of file.
+        std::fs::write(&fifo, b"through a fifo").unwrap();
+        let batch = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the fifo was read");
+        let got: Vec<_> = batch.iter().map(|(i, r)| (i, r.unwrap().to_vec())).collect();
+        assert_eq!(got, [(0, b"through a fifo".to_vec())]);
+    });
     std::fs::remove_dir_all(&dir).unwrap();
 }

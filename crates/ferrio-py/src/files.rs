@@ -1,14 +1,38 @@
 //! File reads done in Rust, without the GIL.
+//!
+//! Every `bytes` made here is allocated fallibly (see [`new_bytes`]): how large it is depends on a
+//! file, and a file too large for the memory left is a `MemoryError`, as with `open().read()`.
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// `bytes(data)`, or the `MemoryError` CPython raised allocating it. (`PyBytes::new` panics instead.)
+fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    // A slice is never longer than isize::MAX bytes, so its length fits.
+    let len = pyo3::ffi::Py_ssize_t::try_from(data.len()).expect("a slice's length fits isize");
+    // SAFETY: CPython copies `len` bytes from a valid slice; a NULL result has set the error.
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), len))
+            .map(|b| b.cast_into_unchecked())
+    }
+}
+
 /// The `OSError` subclass `open()` would raise for `err`, on `path` if given: same errno, same
-/// message (the C library's; Rust's own text appends " (os error N)"), same filename.
+/// message (the C library's; Rust's own text appends " (os error N)"), same filename. A file
+/// that did not fit in memory is a `MemoryError`, as `open().read()` raises.
 fn os_error(err: &std::io::Error, path: Option<&std::path::Path>) -> PyErr {
+    if err.kind() == std::io::ErrorKind::OutOfMemory {
+        return PyMemoryError::new_err(match path {
+            Some(path) => format!(
+                "read_files(): '{}' does not fit in the memory left: {err}",
+                path.display()
+            ),
+            None => err.to_string(),
+        });
+    }
     let Some(code) = err.raw_os_error() else {
         return PyOSError::new_err(match path {
             Some(path) => format!("{err}: {}", path.display()),
@@ -50,7 +74,7 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
     let buf = unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), size) };
     match pread_nowait(fd, buf, offset) {
         Ok(NoWait::Read(n)) if n == size => Ok(bytes.unbind()),
-        Ok(NoWait::Read(n)) => PyBytes::new(py, &buf[..n]).into_py_any(py),
+        Ok(NoWait::Read(n)) => new_bytes(py, &buf[..n])?.into_py_any(py),
         Ok(NoWait::WouldBlock) => Ok(py.None()),
         Ok(NoWait::Unsupported) => false.into_py_any(py),
         Err(e) => Err(os_error(&e, None)),
@@ -79,7 +103,12 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
     let mut out: Vec<Option<Py<PyBytes>>> = paths.iter().map(|_| None).collect();
     let mut first_error: Option<(usize, PyErr)> = None;
     std::thread::scope(|s| {
-        let mut files = ferrio_core::fileio::read_each(s, &paths, threads);
+        // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
+        let mut files = ferrio_core::fileio::read_each(s, &paths, threads).map_err(|e| {
+            pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "read_files() could not start a thread to read with: {e} (is the process at its thread limit?)"
+            ))
+        })?;
         let mut left = paths.len();
         while left > 0 {
             // Wait for the next file without the GIL, then take every file already read with it.
@@ -92,17 +121,21 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
             for batch in std::iter::once(first).chain(files.try_iter()) {
                 left -= batch.len();
                 for (i, read) in batch.iter() {
-                    match read {
-                        Ok(data) => out[i] = Some(PyBytes::new(py, data).unbind()),
-                        Err(e) if first_error.as_ref().is_none_or(|(j, _)| i < *j) => {
-                            first_error = Some((i, os_error(e, Some(&paths[i]))));
-                        }
-                        Err(_) => {}
+                    if first_error.as_ref().is_some_and(|(j, _)| *j < i) {
+                        continue; // an earlier file's error is raised: no need for this one's bytes
+                    }
+                    let made = read
+                        .map_err(|e| os_error(e, Some(&paths[i])))
+                        .and_then(|data| new_bytes(py, data));
+                    match made {
+                        Ok(bytes) => out[i] = Some(bytes.unbind()),
+                        Err(e) => first_error = Some((i, e)),
                     }
                 }
             }
         }
-    });
+        Ok::<(), PyErr>(())
+    })?;
     if let Some((_, e)) = first_error {
         return Err(e);
     }
@@ -127,7 +160,7 @@ pub(crate) fn split_lines<'py>(
         let first = start.min(data.len());
         let mut off = first;
         for j in memchr::memchr_iter(b'\n', &data[first..]) {
-            lines.append(PyBytes::new(py, &data[off..=first + j]))?;
+            lines.append(new_bytes(py, &data[off..=first + j])?)?;
             off = first + j + 1;
         }
         return Ok((lines, off));
