@@ -359,6 +359,139 @@ async def test_read_files_rejects_bad_input_at_the_call(tmp_path: SyncPath) -> N
         await ferrio.read_files([], threads=2.5)  # type: ignore[arg-type]
 
 
+async def test_read_files_refuses_a_nul_in_a_path_as_open_does(tmp_path: SyncPath) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    for bad in (str(tmp_path / "a\0b"), os.fsencode(tmp_path / "a\0b")):
+        with pytest.raises(ValueError, match="embedded null byte") as builtin:
+            open(bad, "rb")  # noqa: SIM115 - it raises
+        with pytest.raises(type(builtin.value), match=r"read_files\(\): embedded null byte .* at index 1"):
+            await ferrio.read_files([tmp_path / "a", bad])
+    # A huge threads= is as good as the most threads the reader starts, not an OverflowError.
+    assert await ferrio.read_files([tmp_path / "a"], threads=10**30) == [b"a"]
+
+
+async def test_odd_read_sizes_get_the_builtin_s_answer(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"line one\nline two\n")
+    for mode in ("rb", "r"):
+        for size in (2.5, "3", 10**100, -2, True, -(10**100)):
+            for op in ("read", "readline"):
+                with open(p, mode) as builtin:
+                    want = _outcome(lambda: getattr(builtin, op)(size))
+                    want_pos = builtin.tell()
+                async with ferrio.open_file(p, mode) as f:
+                    got = await _aoutcome(getattr(f, op)(size))
+                    got_pos = await f.tell()
+                assert (got, got_pos) == (want, want_pos), (mode, op, size)
+
+
+async def test_an_unbuffered_write_returns_what_os_write_wrote() -> None:
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        capacity = 1 << 20  # more than the pipe holds: a non-blocking os.write() writes part of it
+        async with ferrio.open_file(w, "wb", buffering=0, closefd=False) as f:
+            n = await f.write(b"x" * capacity)
+            assert n is not None and 0 < n < capacity
+            os.set_blocking(r, False)
+            written = b""
+            while True:  # drain what is in the pipe
+                try:
+                    written += os.read(r, 1 << 20)
+                except BlockingIOError:
+                    break
+            assert len(written) == n
+            # The pipe is empty again: the next write takes all that fits, and says so.
+            assert await f.write(b"y" * 10) == 10
+            assert await f.writelines([b"a", b"bc"]) is None
+            assert os.read(r, 100) == b"y" * 10 + b"abc"
+            # Full pipe: a non-blocking os.write() writes nothing, and the builtin returns None.
+            while True:
+                try:
+                    os.write(w, b"z" * 65536)
+                except BlockingIOError:
+                    break
+            try:
+                os.write(w, b"z")
+            except BlockingIOError:
+                assert await f.write(b"more") is None
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_unbuffered_and_line_buffered_writes_land_as_the_builtin_s_do(tmp_path: SyncPath) -> None:
+    p = tmp_path / "out.txt"
+    async with ferrio.open_file(p, "wb", buffering=0) as f:
+        assert await f.write(b"abc") == 3
+        assert p.read_bytes() == b"abc"  # os.write() at once: another reader sees it
+    # Line buffering: what another reader sees after each write is what it sees with the builtin.
+    seen = {}
+    with open(p, "w", buffering=1, encoding="utf-8") as builtin:
+        seen["builtin"] = [(builtin.write(s), p.read_text()) for s in ("one\ntw", "o", "\n")]
+    async with ferrio.open_file(p, "w", buffering=1, encoding="utf-8") as f:
+        assert f.line_buffering
+        seen["ferrio"] = [(await f.write(s), p.read_text()) for s in ("one\ntw", "o", "\n")]
+    assert seen["ferrio"] == seen["builtin"] == [(6, "one\ntw"), (1, "one\ntw"), (1, "one\ntwo\n")]
+
+
+async def test_writelines_on_a_closed_file_raises_as_the_builtin(tmp_path: SyncPath) -> None:
+    p = tmp_path / "out.bin"
+    f = await ferrio.open_file(p, "wb")
+    await f.close()
+    with open(p, "wb") as builtin:
+        pass
+    with pytest.raises(ValueError, match="I/O operation on closed file") as want:
+        builtin.writelines([])
+    with pytest.raises(type(want.value), match="I/O operation on closed file"):
+        await f.writelines([])
+
+
+# Writes `data` to the FIFO `sys.argv[1]` once told to on stdin, or after 10 s anyway: a loop that
+# blocks in open() with the GIL held cannot tell it, and the open it blocks in must still end.
+_FIFO_WRITER = """
+import select, sys
+select.select([sys.stdin], [], [], 10)
+with open(sys.argv[1], "wb") as w:
+    w.write(sys.argv[2].encode())
+"""
+
+
+async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPath) -> None:
+    import subprocess
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, fifo, "through the fifo"], stdin=subprocess.PIPE)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while ticks < 20:
+            await asyncio.sleep(0.001)
+            ticks += 1
+        writer.stdin.close()  # the loop ticked while open_file() waited: now the writer may come
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        async with ferrio.open_file(fifo, "rb") as f:
+            assert ticks == 20, "the loop stood still while the FIFO's open waited for a writer"
+            assert await f.read() == b"through the fifo"
+    finally:
+        t.cancel()
+        writer.stdin.close()
+        writer.kill()
+        writer.wait(10)
+
+
+async def test_a_character_device_is_never_read_on_the_loop_s_thread() -> None:
+    async with ferrio.open_file("/dev/zero", "rb") as f:
+        assert f.seekable()  # /dev/zero seeks: read-ahead may hold its bytes, read on an I/O thread
+        assert not f._direct  # but no read of it runs on the loop's thread
+        assert await f.read(1 << 20) == bytes(1 << 20)
+        assert await f.read(100) == bytes(100)
+
+
 async def test_path(tmp_path: SyncPath) -> None:
     d = ferrio.Path(tmp_path) / "sub"
     assert isinstance(d, ferrio.Path)
