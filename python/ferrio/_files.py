@@ -509,8 +509,9 @@ class AsyncFile:
     async def readline(self, size: int | None = -1) -> Any:
         """The builtin ``readline``, served from a batch of lines when one is there."""
         self._settle()
-        n = _size_or_none(size)
-        if not self._ahead or n is None:  # (n None: not an int in range; the builtin says how)
+        # (n None: not an int in range, or None for a text file's readline, which refuses it.)
+        n = None if size is None and self._text else _size_or_none(size)
+        if not self._ahead or n is None:
             return await self._run(self._after_sync(lambda: self._f.readline(size)))
         if self._idle():
             if self._nl is not None:
@@ -659,7 +660,10 @@ class AsyncFile:
         if self._taking is not None:
             self._settle()
         n = _size_or_none(size)
-        if n is None:  # not an int in range: the builtin says how (TypeError, OverflowError, ...)
+        if n is None or n > _BIG_CHUNK:
+            # Not an int in range: the builtin says how (TypeError, OverflowError, ...). Larger than
+            # any read-ahead: the builtin allocates `n` up front, and its MemoryError (or not) is
+            # the answer, even where the read-ahead happens to hold the rest of the file.
             return await self._run(self._after_sync(lambda: self._f.read(size)))
         if self._kind == "direct" and _PIECE_MIN <= n <= _DIRECT_MAX and self._idle():
             # The hot path of a large sequential read of cached data: _read_cached(), inlined.
@@ -708,6 +712,8 @@ class AsyncFile:
                 view = memoryview(data)
             except TypeError:
                 raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+            if not view.c_contiguous:  # the builtin takes a simple buffer; tobytes() would copy any
+                raise BufferError("memoryview: underlying buffer is not C-contiguous")
             n = view.nbytes
             if type(data) is not bytes:
                 data = view.tobytes()  # a mutable buffer may change after we return, as with the builtin
