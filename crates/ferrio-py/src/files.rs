@@ -9,7 +9,7 @@ use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// `bytes(data)`, or the `MemoryError` CPython raised allocating it. (`PyBytes::new` panics instead.)
+/// `bytes(data)`, or the `MemoryError` raised allocating it. (`PyBytes::new` panics instead.)
 fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
     // A slice is never longer than isize::MAX bytes, so its length fits.
     let len = pyo3::ffi::Py_ssize_t::try_from(data.len()).expect("a slice's length fits isize");
