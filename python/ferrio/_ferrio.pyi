@@ -306,5 +306,16 @@ def split_lines(chunk: _T, start: int) -> tuple[list[_T], int]:
 
 def open_cached(path: str | bytes | os.PathLike[str]) -> int | None:
     """Opens ``path`` read-only and close-on-exec if its lookup needs no I/O (``openat2`` with
-    ``RESOLVE_CACHED``); returns the descriptor, or ``None`` (not cached, an error, or
-    unsupported: open it the usual way)."""
+    ``RESOLVE_CACHED``) and it is a regular file; returns the descriptor, or ``None`` (not cached,
+    not a regular file, an error, or unsupported: open it the usual way). Never waits: a FIFO or
+    a device is opened non-blocking, seen not to be a regular file, and closed unread."""
+
+def read_files_blocking(paths: list[str], threads: int = 8) -> list[bytes]:
+    """Reads every file in ``paths`` whole on up to ``threads`` (at most 64) threads of its own,
+    with the GIL released while it waits; their contents in order.
+
+    Raises:
+        OSError: the first failing file's error, as ``open()`` raises it.
+        MemoryError: a file does not fit in the memory left.
+        RuntimeError: not even one reading thread could be started.
+    """

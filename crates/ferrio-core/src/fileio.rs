@@ -101,14 +101,27 @@ pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
         let fd = RawFd::try_from(fd).ok().filter(|fd| *fd >= 0)?;
         // SAFETY: the kernel just returned this descriptor to us; nobody else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat fills the stat buffer we pass for a descriptor we own.
-        if unsafe { libc::fstat(fd.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+        // The file's type only: AT_STATX_DONT_SYNC takes it from the inode in memory, where a plain
+        // fstat on a network file system may ask the server first.
+        let mut st = std::mem::MaybeUninit::<libc::statx>::uninit();
+        // (The system call, as for openat2: glibc has a wrapper only since 2.28.)
+        // SAFETY: statx of a descriptor we own (empty path + AT_EMPTY_PATH) into the buffer we pass.
+        let done = unsafe {
+            libc::syscall(
+                libc::SYS_statx,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                libc::STATX_TYPE,
+                st.as_mut_ptr(),
+            )
+        };
+        if done != 0 {
             return None;
         }
-        // SAFETY: fstat succeeded, so it initialized the buffer.
+        // SAFETY: statx succeeded, so it initialized the buffer (stx_mode's type bits included).
         let st = unsafe { st.assume_init() };
-        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFREG {
             return None; // dropping `fd` closes it, unread
         }
         // Clear O_NONBLOCK (the only status flag set): it does nothing on a regular file, but the
