@@ -484,6 +484,32 @@ async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPa
         writer.wait(10)
 
 
+async def test_cancelled_read_files_of_fifos_give_their_io_threads_back(tmp_path: SyncPath) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer ever comes: each read waits for one
+    pool = _files.io_pool()
+    more_than_the_pool = pool._max_workers + 4
+    tasks = [asyncio.ensure_future(ferrio.read_files([fifo])) for _ in range(more_than_the_pool)]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=0.2)
+        assert not done
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        deadline = time.monotonic() + 5
+        while pool.stats().running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # polling: the readers look at their stop flag every 50 ms
+        assert pool.stats().running == 0, "cancelled reads of a FIFO still hold I/O threads"
+        (tmp_path / "after").write_bytes(b"after")
+        assert await asyncio.wait_for(ferrio.read_files([tmp_path / "after"]), 5) == [b"after"]
+    finally:
+        # Without the fix, the readers would wait for a writer forever: be one, and leave.
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # ENXIO: no reader is left waiting
+
+
 async def test_a_character_device_is_never_read_on_the_loop_s_thread() -> None:
     async with ferrio.open_file("/dev/zero", "rb") as f:
         assert f.seekable()  # /dev/zero seeks: read-ahead may hold its bytes, read on an I/O thread

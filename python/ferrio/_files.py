@@ -919,6 +919,11 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     (``FileNotFoundError`` with its errno and filename, ...). ``threads`` is the most files read at
     once (up to 64).
 
+    Any file ``open()`` reads can be read, a FIFO or a device too: those are read on ferrio's
+    threads, never the loop's. Cancellation: the awaiting task gets ``CancelledError`` at once,
+    and the reads stop within about 50 ms, even one that waits for a FIFO's writer or reads an
+    endless file.
+
     Raises:
         TypeError: ``paths`` is a single path rather than an iterable of them, or holds something
             that is not a path (``str``, ``bytes`` or ``os.PathLike``); ``threads`` is not an int.

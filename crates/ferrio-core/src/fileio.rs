@@ -12,10 +12,18 @@
 //! code, so Rust's default stack is enough. Where a file's size decides how much memory is needed
 //! (a huge file, an endless one like `/dev/zero`), the memory is reserved fallibly: a file that
 //! does not fit is an [`io::ErrorKind::OutOfMemory`] error for that file, never an abort.
+//!
+//! Those threads can be stopped: each file is opened `O_NONBLOCK` (which changes nothing for a
+//! regular file), so a FIFO's open does not wait for a writer, and a FIFO's, a device's or a
+//! terminal's reads wait in `poll` a slice at a time, looking at the stop flag between slices.
+//! To read as a blocking `open().read()` does, a FIFO whose first read finds no writer waits for
+//! one (`poll` tells one that has not come yet from one that came and left).
 
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What a non-waiting read did.
 #[derive(Debug, PartialEq, Eq)]
@@ -155,21 +163,81 @@ fn kept_buffers() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
     BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// How long a reader waits in `poll` before it looks at its stop flag again.
+const STOP_POLL_MS: libc::c_int = 50;
+
+/// The error a reader that was told to stop gives for the file it was reading.
+fn stopped() -> io::Error {
+    io::Error::other("stopped: the read was cancelled")
+}
+
+/// Waits until `fd` is readable or hung up, or `stop` is set (an error). Returns whether it is
+/// hung up with nothing to read.
+fn wait_readable(fd: RawFd, stop: &AtomicBool) -> io::Result<bool> {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped());
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one pollfd, valid for the call.
+        match unsafe { libc::poll(&raw mut p, 1, STOP_POLL_MS) } {
+            0 => {}
+            n if n > 0 => {
+                if p.revents & libc::POLLIN != 0 {
+                    return Ok(false);
+                }
+                if p.revents & (libc::POLLHUP | libc::POLLERR) != 0 {
+                    return Ok(true);
+                }
+                if p.revents & libc::POLLNVAL != 0 {
+                    return Err(io::Error::from_raw_os_error(libc::EBADF));
+                }
+            }
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Opens `path` as `read_each` reads it: read-only, close-on-exec (std's default), and
+/// non-blocking, so that a FIFO with no writer yet opens at once, and `O_NOCTTY`.
+fn open_for_reading(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
 /// Appends what is left of `file` to `buf`, reading until a read returns 0. (`read_to_end` on a
 /// `File` also makes a `statx` and an `lseek` for a size hint: a third more system calls for a
 /// small file. Here a file asks for its size only once it has outgrown the first room made.)
 ///
 /// Memory is reserved fallibly: a file too large for the memory left (or endless, like
 /// `/dev/zero`) ends in an [`io::ErrorKind::OutOfMemory`] error, as `open().read()` ends in
-/// `MemoryError`.
-fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
+/// `MemoryError`. `file` is non-blocking (see [`open_for_reading`]): where a read would wait, the
+/// wait is in [`wait_readable`], which `stop` ends.
+fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>, stop: &AtomicBool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
     let start = buf.len();
     let mut sized = false;
     // Room below which the next read gets more room first; 1 once room for the whole file was
     // made, so that the read that returns 0 does not grow the buffer past the file's size.
     let mut min_room = 4096;
+    let mut first_read = true;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Err(stopped()); // between two reads of an endless file, say
+        }
         if buf.capacity() - buf.len() < min_room {
             let read = buf.len() - start;
             // A file past its first room is a big one: make room for all of it at once rather than
@@ -192,15 +260,29 @@ fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>) -> io::Result<()> {
         }
         let spare = buf.spare_capacity_mut();
         // SAFETY: `spare` is writable memory of `spare.len()` bytes that read(2) may fill.
-        let n = unsafe { libc::read(file.as_raw_fd(), spare.as_mut_ptr().cast(), spare.len()) };
+        let n = unsafe { libc::read(fd, spare.as_mut_ptr().cast(), spare.len()) };
+        let was_first = std::mem::replace(&mut first_read, false);
         match usize::try_from(n) {
+            // A FIFO whose very first read finds no writer: a blocking read would wait for one.
+            // (Later, 0 means its writers came and left: end of file, as for a blocking read.)
+            Ok(0) if was_first && file.metadata().is_ok_and(|m| m.file_type().is_fifo()) => {
+                if wait_readable(fd, stop)? {
+                    return Ok(()); // a writer came and left without writing
+                }
+            }
             Ok(0) => return Ok(()),
             // SAFETY: read(2) initialized the first `n` bytes of the spare capacity.
             Ok(n) => unsafe { buf.set_len(buf.len() + n) },
             Err(_) => {
                 let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
+                match e.kind() {
+                    io::ErrorKind::Interrupted => {}
+                    // Nothing to read yet (a FIFO's writer is there, a terminal waits for a line):
+                    // wait; if it hung up meanwhile, the next read says 0 or the error.
+                    io::ErrorKind::WouldBlock => {
+                        wait_readable(fd, stop)?;
+                    }
+                    _ => return Err(e),
                 }
             }
         }
@@ -250,7 +332,8 @@ impl ReadBatch {
 /// Starts up to `threads` threads (`ferrio-read-N`) in `scope` that read the files of `paths`
 /// whole (an `open`, its reads, a `close`; no `stat` for a small file) and send them in batches as
 /// soon as a batch is read, in whatever order they finish: the receiver can use a batch while the
-/// next ones are being read.
+/// next ones are being read. Setting `stop` makes them stop soon (within [`STOP_POLL_MS`] of a
+/// wait for a FIFO or a device) and send no more; the file each was reading fails.
 ///
 /// # Errors
 ///
@@ -260,8 +343,9 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     paths: &'scope [P],
     threads: usize,
+    stop: &'scope AtomicBool,
 ) -> io::Result<std::sync::mpsc::Receiver<ReadBatch>> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
 
     let (tx, rx) = std::sync::mpsc::channel();
@@ -270,7 +354,7 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
         let (tx, next) = (tx.clone(), Arc::clone(&next));
         let reader = move || loop {
             let first = next.fetch_add(READ_BATCH, Ordering::Relaxed);
-            if first >= paths.len() {
+            if first >= paths.len() || stop.load(Ordering::Relaxed) {
                 break;
             }
             let data = kept_buffers().pop().unwrap_or_default();
@@ -280,7 +364,7 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
             };
             for (i, path) in paths.iter().enumerate().skip(first).take(READ_BATCH) {
                 let start = batch.data.len();
-                let read = std::fs::File::open(path).and_then(|f| append_rest(&f, &mut batch.data));
+                let read = open_for_reading(path.as_ref()).and_then(|f| append_rest(&f, &mut batch.data, stop));
                 if let Err(e) = &read {
                     batch.data.truncate(start);
                     if e.kind() == io::ErrorKind::OutOfMemory {

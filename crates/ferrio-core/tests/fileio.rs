@@ -5,6 +5,9 @@ use std::os::fd::AsRawFd;
 
 use ferrio_core::fileio::{pread_nowait, NoWait};
 
+/// A stop flag nobody sets.
+static NO_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[test]
 fn cached_bytes_are_read_at_any_offset_and_end_of_file_reads_nothing() {
     let dir = std::env::temp_dir().join(format!("ferrio-fileio-{}", std::process::id()));
@@ -84,7 +87,7 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
             // (twice: the second run reuses the batch buffers the first one kept)
             let mut seen = vec![0u32; paths.len()];
             std::thread::scope(|s| {
-                for batch in read_each(s, &paths, threads).unwrap() {
+                for batch in read_each(s, &paths, threads, &NO_STOP).unwrap() {
                     for (i, read) in batch.iter() {
                         seen[i] += 1;
                         match (&expected[i], read) {
@@ -150,7 +153,7 @@ fn read_each_reads_a_fifo_and_names_its_threads() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let paths = [fifo.clone()];
     std::thread::scope(|s| {
-        let rx = read_each(s, &paths, 4).unwrap();
+        let rx = read_each(s, &paths, 4, &NO_STOP).unwrap();
         // One file makes one reader, named. (Polling: its name shows in /proc once it started.)
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let named = || {
@@ -170,5 +173,47 @@ fn read_each_reads_a_fifo_and_names_its_threads() {
         let got: Vec<_> = batch.iter().map(|(i, r)| (i, r.unwrap().to_vec())).collect();
         assert_eq!(got, [(0, b"through a fifo".to_vec())]);
     });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stopping_read_each_ends_reads_that_wait_for_a_writer_or_for_data() {
+    use ferrio_core::fileio::read_each;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A FIFO no writer ever opens, and one whose writer never writes nor leaves (this test holds
+    // it open read-write): without the stop, neither read ends.
+    let held = dir.join("held");
+    let c = std::ffi::CString::new(held.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let _writer = std::fs::OpenOptions::new().read(true).write(true).open(&held).unwrap();
+    let paths = [fifo.clone(), held.clone()];
+    let stop = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let rx = read_each(s, &paths[..1], 1, &stop).unwrap();
+        let rx2 = read_each(s, &paths[1..], 1, &stop).unwrap();
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            "nothing to read yet"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for rx in [rx, rx2] {
+            let batch = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the reader stopped");
+            for (_, read) in batch.iter() {
+                assert!(read.unwrap_err().to_string().contains("cancelled"));
+            }
+        }
+    }); // the scope joins the readers: they stopped
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
     std::fs::remove_dir_all(&dir).unwrap();
 }

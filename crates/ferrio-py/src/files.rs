@@ -93,18 +93,35 @@ pub(crate) fn open_cached(path: PathBuf) -> Option<i32> {
     ferrio_core::fileio::open_cached_readonly(&c).map(IntoRawFd::into_raw_fd)
 }
 
+/// How often a `read_files_blocking` that waits for its readers asks whether its job was cancelled.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Whether the ferrio job running on this thread was cancelled (`False` outside a job).
+fn job_cancelled(py: Python<'_>) -> bool {
+    crate::job::is_cancelled(py).unwrap_or(false)
+}
+
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
 /// returns their contents in order, or raises the first file's error (as `open()` would). The
 /// calling thread turns each file into `bytes` while the others are still being read.
+///
+/// Run as a ferrio job (as `read_files()` runs it on the I/O pool), it looks every
+/// [`CANCEL_POLL`] whether the job was cancelled, and if so stops its readers, even those that
+/// wait for a FIFO's writer or a device, and raises `CancelledError`: a cancelled read of a file
+/// that never ends does not hold an I/O thread forever.
 #[pyfunction]
 #[pyo3(signature = (paths, threads=8))]
 #[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned Vec
 pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::RecvTimeoutError;
+
     let mut out: Vec<Option<Py<PyBytes>>> = paths.iter().map(|_| None).collect();
     let mut first_error: Option<(usize, PyErr)> = None;
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
-        let mut files = ferrio_core::fileio::read_each(s, &paths, threads).map_err(|e| {
+        let mut files = ferrio_core::fileio::read_each(s, &paths, threads, &stop).map_err(|e| {
             pyo3::exceptions::PyRuntimeError::new_err(format!(
                 "read_files() could not start a thread to read with: {e} (is the process at its thread limit?)"
             ))
@@ -113,11 +130,24 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
         while left > 0 {
             // Wait for the next file without the GIL, then take every file already read with it.
             let (back, next) = py.detach(move || {
-                let next = files.recv();
+                let next = files.recv_timeout(CANCEL_POLL);
                 (files, next)
             });
             files = back;
-            let Ok(first) = next else { break };
+            let first = match next {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    if job_cancelled(py) {
+                        stop.store(true, Ordering::Relaxed); // the scope's end waits for them
+                        let cancelled = crate::job::check_cancelled(py).err();
+                        return Err(cancelled.unwrap_or_else(|| {
+                            pyo3::exceptions::PyRuntimeError::new_err("read_files() was cancelled")
+                        }));
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             for batch in std::iter::once(first).chain(files.try_iter()) {
                 left -= batch.len();
                 for (i, read) in batch.iter() {
@@ -139,7 +169,9 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
     if let Some((_, e)) = first_error {
         return Err(e);
     }
-    Ok(out.into_iter().map(|b| b.expect("every file was read")).collect())
+    out.into_iter()
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files(): a reading thread ended early"))
 }
 
 /// The lines of `chunk` (a `str` or `bytes`) from index `start` on that end in `\n`, each with
