@@ -484,12 +484,19 @@ async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPa
         writer.wait(10)
 
 
-async def test_cancelled_read_files_of_fifos_give_their_io_threads_back(tmp_path: SyncPath) -> None:
+@pytest.mark.parametrize("how", ["read_files", "read_bytes", "read_text"])
+async def test_cancelled_whole_reads_of_fifos_give_their_io_threads_back(tmp_path: SyncPath, how: str) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # no writer ever comes: each read waits for one
     pool = _files.io_pool()
     more_than_the_pool = pool._max_workers + 4
-    tasks = [asyncio.ensure_future(ferrio.read_files([fifo])) for _ in range(more_than_the_pool)]
+
+    def read():
+        if how == "read_files":
+            return ferrio.read_files([fifo])
+        return getattr(ferrio.Path(fifo), how)(*(("utf-8",) if how == "read_text" else ()))
+
+    tasks = [asyncio.ensure_future(read()) for _ in range(more_than_the_pool)]
     try:
         done, _ = await asyncio.wait(tasks, timeout=0.2)
         assert not done
@@ -516,6 +523,31 @@ async def test_a_character_device_is_never_read_on_the_loop_s_thread() -> None:
         assert not f._direct  # but no read of it runs on the loop's thread
         assert await f.read(1 << 20) == bytes(1 << 20)
         assert await f.read(100) == bytes(100)
+
+
+async def test_path_reads_match_pathlib(tmp_path: SyncPath) -> None:
+    p = tmp_path / "t.txt"
+    p.write_bytes(b"a\r\nb\rc\n\xc3\xa9\xff")  # newlines to translate, an "é", a byte no UTF-8 decodes
+    for args in [("utf-8", "surrogateescape"), ("latin-1", None), ("utf-8", "replace"), ("ascii", "ignore")]:
+        assert await ferrio.Path(p).read_text(*args) == SyncPath(p).read_text(*args), args
+    assert await ferrio.Path(p).read_bytes() == SyncPath(p).read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        SyncPath(p).read_text("utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        await ferrio.Path(p).read_text("utf-8")
+    for bad, error in [(tmp_path / "missing", FileNotFoundError), (tmp_path, IsADirectoryError),
+                       (tmp_path / "a\0b", ValueError)]:
+        for method, args in [("read_bytes", ()), ("read_text", ("utf-8",))]:
+            with pytest.raises(error) as want:
+                getattr(SyncPath(bad), method)(*args)
+            with pytest.raises(error) as got:
+                await getattr(ferrio.Path(bad), method)(*args)
+            if error is ValueError:
+                assert "embedded null byte" in str(got.value)
+            else:
+                assert str(got.value) == str(want.value)
+    with pytest.raises(LookupError, match="unknown encoding: nope"):
+        await ferrio.Path(p).read_text("nope")
 
 
 async def test_path(tmp_path: SyncPath) -> None:

@@ -912,6 +912,14 @@ def open_file(
     return _Opening((file, mode, buffering, encoding, errors, newline, closefd, opener), {})
 
 
+def _checked_name(api: str, name: Any, where: str = "") -> str:
+    """``name`` as a ``str`` path for the Rust reader, refusing a NUL in it as ``open()`` does."""
+    name = os.fsdecode(name)
+    if "\0" in name:
+        raise ValueError(f"{api}: embedded null byte in the path{where}: {name!r}")
+    return name
+
+
 async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 8) -> list[bytes]:
     """Read many whole files in one hop, in parallel in Rust, with the GIL released.
 
@@ -944,9 +952,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
             raise TypeError(
                 f"read_files() expected paths (str, bytes or os.PathLike), got {p!r} at index {i}"
             ) from None
-        if "\0" in name:
-            raise ValueError(f"read_files(): embedded null byte in the path at index {i}: {p!r}")
-        names.append(name)
+        names.append(_checked_name("read_files()", name, f" at index {i}"))
     # More threads than the reader starts (64) change nothing, and a huge int would not fit Rust's.
     return await io_pool().run(_ferrio.read_files_blocking, names, min(threads, 64))
 
@@ -973,11 +979,23 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
         method = getattr(self._blocking(), name)
         return await io_pool().run(method, *args, **kwargs)
 
+    # read_bytes() and read_text() read through read_files' reader rather than pathlib's open():
+    # the same bytes and errors, but a cancelled read stops, even one waiting for a FIFO's writer.
+
     async def read_bytes(self) -> bytes:
-        return await self._call("read_bytes")
+        name = _checked_name("Path.read_bytes()", self)
+        return (await io_pool().run(_ferrio.read_files_blocking, [name], 1))[0]
 
     async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
-        return await self._call("read_text", encoding, errors)
+        name = _checked_name("Path.read_text()", self)
+        encoding = io.text_encoding(encoding)  # as pathlib: its EncodingWarning, at the call
+
+        def read() -> str:
+            (data,) = _ferrio.read_files_blocking([name], 1)
+            # What open(mode="r").read() makes of those bytes: the decoding, the newlines.
+            return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors).read()
+
+        return await io_pool().run(read)
 
     async def write_bytes(self, data: bytes) -> int:
         return await self._call("write_bytes", bytes(memoryview(data)))
