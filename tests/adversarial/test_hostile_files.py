@@ -470,3 +470,39 @@ async def test_misbehaving_and_out_of_range_arguments_get_the_builtin_s_errors(t
     for threads in (float("inf"), float("nan"), -(10**100), "8"):
         with pytest.raises((TypeError, ValueError), match="threads"):
             await ferrio.read_files([p], threads=threads)  # type: ignore[arg-type]
+
+
+async def test_open_file_refuses_what_open_refuses_with_the_same_error(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"data")
+    calls = [
+        ((str(p) + "\0x", "rb"), {}),
+        ((os.fsencode(p) + b"\0", "rb"), {}),
+        ((str(p) + "\0x",), {}),
+        ((2.5, "rb"), {}),
+        ((None, "rb"), {}),
+        ((-1, "rb"), {}),
+        ((10**30, "rb"), {}),
+        ((p, 3), {}),
+        ((p, "rbx"), {}),
+        ((p, "rb", 10**30), {}),
+        ((p, "rb", "big"), {}),
+        ((p, "rb", 2.5), {}),
+        ((p, "r"), {"encoding": 3}),
+        ((p, "r"), {"encoding": "no-such-codec"}),
+        ((p, "r"), {"newline": "x"}),
+        ((p, "r"), {"errors": 3}),
+        ((p, "rb"), {"closefd": False}),
+        ((p, "rb"), {"opener": lambda path, flags: -5}),
+        ((p, "rb"), {"opener": lambda path, flags: "fd"}),
+        ((_BadPath(), "rb"), {}),
+    ]
+    for args, kwargs in calls:
+        want = _outcome(lambda: open(*args, **kwargs).close())  # noqa: SIM115
+        got = await _aoutcome(_open_and_close(*args, **kwargs))
+        assert got == want, (args, kwargs)
+
+
+async def _open_and_close(*args, **kwargs) -> None:
+    f = await ferrio.open_file(*args, **kwargs)
+    await f.close()
