@@ -576,6 +576,36 @@ async def test_path(tmp_path: SyncPath) -> None:
 # -- batching, cancellation, many files, the loop keeps ticking -----------------------------------
 
 
+@pytest.mark.parametrize("mode", ["rb", "r"])
+async def test_a_long_line_is_read_in_pieces_that_double(
+    tmp_path: SyncPath, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "one-line"
+    p.write_bytes(b"x" * (16 << 20) + b"\n" + b"tail")
+    kw = {} if mode == "rb" else {"encoding": "ascii"}
+    pieces = []
+    read_more = _files.AsyncFile._read_more
+
+    def counted(self):  # the real method, counted: how many pieces the line took
+        pieces.append(1)
+        return read_more(self)
+
+    monkeypatch.setattr(_files.AsyncFile, "_read_more", counted)
+    for how in ("readline", "iter"):
+        pieces.clear()
+        async with ferrio.open_file(p, mode, **kw) as f:
+            if how == "readline":
+                line = await f.readline()
+            else:
+                async for line in f:
+                    break
+            assert len(line) == (16 << 20) + 1
+            assert await f.read() == (b"tail" if mode == "rb" else "tail")
+        # Pieces of a fixed 256 KiB would be 64, each copying all the line read so far: time
+        # quadratic in the line's length (an endless line, as in /dev/zero, never reached MemoryError).
+        assert len(pieces) <= 12, how
+
+
 async def test_line_iteration_crosses_few_hops(tmp_path: SyncPath) -> None:
     p = tmp_path / "lines.txt"
     p.write_text("".join(f"line {i}\n" for i in range(20_000)))

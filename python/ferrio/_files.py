@@ -417,6 +417,10 @@ class AsyncFile:
         reading goes on."""
         want = self._extend_by
         self._extend_by = min(2 * want, _SEQUENTIAL_CHUNK)
+        # A line longer than that (or endless, as in /dev/zero) doubles what is kept of the chunk
+        # with each piece: the copies that _extend() makes add up to a few times the line, as the
+        # builtin's do, where pieces of a fixed size would copy the whole line per piece.
+        want = max(want, len(self._chunk) - self._off)
         more = (self._shadow if self._text else self._f).read(want)
         return more, len(more) < want
 

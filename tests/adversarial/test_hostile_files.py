@@ -205,11 +205,20 @@ async def main():
     if kind == "as":
         mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
         soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        resource.setrlimit(resource.RLIMIT_AS, (mapped + (1 << 30), hard))  # 1 GiB more: no 3 GiB file
+        resource.setrlimit(resource.RLIMIT_AS, (mapped + (256 << 20), hard))  # 256 MiB more: no 3 GiB file
         for path in (big, "/dev/zero"):
             print(path, outcome(lambda: open(path, "rb").read()), await aoutcome(ferrio.read_files([path])),
                   await aoutcome(read_whole(path)), await aoutcome(read_whole(path, buffering=0)),
                   await aoutcome(ferrio.read_files([small, path, small])))
+        # An endless line: readline() and async for grow it to MemoryError, as the builtin's readline().
+        async def first_line(mode, how):
+            async with ferrio.open_file("/dev/zero", mode, **({} if mode == "rb" else {"encoding": "latin-1"})) as f:
+                if how == "readline":
+                    return await f.readline()
+                async for line in f:
+                    return line
+        print("/dev/zero lines", outcome(lambda: open("/dev/zero", "rb").readline()),
+              *[await aoutcome(first_line(m, h)) for m in ("rb", "r") for h in ("readline", "iter")])
         # Still alive, and memory was given back: small reads work again.
         assert await ferrio.read_files([small] * 100) == [b"small"] * 100
         assert await read_whole(small) == b"small"
@@ -264,6 +273,7 @@ def test_memory_limit_gives_memory_error_as_open_read_does(tmp_path: SyncPath, l
     assert lines == [
         f"{big} MemoryError MemoryError MemoryError MemoryError MemoryError",
         "/dev/zero MemoryError MemoryError MemoryError MemoryError MemoryError",
+        "/dev/zero lines MemoryError MemoryError MemoryError MemoryError MemoryError",
         "recovered",
     ], proc.stdout + proc.stderr[-3000:]
 
