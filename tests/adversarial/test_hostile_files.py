@@ -516,3 +516,35 @@ async def test_open_file_refuses_what_open_refuses_with_the_same_error(tmp_path:
 async def _open_and_close(*args, **kwargs) -> None:
     f = await ferrio.open_file(*args, **kwargs)
     await f.close()
+
+
+def test_ctrl_c_stops_a_read_files_that_waits_on_the_main_thread(tmp_path: SyncPath) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer ever comes
+    code = f"""
+import os, signal, threading, time
+from ferrio import _ferrio
+
+def interrupt():
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # polling: the reader's name shows in /proc once it waits
+        names = []
+        for t in os.listdir("/proc/self/task"):
+            try:
+                names.append(open(f"/proc/self/task/{{t}}/comm").read().strip())
+            except OSError:
+                pass
+        if "ferrio-read-0" in names:
+            break
+        time.sleep(0.005)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    _ferrio.read_files_blocking([{str(fifo)!r}], 1)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "interrupted"

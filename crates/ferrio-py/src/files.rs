@@ -105,7 +105,8 @@ fn job_cancelled(py: Python<'_>) -> bool {
 /// returns their contents in order, or raises the first file's error (as `open()` would). The
 /// calling thread turns each file into `bytes` while the others are still being read.
 ///
-/// Run as a ferrio job (as `read_files()` runs it on the I/O pool), it looks every
+/// On the main thread, Ctrl-C stops it (`KeyboardInterrupt`). Run as a ferrio job (as
+/// `read_files()` runs it on the I/O pool), it also looks every
 /// [`CANCEL_POLL`] whether the job was cancelled, and if so stops its readers, even those that
 /// wait for a FIFO's writer or a device, and raises `CancelledError`: a cancelled read of a file
 /// that never ends does not hold an I/O thread forever.
@@ -137,6 +138,11 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
             let first = match next {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
+                    // Called on the main thread (not as read_files() calls it), Ctrl-C stops it.
+                    if let Err(e) = py.check_signals() {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(e);
+                    }
                     if job_cancelled(py) {
                         stop.store(true, Ordering::Relaxed); // the scope's end waits for them
                         let cancelled = crate::job::check_cancelled(py).err();
