@@ -548,3 +548,46 @@ except KeyboardInterrupt:
     proc = run_python(code, timeout=30)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "interrupted"
+
+
+def test_fork_while_read_files_runs_leaves_a_child_that_reads(tmp_path: SyncPath) -> None:
+    for i in range(100):
+        (tmp_path / f"{i}").write_bytes(bytes([i]) * (i * 500))
+    code = f"""
+import os, signal, threading, time, warnings
+from ferrio import _ferrio
+warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads: the point of the test
+paths = [os.path.join({str(tmp_path)!r}, str(i)) for i in range(100)]
+want = [bytes([i]) * (i * 500) for i in range(100)]
+done = threading.Event()
+
+def busy():
+    while not done.is_set():
+        assert _ferrio.read_files_blocking(paths, 8) == want
+
+t = threading.Thread(target=busy)
+t.start()
+hung = 0
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:  # the child: its readers must not wait on a lock a parent reader held
+        os._exit(0 if _ferrio.read_files_blocking(paths[:40], 4) == want[:40] else 1)
+    deadline = time.monotonic() + 10
+    while True:
+        got, status = os.waitpid(pid, os.WNOHANG)
+        if got:
+            assert os.waitstatus_to_exitcode(status) == 0, status
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            hung += 1
+            break
+        time.sleep(0.005)  # polling: waitpid has no timeout
+done.set()
+t.join(30)
+print("hung", hung)
+"""
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == "hung 0"

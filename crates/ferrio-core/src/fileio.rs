@@ -159,8 +159,15 @@ const READ_BATCH: usize = 32;
 const BUFFERS_KEPT_BYTES: usize = 16 * 1024 * 1024;
 static BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
 
-fn kept_buffers() -> std::sync::MutexGuard<'static, Vec<Vec<u8>>> {
-    BUFFERS.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// The kept buffers, if nobody else holds them right now: a reader never waits for this lock.
+/// (Besides costing nothing under contention, that keeps a forked child from waiting forever on a
+/// lock that a parent's reader held at the fork: the child just reads without kept buffers.)
+fn kept_buffers() -> Option<std::sync::MutexGuard<'static, Vec<Vec<u8>>>> {
+    match BUFFERS.try_lock() {
+        Ok(kept) => Some(kept),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// How long a reader waits in `poll` before it looks at its stop flag again.
@@ -297,9 +304,11 @@ pub struct ReadBatch {
 
 impl Drop for ReadBatch {
     fn drop(&mut self) {
-        let mut kept = kept_buffers();
+        let Some(mut kept) = kept_buffers() else {
+            return; // busy: this one is freed instead
+        };
         let kept_bytes: usize = kept.iter().map(Vec::capacity).sum();
-        if kept_bytes + self.data.capacity() <= BUFFERS_KEPT_BYTES {
+        if kept_bytes + self.data.capacity() <= BUFFERS_KEPT_BYTES && kept.try_reserve(1).is_ok() {
             let mut data = std::mem::take(&mut self.data);
             data.clear();
             kept.push(data);
@@ -357,7 +366,7 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
             if first >= paths.len() || stop.load(Ordering::Relaxed) {
                 break;
             }
-            let data = kept_buffers().pop().unwrap_or_default();
+            let data = kept_buffers().and_then(|mut kept| kept.pop()).unwrap_or_default();
             let mut batch = ReadBatch {
                 data,
                 files: Vec::with_capacity(READ_BATCH),
@@ -389,4 +398,29 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
         }
     }
     Ok(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readers_never_wait_for_the_kept_buffers_lock() {
+        let dir = std::env::temp_dir().join(format!("ferrio-kept-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, b"contents").unwrap();
+        let paths = [path];
+        let stop = AtomicBool::new(false);
+        // Held as a parent's reader might have held it when the process forked: forever, in the child.
+        let held = BUFFERS.lock().unwrap();
+        std::thread::scope(|s| {
+            let rx = read_each(s, &paths, 1, &stop).unwrap();
+            let batch = rx.recv_timeout(std::time::Duration::from_secs(5));
+            drop(held); // (released before asserting, so a waiting reader cannot hang the test)
+            let batch = batch.expect("a reader waited for the kept buffers' lock");
+            assert_eq!(batch.iter().next().unwrap().1.unwrap(), b"contents");
+        });
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
