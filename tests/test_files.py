@@ -525,6 +525,20 @@ async def test_a_character_device_is_never_read_on_the_loop_s_thread() -> None:
         assert await f.read(100) == bytes(100)
 
 
+def test_read_cached_allocates_fallibly(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with pytest.raises(MemoryError):
+            _ferrio.read_cached(fd, 1 << 50, 0)  # the size asked for is allocated first
+        with pytest.raises(OverflowError):
+            _ferrio.read_cached(fd, 2**63, 0)
+        assert _ferrio.read_cached(fd, 100, 0) in (b"abc", None, False)  # a short read: a fresh bytes
+    finally:
+        os.close(fd)
+
+
 async def test_path_reads_match_pathlib(tmp_path: SyncPath) -> None:
     p = tmp_path / "t.txt"
     p.write_bytes(b"a\r\nb\rc\n\xc3\xa9\xff")  # newlines to translate, an "é", a byte no UTF-8 decodes
