@@ -591,3 +591,37 @@ print("hung", hung)
     proc = run_python(code, timeout=60)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "hung 0"
+
+
+def test_a_file_size_limit_raises_efbig_as_the_builtin_does(tmp_path: SyncPath) -> None:
+    # Python ignores SIGXFSZ: past RLIMIT_FSIZE a write fails with EFBIG instead of killing us.
+    code = f"""
+import asyncio, os, resource, ferrio
+path = {str(tmp_path / "out")!r}
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, resource.RLIM_INFINITY))
+
+def builtin(buffering):
+    try:
+        with open(path, "wb", buffering) as f:
+            for _ in range(64):
+                f.write(b"x" * 65536)
+    except OSError as e:
+        return e.errno, os.path.getsize(path)
+
+async def ours(buffering):
+    try:
+        async with ferrio.open_file(path, "wb", buffering) as f:
+            for _ in range(64):
+                await f.write(b"x" * 65536)
+    except OSError as e:
+        return e.errno, os.path.getsize(path)
+
+async def main():
+    for buffering in (-1, 0):
+        print(builtin(buffering) == await ours(buffering) == (27, 1 << 20))
+
+asyncio.run(main())
+"""
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "True"]
