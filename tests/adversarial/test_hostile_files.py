@@ -85,7 +85,9 @@ def _wait_for_fds(expected: set[str]) -> set[str]:
 
 @pytest.mark.parametrize("via", ["fifo", "symlink to fifo"])
 @pytest.mark.parametrize("mode,buffering", [("rb", -1), ("rb", 0), ("r", -1)])
-async def test_fifo_opens_and_reads_never_block_the_loop(tmp_path: SyncPath, via: str, mode: str, buffering: int) -> None:
+async def test_fifo_opens_and_reads_never_block_the_loop(
+    tmp_path: SyncPath, via: str, mode: str, buffering: int
+) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     path = fifo
@@ -377,9 +379,9 @@ async def test_a_file_truncated_mid_read_ends_without_error_or_garbage(tmp_path:
             head = await f.read(1000)
             os.truncate(p, cut)
             pieces = [head]
-            while piece := await f.read(rng_size := 7000):
+            while piece := await f.read(7000):
                 pieces.append(piece)
-                assert len(piece) <= rng_size
+                assert len(piece) <= 7000
             got = b"".join(pieces)
             assert got == data[: len(got)]  # what was read is the file's bytes, however far it got
             assert await f.read() == b""
