@@ -627,3 +627,23 @@ asyncio.run(main())
     proc = run_python(code, timeout=30)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["True", "True"]
+
+
+class _BadRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr refused")
+
+
+class _BadReprPath(os.PathLike):
+    def __fspath__(self) -> str:
+        return "x"
+
+    def __repr__(self) -> str:
+        raise RuntimeError("repr refused")
+
+
+async def test_a_failing_repr_does_not_hide_what_was_wrong() -> None:
+    with pytest.raises(TypeError, match=r"expected paths .* got <_BadRepr object> at index 0"):
+        await ferrio.read_files([_BadRepr()])
+    with pytest.raises(TypeError, match=r"got the single path <_BadReprPath object>"):
+        await ferrio.read_files(_BadReprPath())
