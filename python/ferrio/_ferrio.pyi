@@ -293,6 +293,8 @@ def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
 
     Raises:
         OSError: the read failed (a bad descriptor, say).
+        MemoryError: ``size`` bytes cannot be allocated (they are, before reading).
+        OverflowError: ``size`` is more than a ``bytes`` can hold.
     """
 
 def split_lines(chunk: _T, start: int) -> tuple[list[_T], int]:
