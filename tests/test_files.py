@@ -435,6 +435,36 @@ async def test_unbuffered_and_line_buffered_writes_land_as_the_builtin_s_do(tmp_
     assert seen["ferrio"] == seen["builtin"] == [(6, "one\ntw"), (1, "one\ntw"), (1, "one\ntwo\n")]
 
 
+@pytest.mark.parametrize("mode", ["wb", "w"])
+async def test_writes_to_a_pipe_reach_its_reader_as_the_builtin_s_do(mode: str) -> None:
+    r, w = os.pipe()
+    got = bytearray()
+    total = 200_000  # more than the builtin's buffer (and the pipe) holds: written through at once
+    reader_done = threading.Event()
+
+    def reader() -> None:
+        import select
+
+        while len(got) < total and select.select([r], [], [], 10)[0]:
+            got.extend(os.read(r, 1 << 16))
+        reader_done.set()
+
+    th = threading.Thread(target=reader)
+    th.start()
+    try:
+        kw = {} if mode == "wb" else {"encoding": "ascii"}
+        async with ferrio.open_file(w, mode, closefd=False, **kw) as f:
+            data = "x" * total
+            await f.write(data.encode() if mode == "wb" else data)
+            # No flush yet: the builtin wrote it through (past its 8 KiB buffer); gathering did not.
+            assert await asyncio.to_thread(reader_done.wait, 10)
+            assert len(got) == total
+    finally:
+        os.close(w)
+        th.join(10)
+        os.close(r)
+
+
 async def test_writelines_on_a_closed_file_raises_as_the_builtin(tmp_path: SyncPath) -> None:
     p = tmp_path / "out.bin"
     f = await ferrio.open_file(p, "wb")

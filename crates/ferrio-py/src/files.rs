@@ -124,7 +124,7 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
         // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
         let mut files = ferrio_core::fileio::read_each(s, &paths, threads, &stop).map_err(|e| {
             pyo3::exceptions::PyRuntimeError::new_err(format!(
-                "read_files() could not start a thread to read with: {e} (is the process at its thread limit?)"
+                "read_files() could not start a thread to read with: {e} (is the process at its limit of threads or memory?)"
             ))
         })?;
         let mut left = paths.len();
