@@ -520,30 +520,34 @@ async def _open_and_close(*args, **kwargs) -> None:
     await f.close()
 
 
-def test_ctrl_c_stops_a_read_files_that_waits_on_the_main_thread(tmp_path: SyncPath) -> None:
+@pytest.mark.parametrize("files", [1, 40])  # read on the calling thread; on reading threads
+def test_ctrl_c_stops_a_read_files_that_waits_on_the_main_thread(tmp_path: SyncPath, files: int) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)  # no writer ever comes
+    (tmp_path / "f").write_bytes(b"f")
+    paths = [str(fifo)] + [str(tmp_path / "f")] * (files - 1)
     code = f"""
 import os, signal, threading, time
 from ferrio import _ferrio
 
+def waiting_in_poll():
+    for t in os.listdir("/proc/self/task"):
+        try:
+            if "poll" in open(f"/proc/self/task/{{t}}/wchan").read():
+                return True
+        except OSError:
+            pass
+    return False
+
 def interrupt():
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # polling: the reader's name shows in /proc once it waits
-        names = []
-        for t in os.listdir("/proc/self/task"):
-            try:
-                names.append(open(f"/proc/self/task/{{t}}/comm").read().strip())
-            except OSError:
-                pass
-        if "ferrio-read-0" in names:
-            break
-        time.sleep(0.005)
+    while not waiting_in_poll() and time.monotonic() < deadline:
+        time.sleep(0.005)  # polling: the read's wait for the FIFO's writer shows in /proc
     os.kill(os.getpid(), signal.SIGINT)
 
 threading.Thread(target=interrupt, daemon=True).start()
 try:
-    _ferrio.read_files_blocking([{str(fifo)!r}], 1)
+    _ferrio.read_files_blocking({paths!r}, 4)
 except KeyboardInterrupt:
     print("interrupted")
 """
@@ -658,7 +662,7 @@ from ferrio import _ferrio
 mapped = int(open("/proc/self/statm").read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
 resource.setrlimit(resource.RLIMIT_AS, (mapped + (512 << 10), resource.RLIM_INFINITY))  # no 2 MiB stack
 try:
-    _ferrio.read_files_blocking([{str(tmp_path / "f")!r}], 4)
+    _ferrio.read_files_blocking([{str(tmp_path / "f")!r}] * 40, 4)  # more than one batch: threads
 except RuntimeError as e:
     print(e)
 """

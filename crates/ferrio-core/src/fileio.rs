@@ -13,9 +13,12 @@
 //! (a huge file, an endless one like `/dev/zero`), the memory is reserved fallibly: a file that
 //! does not fit is an [`io::ErrorKind::OutOfMemory`] error for that file, never an abort.
 //!
-//! Those threads can be stopped: each file is opened `O_NONBLOCK` (which changes nothing for a
+//! Those reads can be stopped: each file is opened `O_NONBLOCK` (which changes nothing for a
 //! regular file), so a FIFO's open does not wait for a writer, and a FIFO's, a device's or a
-//! terminal's reads wait in `poll` a slice at a time, looking at the stop flag between slices.
+//! terminal's reads wait in `poll` a slice at a time, asking whether to stop between slices (and
+//! a read that keeps growing its file's buffer asks at each growth: `/dev/zero`'s ends too).
+//! [`read_batch`] reads on the caller's thread, for a few files, where starting a thread would
+//! cost more than the reads.
 //! To read as a blocking `open().read()` does, a FIFO whose first read finds no writer waits for
 //! one (`poll` tells one that has not come yet from one that came and left).
 
@@ -151,8 +154,8 @@ pub fn open_cached_readonly(path: &CStr) -> Option<OwnedFd> {
 /// one more that returns 0.
 const READ_ROOM: usize = 64 * 1024;
 
-/// Files a reading thread claims at a time, and sends together.
-const READ_BATCH: usize = 32;
+/// Files a reading thread claims at a time, and sends together; [`read_batch`] reads this many.
+pub const READ_BATCH: usize = 32;
 
 /// Batch buffers kept for the next batches and calls, so that reading does not fault in fresh
 /// memory for every batch: at most `BUFFERS_KEPT_BYTES` of them in all.
@@ -170,19 +173,19 @@ fn kept_buffers() -> Option<std::sync::MutexGuard<'static, Vec<Vec<u8>>>> {
     }
 }
 
-/// How long a reader waits in `poll` before it looks at its stop flag again.
-const STOP_POLL_MS: libc::c_int = 50;
+/// How long a reader waits in `poll` before it asks whether to stop again.
+pub const STOP_POLL_MS: libc::c_int = 50;
 
 /// The error a reader that was told to stop gives for the file it was reading.
 fn stopped() -> io::Error {
     io::Error::other("stopped: the read was cancelled")
 }
 
-/// Waits until `fd` is readable or hung up, or `stop` is set (an error). Returns whether it is
-/// hung up with nothing to read.
-fn wait_readable(fd: RawFd, stop: &AtomicBool) -> io::Result<bool> {
+/// Waits until `fd` is readable or hung up, or `stop()` says to stop (an error). Returns whether
+/// it is hung up with nothing to read.
+fn wait_readable(fd: RawFd, stop: &dyn Fn() -> bool) -> io::Result<bool> {
     loop {
-        if stop.load(Ordering::Relaxed) {
+        if stop() {
             return Err(stopped());
         }
         let mut p = libc::pollfd {
@@ -231,8 +234,8 @@ fn open_for_reading(path: &std::path::Path) -> io::Result<std::fs::File> {
 /// Memory is reserved fallibly: a file too large for the memory left (or endless, like
 /// `/dev/zero`) ends in an [`io::ErrorKind::OutOfMemory`] error, as `open().read()` ends in
 /// `MemoryError`. `file` is non-blocking (see [`open_for_reading`]): where a read would wait, the
-/// wait is in [`wait_readable`], which `stop` ends.
-fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>, stop: &AtomicBool) -> io::Result<()> {
+/// wait is in [`wait_readable`], which `stop()` ends; it is asked too each time the buffer grows.
+fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>, stop: &dyn Fn() -> bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let fd = file.as_raw_fd();
     let start = buf.len();
@@ -242,10 +245,10 @@ fn append_rest(file: &std::fs::File, buf: &mut Vec<u8>, stop: &AtomicBool) -> io
     let mut min_room = 4096;
     let mut first_read = true;
     loop {
-        if stop.load(Ordering::Relaxed) {
-            return Err(stopped()); // between two reads of an endless file, say
-        }
         if buf.capacity() - buf.len() < min_room {
+            if stop() {
+                return Err(stopped()); // as an endless file's buffer doubles, say
+            }
             let read = buf.len() - start;
             // A file past its first room is a big one: make room for all of it at once rather than
             // doubling past its size (st_size is 0 for endless and unsized files: keep doubling).
@@ -338,11 +341,44 @@ impl ReadBatch {
     }
 }
 
+/// Reads the files `paths[first..]`, [`READ_BATCH`] of them at most, whole, on this thread (an
+/// `open`, its reads, a `close`; no `stat` for a small file). `stop()` is asked between files, at
+/// each growth of the buffer and every [`STOP_POLL_MS`] of a wait for a FIFO or a device; once it
+/// says to stop, the file being read and the rest fail.
+pub fn read_batch<P: AsRef<std::path::Path>>(paths: &[P], first: usize, stop: &dyn Fn() -> bool) -> ReadBatch {
+    let data = kept_buffers().and_then(|mut kept| kept.pop()).unwrap_or_default();
+    let mut batch = ReadBatch {
+        data,
+        files: Vec::with_capacity(READ_BATCH),
+    };
+    let mut stopped_at = None;
+    for (i, path) in paths.iter().enumerate().skip(first).take(READ_BATCH) {
+        if stopped_at.is_none() && stop() {
+            stopped_at = Some(i);
+        }
+        if stopped_at.is_some() {
+            batch.files.push((i, Err(stopped())));
+            continue;
+        }
+        let start = batch.data.len();
+        let read = open_for_reading(path.as_ref()).and_then(|f| append_rest(&f, &mut batch.data, stop));
+        if let Err(e) = &read {
+            batch.data.truncate(start);
+            if e.kind() == io::ErrorKind::OutOfMemory {
+                // Give back what the file that did not fit took, before reading on.
+                batch.data.shrink_to(start);
+            }
+        }
+        batch.files.push((i, read.map(|()| start..batch.data.len())));
+    }
+    batch
+}
+
 /// Starts up to `threads` threads (`ferrio-read-N`) in `scope` that read the files of `paths`
-/// whole (an `open`, its reads, a `close`; no `stat` for a small file) and send them in batches as
-/// soon as a batch is read, in whatever order they finish: the receiver can use a batch while the
-/// next ones are being read. Setting `stop` makes them stop soon (within [`STOP_POLL_MS`] of a
-/// wait for a FIFO or a device) and send no more; the file each was reading fails.
+/// whole, [`read_batch`] after [`read_batch`], and send each batch as soon as it is read, in
+/// whatever order they finish: the receiver can use a batch while the next ones are being read.
+/// Setting `stop` makes them stop soon (within [`STOP_POLL_MS`] of a wait for a FIFO or a device)
+/// and send no more.
 ///
 /// # Errors
 ///
@@ -366,23 +402,7 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
             if first >= paths.len() || stop.load(Ordering::Relaxed) {
                 break;
             }
-            let data = kept_buffers().and_then(|mut kept| kept.pop()).unwrap_or_default();
-            let mut batch = ReadBatch {
-                data,
-                files: Vec::with_capacity(READ_BATCH),
-            };
-            for (i, path) in paths.iter().enumerate().skip(first).take(READ_BATCH) {
-                let start = batch.data.len();
-                let read = open_for_reading(path.as_ref()).and_then(|f| append_rest(&f, &mut batch.data, stop));
-                if let Err(e) = &read {
-                    batch.data.truncate(start);
-                    if e.kind() == io::ErrorKind::OutOfMemory {
-                        // Give back what the file that did not fit took, before reading on.
-                        batch.data.shrink_to(start);
-                    }
-                }
-                batch.files.push((i, read.map(|()| start..batch.data.len())));
-            }
+            let batch = read_batch(paths, first, &|| stop.load(Ordering::Relaxed));
             if tx.send(batch).is_err() {
                 break; // the receiver is gone: nobody wants the rest
             }

@@ -217,3 +217,33 @@ fn stopping_read_each_ends_reads_that_wait_for_a_writer_or_for_data() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn read_batch_reads_on_this_thread_and_asks_whether_to_stop_while_it_waits() {
+    use ferrio_core::fileio::read_batch;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let file = dir.join("file");
+    std::fs::write(&file, b"read before the FIFO").unwrap();
+    let paths = [file.clone(), fifo.clone(), file.clone()];
+    let asked = AtomicUsize::new(0);
+    // Stop once asked a few times: the FIFO's wait (no writer ever comes) asks every 50 ms.
+    let batch = read_batch(&paths, 0, &|| asked.fetch_add(1, Ordering::Relaxed) >= 3);
+    let got: Vec<_> = batch
+        .iter()
+        .map(|(i, r)| (i, r.map(<[u8]>::to_vec).map_err(ToString::to_string)))
+        .collect();
+    assert_eq!(got[0], (0, Ok(b"read before the FIFO".to_vec())));
+    assert!(matches!(&got[1], (1, Err(e)) if e.contains("cancelled")), "{got:?}");
+    assert!(
+        matches!(&got[2], (2, Err(e)) if e.contains("cancelled")),
+        "once stopped, the rest fail: {got:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -96,33 +96,131 @@ pub(crate) fn open_cached(path: PathBuf) -> Option<i32> {
 /// How often a `read_files_blocking` that waits for its readers asks whether its job was cancelled.
 const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
-/// Whether the ferrio job running on this thread was cancelled (`False` outside a job).
-fn job_cancelled(py: Python<'_>) -> bool {
-    crate::job::is_cancelled(py).unwrap_or(false)
+/// Why a read stopped early: Ctrl-C's `KeyboardInterrupt`, or the job's `CancelledError`; `None`
+/// if neither. Asks Python, so the caller holds the GIL.
+fn interruption(py: Python<'_>) -> Option<PyErr> {
+    // On the main thread (not as read_files() calls it), Ctrl-C stops it.
+    if let Err(e) = py.check_signals() {
+        return Some(e);
+    }
+    // Whether the ferrio job running on this thread was cancelled (never, outside a job).
+    if crate::job::is_cancelled(py).unwrap_or(false) {
+        let cancelled = crate::job::check_cancelled(py).err();
+        return Some(
+            cancelled.unwrap_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files() was cancelled")),
+        );
+    }
+    None
+}
+
+/// The files read so far, in order, and the error of the first one that failed.
+struct Collected<'a> {
+    paths: &'a [PathBuf],
+    out: Vec<Option<Py<PyBytes>>>,
+    first_error: Option<(usize, PyErr)>,
+}
+
+impl<'a> Collected<'a> {
+    fn new(paths: &'a [PathBuf]) -> Self {
+        Collected {
+            paths,
+            out: paths.iter().map(|_| None).collect(),
+            first_error: None,
+        }
+    }
+
+    /// Turns a batch's files into `bytes` (with the GIL), or notes the first error.
+    fn take(&mut self, py: Python<'_>, batch: &ferrio_core::fileio::ReadBatch) {
+        for (i, read) in batch.iter() {
+            if self.first_error.as_ref().is_some_and(|(j, _)| *j < i) {
+                continue; // an earlier file's error is raised: no need for this one's bytes
+            }
+            let made = read
+                .map_err(|e| os_error(e, Some(&self.paths[i])))
+                .and_then(|data| new_bytes(py, data));
+            match made {
+                Ok(bytes) => self.out[i] = Some(bytes.unbind()),
+                Err(e) => self.first_error = Some((i, e)),
+            }
+        }
+    }
+
+    fn result(self) -> PyResult<Vec<Py<PyBytes>>> {
+        if let Some((_, e)) = self.first_error {
+            return Err(e);
+        }
+        self.out
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files(): a reading thread ended early"))
+    }
 }
 
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
 /// returns their contents in order, or raises the first file's error (as `open()` would). The
-/// calling thread turns each file into `bytes` while the others are still being read.
+/// calling thread turns each file into `bytes` while the others are still being read. A few
+/// files (one batch) it reads itself: starting a thread would cost more than reading them.
 ///
 /// On the main thread, Ctrl-C stops it (`KeyboardInterrupt`). Run as a ferrio job (as
-/// `read_files()` runs it on the I/O pool), it also looks every
-/// [`CANCEL_POLL`] whether the job was cancelled, and if so stops its readers, even those that
-/// wait for a FIFO's writer or a device, and raises `CancelledError`: a cancelled read of a file
-/// that never ends does not hold an I/O thread forever.
+/// `read_files()` runs it on the I/O pool), it also looks every [`CANCEL_POLL`] whether the job
+/// was cancelled, and if so stops reading, even a read that waits for a FIFO's writer or a device
+/// or reads an endless file, and raises `CancelledError`: a cancelled read does not hold an I/O
+/// thread forever.
 #[pyfunction]
 #[pyo3(signature = (paths, threads=8))]
 #[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned Vec
 pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
+    if paths.len() <= ferrio_core::fileio::READ_BATCH {
+        read_here(py, &paths)
+    } else {
+        read_on_threads(py, &paths, threads)
+    }
+}
+
+/// [`read_files_blocking`] of one batch, on this thread, with the GIL released. Python is asked
+/// whether to stop at most every [`CANCEL_POLL`] (retaking the GIL each time per file would wait
+/// for the loop's thread to let go of it).
+fn read_here(py: Python<'_>, paths: &[PathBuf]) -> PyResult<Vec<Py<PyBytes>>> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    let why: Mutex<(Instant, Option<PyErr>)> = Mutex::new((Instant::now(), None));
+    let stop = || {
+        {
+            let mut why = why.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if why.1.is_some() {
+                return true;
+            }
+            if why.0.elapsed() < CANCEL_POLL {
+                return false;
+            }
+            why.0 = Instant::now();
+        } // (not held while Python runs)
+        let Some(e) = Python::attach(interruption) else {
+            return false;
+        };
+        why.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = Some(e);
+        true
+    };
+    let batch = py.detach(|| ferrio_core::fileio::read_batch(paths, 0, &stop));
+    if let Some(e) = why.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).1 {
+        return Err(e);
+    }
+    let mut collected = Collected::new(paths);
+    collected.take(py, &batch);
+    collected.result()
+}
+
+/// [`read_files_blocking`] of more than one batch, on up to `threads` threads.
+fn read_on_threads(py: Python<'_>, paths: &[PathBuf], threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc::RecvTimeoutError;
 
-    let mut out: Vec<Option<Py<PyBytes>>> = paths.iter().map(|_| None).collect();
-    let mut first_error: Option<(usize, PyErr)> = None;
+    let mut collected = Collected::new(paths);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
-        let mut files = ferrio_core::fileio::read_each(s, &paths, threads, &stop).map_err(|e| {
+        let mut files = ferrio_core::fileio::read_each(s, paths, threads, &stop).map_err(|e| {
             pyo3::exceptions::PyRuntimeError::new_err(format!(
                 "read_files() could not start a thread to read with: {e} (is the process at its limit of threads or memory?)"
             ))
@@ -138,17 +236,9 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
             let first = match next {
                 Ok(first) => first,
                 Err(RecvTimeoutError::Timeout) => {
-                    // Called on the main thread (not as read_files() calls it), Ctrl-C stops it.
-                    if let Err(e) = py.check_signals() {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(e);
-                    }
-                    if job_cancelled(py) {
+                    if let Some(e) = interruption(py) {
                         stop.store(true, Ordering::Relaxed); // the scope's end waits for them
-                        let cancelled = crate::job::check_cancelled(py).err();
-                        return Err(cancelled.unwrap_or_else(|| {
-                            pyo3::exceptions::PyRuntimeError::new_err("read_files() was cancelled")
-                        }));
+                        return Err(e);
                     }
                     continue;
                 }
@@ -156,28 +246,12 @@ pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: 
             };
             for batch in std::iter::once(first).chain(files.try_iter()) {
                 left -= batch.len();
-                for (i, read) in batch.iter() {
-                    if first_error.as_ref().is_some_and(|(j, _)| *j < i) {
-                        continue; // an earlier file's error is raised: no need for this one's bytes
-                    }
-                    let made = read
-                        .map_err(|e| os_error(e, Some(&paths[i])))
-                        .and_then(|data| new_bytes(py, data));
-                    match made {
-                        Ok(bytes) => out[i] = Some(bytes.unbind()),
-                        Err(e) => first_error = Some((i, e)),
-                    }
-                }
+                collected.take(py, &batch);
             }
         }
         Ok::<(), PyErr>(())
     })?;
-    if let Some((_, e)) = first_error {
-        return Err(e);
-    }
-    out.into_iter()
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files(): a reading thread ended early"))
+    collected.result()
 }
 
 /// The lines of `chunk` (a `str` or `bytes`) from index `start` on that end in `\n`, each with
