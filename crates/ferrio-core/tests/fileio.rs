@@ -116,8 +116,8 @@ fn only_regular_files_open_cached_and_a_fifo_with_no_writer_does_not_block() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     let link = dir.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).unwrap();
-    let _ = std::fs::symlink_metadata(&link).unwrap(); // the lookups are cached now
-                                                       // Without O_NONBLOCK these opens would wait for a writer forever (this test would hang).
+    // The lookups are cached now. Without O_NONBLOCK these opens would wait for a writer forever.
+    let _ = std::fs::symlink_metadata(&link).unwrap();
     for path in [&fifo, &link] {
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
         assert!(open_cached_readonly(&c).is_none(), "{path:?}");

@@ -222,7 +222,8 @@ fn read_on_threads(py: Python<'_>, paths: &[PathBuf], threads: usize) -> PyResul
         // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
         let mut files = ferrio_core::fileio::read_each(s, paths, threads, &stop).map_err(|e| {
             pyo3::exceptions::PyRuntimeError::new_err(format!(
-                "read_files() could not start a thread to read with: {e} (is the process at its limit of threads or memory?)"
+                "read_files() could not start a thread to read with: {e} \
+                 (is the process at its limit of threads or memory?)"
             ))
         })?;
         let mut left = paths.len();
