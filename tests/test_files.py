@@ -359,6 +359,241 @@ async def test_read_files_rejects_bad_input_at_the_call(tmp_path: SyncPath) -> N
         await ferrio.read_files([], threads=2.5)  # type: ignore[arg-type]
 
 
+async def test_read_files_refuses_a_nul_in_a_path_as_open_does(tmp_path: SyncPath) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    for bad in (str(tmp_path / "a\0b"), os.fsencode(tmp_path / "a\0b")):
+        with pytest.raises(ValueError, match="embedded null byte") as builtin:
+            open(bad, "rb")  # noqa: SIM115 - it raises
+        with pytest.raises(type(builtin.value), match=r"read_files\(\): embedded null byte .* at index 1"):
+            await ferrio.read_files([tmp_path / "a", bad])
+    # A huge threads= is as good as the most threads the reader starts, not an OverflowError.
+    assert await ferrio.read_files([tmp_path / "a"], threads=10**30) == [b"a"]
+
+
+async def test_odd_read_sizes_get_the_builtin_s_answer(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"line one\nline two\n")
+    for mode in ("rb", "r"):
+        for size in (2.5, "3", 10**100, -2, True, -(10**100)):
+            for op in ("read", "readline"):
+                with open(p, mode) as builtin:
+                    want = _outcome(lambda: getattr(builtin, op)(size))
+                    want_pos = builtin.tell()
+                async with ferrio.open_file(p, mode) as f:
+                    got = await _aoutcome(getattr(f, op)(size))
+                    got_pos = await f.tell()
+                assert (got, got_pos) == (want, want_pos), (mode, op, size)
+
+
+async def test_an_unbuffered_write_returns_what_os_write_wrote() -> None:
+    r, w = os.pipe()
+    try:
+        os.set_blocking(w, False)
+        capacity = 1 << 20  # more than the pipe holds: a non-blocking os.write() writes part of it
+        async with ferrio.open_file(w, "wb", buffering=0, closefd=False) as f:
+            n = await f.write(b"x" * capacity)
+            assert n is not None and 0 < n < capacity
+            os.set_blocking(r, False)
+            written = b""
+            while True:  # drain what is in the pipe
+                try:
+                    written += os.read(r, 1 << 20)
+                except BlockingIOError:
+                    break
+            assert len(written) == n
+            # The pipe is empty again: the next write takes all that fits, and says so.
+            assert await f.write(b"y" * 10) == 10
+            assert await f.writelines([b"a", b"bc"]) is None
+            assert os.read(r, 100) == b"y" * 10 + b"abc"
+            # Full pipe: a non-blocking os.write() writes nothing, and the builtin returns None.
+            while True:
+                try:
+                    os.write(w, b"z" * 65536)
+                except BlockingIOError:
+                    break
+            try:
+                os.write(w, b"z")
+            except BlockingIOError:
+                assert await f.write(b"more") is None
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+async def test_unbuffered_and_line_buffered_writes_land_as_the_builtin_s_do(tmp_path: SyncPath) -> None:
+    p = tmp_path / "out.txt"
+    async with ferrio.open_file(p, "wb", buffering=0) as f:
+        assert await f.write(b"abc") == 3
+        assert p.read_bytes() == b"abc"  # os.write() at once: another reader sees it
+    # Line buffering: what another reader sees after each write is what it sees with the builtin.
+    seen = {}
+    with open(p, "w", buffering=1, encoding="utf-8") as builtin:
+        seen["builtin"] = [(builtin.write(s), p.read_text()) for s in ("one\ntw", "o", "\n")]
+    async with ferrio.open_file(p, "w", buffering=1, encoding="utf-8") as f:
+        assert f.line_buffering
+        seen["ferrio"] = [(await f.write(s), p.read_text()) for s in ("one\ntw", "o", "\n")]
+    assert seen["ferrio"] == seen["builtin"] == [(6, "one\ntw"), (1, "one\ntw"), (1, "one\ntwo\n")]
+
+
+@pytest.mark.parametrize("mode", ["wb", "w"])
+async def test_writes_to_a_pipe_reach_its_reader_as_the_builtin_s_do(mode: str) -> None:
+    r, w = os.pipe()
+    got = bytearray()
+    total = 200_000  # more than the builtin's buffer (and the pipe) holds: written through at once
+    reader_done = threading.Event()
+
+    def reader() -> None:
+        import select
+
+        while len(got) < total and select.select([r], [], [], 10)[0]:
+            got.extend(os.read(r, 1 << 16))
+        reader_done.set()
+
+    th = threading.Thread(target=reader)
+    th.start()
+    try:
+        kw = {} if mode == "wb" else {"encoding": "ascii"}
+        async with ferrio.open_file(w, mode, closefd=False, **kw) as f:
+            data = "x" * total
+            await f.write(data.encode() if mode == "wb" else data)
+            # No flush yet: the builtin wrote it through (past its 8 KiB buffer); gathering did not.
+            assert await asyncio.to_thread(reader_done.wait, 10)
+            assert len(got) == total
+    finally:
+        os.close(w)
+        th.join(10)
+        os.close(r)
+
+
+async def test_writelines_on_a_closed_file_raises_as_the_builtin(tmp_path: SyncPath) -> None:
+    p = tmp_path / "out.bin"
+    f = await ferrio.open_file(p, "wb")
+    await f.close()
+    with open(p, "wb") as builtin:
+        pass
+    with pytest.raises(ValueError, match="I/O operation on closed file") as want:
+        builtin.writelines([])
+    with pytest.raises(type(want.value), match="I/O operation on closed file"):
+        await f.writelines([])
+
+
+# Writes `data` to the FIFO `sys.argv[1]` once told to on stdin, or after 10 s anyway: a loop that
+# blocks in open() with the GIL held cannot tell it, and the open it blocks in must still end.
+_FIFO_WRITER = """
+import select, sys
+select.select([sys.stdin], [], [], 10)
+with open(sys.argv[1], "wb") as w:
+    w.write(sys.argv[2].encode())
+"""
+
+
+async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPath) -> None:
+    import subprocess
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    writer = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, fifo, "through the fifo"], stdin=subprocess.PIPE)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while ticks < 20:
+            await asyncio.sleep(0.001)
+            ticks += 1
+        writer.stdin.close()  # the loop ticked while open_file() waited: now the writer may come
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        async with ferrio.open_file(fifo, "rb") as f:
+            assert ticks == 20, "the loop stood still while the FIFO's open waited for a writer"
+            assert await f.read() == b"through the fifo"
+    finally:
+        t.cancel()
+        writer.stdin.close()
+        writer.kill()
+        writer.wait(10)
+
+
+@pytest.mark.parametrize("how", ["read_files", "read_bytes", "read_text"])
+async def test_cancelled_whole_reads_of_fifos_give_their_io_threads_back(tmp_path: SyncPath, how: str) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)  # no writer ever comes: each read waits for one
+    pool = _files.io_pool()
+    more_than_the_pool = pool._max_workers + 4
+
+    def read():
+        if how == "read_files":
+            return ferrio.read_files([fifo])
+        return getattr(ferrio.Path(fifo), how)(*(("utf-8",) if how == "read_text" else ()))
+
+    tasks = [asyncio.ensure_future(read()) for _ in range(more_than_the_pool)]
+    try:
+        done, _ = await asyncio.wait(tasks, timeout=0.2)
+        assert not done
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        deadline = time.monotonic() + 5
+        while pool.stats().running and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # polling: the readers look at their stop flag every 50 ms
+        assert pool.stats().running == 0, "cancelled reads of a FIFO still hold I/O threads"
+        (tmp_path / "after").write_bytes(b"after")
+        assert await asyncio.wait_for(ferrio.read_files([tmp_path / "after"]), 5) == [b"after"]
+    finally:
+        # Without the fix, the readers would wait for a writer forever: be one, and leave.
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass  # ENXIO: no reader is left waiting
+
+
+async def test_a_character_device_is_never_read_on_the_loop_s_thread() -> None:
+    async with ferrio.open_file("/dev/zero", "rb") as f:
+        assert f.seekable()  # /dev/zero seeks: read-ahead may hold its bytes, read on an I/O thread
+        assert not f._direct  # but no read of it runs on the loop's thread
+        assert await f.read(1 << 20) == bytes(1 << 20)
+        assert await f.read(100) == bytes(100)
+
+
+def test_read_cached_allocates_fallibly(tmp_path: SyncPath) -> None:
+    p = tmp_path / "f"
+    p.write_bytes(b"abc")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        with pytest.raises(MemoryError):
+            _ferrio.read_cached(fd, 1 << 50, 0)  # the size asked for is allocated first
+        with pytest.raises(OverflowError):
+            _ferrio.read_cached(fd, 2**63, 0)
+        assert _ferrio.read_cached(fd, 100, 0) in (b"abc", None, False)  # a short read: a fresh bytes
+    finally:
+        os.close(fd)
+
+
+async def test_path_reads_match_pathlib(tmp_path: SyncPath) -> None:
+    p = tmp_path / "t.txt"
+    p.write_bytes(b"a\r\nb\rc\n\xc3\xa9\xff")  # newlines to translate, an "é", a byte no UTF-8 decodes
+    for args in [("utf-8", "surrogateescape"), ("latin-1", None), ("utf-8", "replace"), ("ascii", "ignore")]:
+        assert await ferrio.Path(p).read_text(*args) == SyncPath(p).read_text(*args), args
+    assert await ferrio.Path(p).read_bytes() == SyncPath(p).read_bytes()
+    with pytest.raises(UnicodeDecodeError):
+        SyncPath(p).read_text("utf-8")
+    with pytest.raises(UnicodeDecodeError):
+        await ferrio.Path(p).read_text("utf-8")
+    for bad, error in [(tmp_path / "missing", FileNotFoundError), (tmp_path, IsADirectoryError),
+                       (tmp_path / "a\0b", ValueError)]:
+        for method, args in [("read_bytes", ()), ("read_text", ("utf-8",))]:
+            with pytest.raises(error) as want:
+                getattr(SyncPath(bad), method)(*args)
+            with pytest.raises(error) as got:
+                await getattr(ferrio.Path(bad), method)(*args)
+            if error is ValueError:
+                assert "embedded null byte" in str(got.value)
+            else:
+                assert str(got.value) == str(want.value)
+    with pytest.raises(LookupError, match="unknown encoding: nope"):
+        await ferrio.Path(p).read_text("nope")
+
+
 async def test_path(tmp_path: SyncPath) -> None:
     d = ferrio.Path(tmp_path) / "sub"
     assert isinstance(d, ferrio.Path)
@@ -383,6 +618,36 @@ async def test_path(tmp_path: SyncPath) -> None:
 
 
 # -- batching, cancellation, many files, the loop keeps ticking -----------------------------------
+
+
+@pytest.mark.parametrize("mode", ["rb", "r"])
+async def test_a_long_line_is_read_in_pieces_that_double(
+    tmp_path: SyncPath, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    p = tmp_path / "one-line"
+    p.write_bytes(b"x" * (16 << 20) + b"\n" + b"tail")
+    kw = {} if mode == "rb" else {"encoding": "ascii"}
+    pieces = []
+    read_more = _files.AsyncFile._read_more
+
+    def counted(self):  # the real method, counted: how many pieces the line took
+        pieces.append(1)
+        return read_more(self)
+
+    monkeypatch.setattr(_files.AsyncFile, "_read_more", counted)
+    for how in ("readline", "iter"):
+        pieces.clear()
+        async with ferrio.open_file(p, mode, **kw) as f:
+            if how == "readline":
+                line = await f.readline()
+            else:
+                async for line in f:
+                    break
+            assert len(line) == (16 << 20) + 1
+            assert await f.read() == (b"tail" if mode == "rb" else "tail")
+        # Pieces of a fixed 256 KiB would be 64, each copying all the line read so far: time
+        # quadratic in the line's length (an endless line, as in /dev/zero, never reached MemoryError).
+        assert len(pieces) <= 12, how
 
 
 async def test_line_iteration_crosses_few_hops(tmp_path: SyncPath) -> None:

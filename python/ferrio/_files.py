@@ -19,6 +19,8 @@ import collections
 import io
 import os
 import pathlib
+import stat
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -95,6 +97,17 @@ class _PositionalReader(io.RawIOBase):
         return self._pos
 
 
+def _size_or_none(size: Any) -> int | None:
+    """A read size as the fast paths take it (``None`` is -1), or ``None`` if it is anything the
+    builtin treats specially or refuses (not an int, below -1, past ``sys.maxsize``): then the
+    builtin itself gets it and answers, or raises, as it does."""
+    if size is None:
+        return -1
+    if type(size) is int and -1 <= size <= sys.maxsize:
+        return size
+    return None
+
+
 class AsyncFile:
     """A file opened by :func:`ferrio.open_file`: the builtin file object's methods, as coroutines.
 
@@ -125,6 +138,7 @@ class AsyncFile:
         "_extend_by",
         "_f",
         "_fd",
+        "_gather",
         "_i",
         "_kind",
         "_lines",
@@ -137,6 +151,7 @@ class AsyncFile:
         "_piece_bytes",
         "_piece_size",
         "_pieces",
+        "_regular",
         "_running",
         "_seekable",
         "_serving",
@@ -153,8 +168,16 @@ class AsyncFile:
         "_writable",
     )
 
-    def __init__(self, f: Any, newline: str | None = None) -> None:
+    def __init__(self, f: Any, newline: str | None = None, *, regular: bool | None = None) -> None:
         self._f = f
+        if regular is None:
+            try:
+                regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+            except (OSError, ValueError, AttributeError):  # no descriptor (io.BytesIO, say)
+                regular = False
+        # Only a regular file is read or closed on the loop's thread: a pipe's, a socket's or a
+        # device's reads wait for whatever feeds them, and closing a device may wait for it.
+        self._regular = regular
         self._text = isinstance(f, io.TextIOBase)
         self._newline = newline
         self._shadow: Any = None  # text: the second reader that read-ahead goes through
@@ -170,6 +193,16 @@ class AsyncFile:
         # The builtin raises UnicodeEncodeError at write() under errors="strict": check the same.
         self._strict_encoding = f.encoding if self._text and f.errors == "strict" else None
         self._ahead = self._seekable and not self._writable
+        # Writes are gathered only where that changes nothing the builtin lets anyone see: a
+        # regular file behind a buffer that is not flushed per line. An unbuffered file's write()
+        # is one os.write(), whose count (maybe short, on a pipe) is the result; a pipe's or a
+        # socket's reader, and a line-buffered file's, sees each write as the builtin makes it.
+        self._gather = (
+            self._writable
+            and regular
+            and not isinstance(f, io.RawIOBase)
+            and not getattr(f, "line_buffering", False)
+        )
         # Operations run on I/O threads one at a time, in the order they were asked for: each
         # takes a ticket on the loop's thread and waits for its turn on the I/O thread.
         self._turn = threading.Condition(threading.Lock())
@@ -207,7 +240,7 @@ class AsyncFile:
         # Large binary reads of cached data are copied on the loop's thread by a read that cannot
         # wait for the disk (kind "direct": `start` plus the bytes handed out is the position).
         self._fd = f.fileno() if self._ahead and not self._text else -1
-        self._direct = self._fd >= 0
+        self._direct = self._fd >= 0 and regular
         # Gathered writes.
         self._wbuf: list[Any] = []
         self._wlen = 0
@@ -384,6 +417,10 @@ class AsyncFile:
         reading goes on."""
         want = self._extend_by
         self._extend_by = min(2 * want, _SEQUENTIAL_CHUNK)
+        # A line longer than that (or endless, as in /dev/zero) doubles what is kept of the chunk
+        # with each piece: the copies that _extend() makes add up to a few times the line, as the
+        # builtin's do, where pieces of a fixed size would copy the whole line per piece.
+        want = max(want, len(self._chunk) - self._off)
         more = (self._shadow if self._text else self._f).read(want)
         return more, len(more) < want
 
@@ -476,9 +513,10 @@ class AsyncFile:
     async def readline(self, size: int | None = -1) -> Any:
         """The builtin ``readline``, served from a batch of lines when one is there."""
         self._settle()
-        n = -1 if size is None else size
-        if not self._ahead:
-            return await self._run(self._after_sync(lambda: self._f.readline(n)))
+        # (n None: not an int in range, or None for a text file's readline, which refuses it.)
+        n = None if size is None and self._text else _size_or_none(size)
+        if not self._ahead or n is None:
+            return await self._run(self._after_sync(lambda: self._f.readline(size)))
         if self._idle():
             if self._nl is not None:
                 line = self._chunk_line(n)
@@ -625,7 +663,12 @@ class AsyncFile:
         cannot wait for the disk), and everything else on an I/O thread."""
         if self._taking is not None:
             self._settle()
-        n = -1 if size is None else size
+        n = _size_or_none(size)
+        if n is None or n > _BIG_CHUNK:
+            # Not an int in range: the builtin says how (TypeError, OverflowError, ...). Larger than
+            # any read-ahead: the builtin allocates `n` up front, and its MemoryError (or not) is
+            # the answer, even where the read-ahead happens to hold the rest of the file.
+            return await self._run(self._after_sync(lambda: self._f.read(size)))
         if self._kind == "direct" and _PIECE_MIN <= n <= _DIRECT_MAX and self._idle():
             # The hot path of a large sequential read of cached data: _read_cached(), inlined.
             data = _ferrio.read_cached(self._fd, n, self._start + self._piece_bytes)
@@ -654,8 +697,12 @@ class AsyncFile:
 
     # -- writing -----------------------------------------------------------------------------------
 
-    async def write(self, data: Any) -> int:
-        """The builtin ``write``: checked here, gathered, and written with the next batch."""
+    async def write(self, data: Any) -> int | None:
+        """The builtin ``write``: checked here, and gathered and written with the next batch where
+        that changes nothing visible (a buffered regular file not flushed per line); elsewhere
+        (``buffering=0``, line buffering, pipes, sockets, devices) written now, returning what the
+        builtin returns: for ``buffering=0``, the count ``os.write`` wrote, maybe short, or
+        ``None`` if a non-blocking descriptor took nothing."""
         self._settle()
         self._check_open()
         if self._text:
@@ -669,11 +716,16 @@ class AsyncFile:
                 view = memoryview(data)
             except TypeError:
                 raise TypeError(f"a bytes-like object is required, not '{type(data).__name__}'") from None
+            if not view.c_contiguous:  # the builtin takes a simple buffer; tobytes() would copy any
+                raise BufferError("memoryview: underlying buffer is not C-contiguous")
             n = view.nbytes
             if type(data) is not bytes:
                 data = view.tobytes()  # a mutable buffer may change after we return, as with the builtin
         if not self._writable:
             raise io.UnsupportedOperation("not writable")
+        if not self._gather:
+            f = self._f
+            return await self._run(self._after_sync(lambda: f.write(data)))
         if self._kind is None and self._idle():
             self._wbuf.append(data)
             self._wlen += n
@@ -684,6 +736,10 @@ class AsyncFile:
         return n
 
     async def writelines(self, lines: Iterable[Any]) -> None:
+        """The builtin ``writelines``: ``write()`` for each line, its result ignored (as the
+        builtin ignores a short write)."""
+        self._settle()
+        self._check_open()  # as the builtin, even for no lines
         for line in lines:
             await self.write(line)
 
@@ -711,8 +767,8 @@ class AsyncFile:
         self._settle()
         if self._f.closed:
             return
-        if not self._writable and self._idle():
-            # Nothing to flush: closing a read-only descriptor does not wait on the disk.
+        if not self._writable and self._regular and self._idle():
+            # Nothing to flush: closing a read-only regular file does not wait on the disk.
             self._kind = None
             self._close_now()
             return
@@ -775,7 +831,7 @@ class _Opening:
         try:
             getattr(f, "raw", f).name = path  # what open(path) would show (buffering=0 gives a FileIO)
             chunk = _ferrio.read_cached(fd, _SMALL_CHUNK, 0)
-            af = AsyncFile(f)
+            af = AsyncFile(f, regular=True)  # open_cached() opens nothing else
             if isinstance(chunk, bytes) and (len(chunk) == _SMALL_CHUNK or len(chunk) >= os.fstat(fd).st_size):
                 f.seek(len(chunk))  # where f.read(_SMALL_CHUNK) would have left it
                 af._new_chunk(0, chunk, len(chunk) < _SMALL_CHUNK)
@@ -860,30 +916,60 @@ def open_file(
     return _Opening((file, mode, buffering, encoding, errors, newline, closefd, opener), {})
 
 
+def _safe_repr(obj: object) -> str:
+    """``repr(obj)`` for an error message, or its type's name if its ``__repr__`` fails: the
+    message must say what was wrong, not raise what ``__repr__`` raised instead."""
+    try:
+        return repr(obj)
+    except Exception:
+        return f"<{type(obj).__name__} object>"
+
+
+def _checked_name(api: str, name: Any, where: str = "") -> str:
+    """``name`` as a ``str`` path for the Rust reader, refusing a NUL in it as ``open()`` does."""
+    name = os.fsdecode(name)
+    if "\0" in name:
+        raise ValueError(f"{api}: embedded null byte in the path{where}: {name!r}")
+    return name
+
+
 async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 8) -> list[bytes]:
     """Read many whole files in one hop, in parallel in Rust, with the GIL released.
 
     Returns their contents in order. Raises the first failing file's error, as ``open()`` would
     (``FileNotFoundError`` with its errno and filename, ...). ``threads`` is the most files read at
-    once.
+    once (up to 64).
+
+    Any file ``open()`` reads can be read, a FIFO or a device too: those are read on ferrio's
+    threads, never the loop's. Cancellation: the awaiting task gets ``CancelledError`` at once,
+    and the reads stop within about 50 ms, even one that waits for a FIFO's writer or reads an
+    endless file.
 
     Raises:
         TypeError: ``paths`` is a single path rather than an iterable of them, or holds something
             that is not a path (``str``, ``bytes`` or ``os.PathLike``); ``threads`` is not an int.
-        ValueError: ``threads`` is 0 or negative.
+        ValueError: ``threads`` is 0 or negative; a path holds a NUL character ("embedded null
+            byte", as ``open()`` says).
+        MemoryError: a file does not fit in the memory left (an endless one like ``/dev/zero``
+            never does), as ``open().read()`` raises.
+        RuntimeError: not even one reading thread could be started.
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(f"read_files() takes an iterable of paths, got the single path {paths!r}: pass [path]")
+        raise TypeError(
+            f"read_files() takes an iterable of paths, got the single path {_safe_repr(paths)}: pass [path]"
+        )
     _check_positive_int("read_files()", "threads", threads)
     names = []
     for i, p in enumerate(paths):
         try:
-            names.append(os.fsdecode(p))  # bytes paths too, as open() takes them
+            name = os.fsdecode(p)  # bytes paths too, as open() takes them
         except TypeError:
             raise TypeError(
-                f"read_files() expected paths (str, bytes or os.PathLike), got {p!r} at index {i}"
+                f"read_files() expected paths (str, bytes or os.PathLike), got {_safe_repr(p)} at index {i}"
             ) from None
-    return await io_pool().run(_ferrio.read_files_blocking, names, threads)
+        names.append(_checked_name("read_files()", name, f" at index {i}"))
+    # More threads than the reader starts (64) change nothing, and a huge int would not fit Rust's.
+    return await io_pool().run(_ferrio.read_files_blocking, names, min(threads, 64))
 
 
 _PurePath = type(pathlib.PurePath())
@@ -908,11 +994,23 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
         method = getattr(self._blocking(), name)
         return await io_pool().run(method, *args, **kwargs)
 
+    # read_bytes() and read_text() read through read_files' reader rather than pathlib's open():
+    # the same bytes and errors, but a cancelled read stops, even one waiting for a FIFO's writer.
+
     async def read_bytes(self) -> bytes:
-        return await self._call("read_bytes")
+        name = _checked_name("Path.read_bytes()", self)
+        return (await io_pool().run(_ferrio.read_files_blocking, [name], 1))[0]
 
     async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
-        return await self._call("read_text", encoding, errors)
+        name = _checked_name("Path.read_text()", self)
+        encoding = io.text_encoding(encoding)  # as pathlib: its EncodingWarning, at the call
+
+        def read() -> str:
+            (data,) = _ferrio.read_files_blocking([name], 1)
+            # What open(mode="r").read() makes of those bytes: the decoding, the newlines.
+            return io.TextIOWrapper(io.BytesIO(data), encoding=encoding, errors=errors).read()
+
+        return await io_pool().run(read)
 
     async def write_bytes(self, data: bytes) -> int:
         return await self._call("write_bytes", bytes(memoryview(data)))

@@ -5,6 +5,9 @@ use std::os::fd::AsRawFd;
 
 use ferrio_core::fileio::{pread_nowait, NoWait};
 
+/// A stop flag nobody sets.
+static NO_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 #[test]
 fn cached_bytes_are_read_at_any_offset_and_end_of_file_reads_nothing() {
     let dir = std::env::temp_dir().join(format!("ferrio-fileio-{}", std::process::id()));
@@ -84,7 +87,7 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
             // (twice: the second run reuses the batch buffers the first one kept)
             let mut seen = vec![0u32; paths.len()];
             std::thread::scope(|s| {
-                for batch in read_each(s, &paths, threads) {
+                for batch in read_each(s, &paths, threads, &NO_STOP).unwrap() {
                     for (i, read) in batch.iter() {
                         seen[i] += 1;
                         match (&expected[i], read) {
@@ -98,5 +101,149 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
             assert!(seen.iter().all(|&n| n == 1), "each file once: {seen:?}");
         }
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn only_regular_files_open_cached_and_a_fifo_with_no_writer_does_not_block() {
+    use ferrio_core::fileio::open_cached_readonly;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-open-kinds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let link = dir.join("link-to-fifo");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    // The lookups are cached now. Without O_NONBLOCK these opens would wait for a writer forever.
+    let _ = std::fs::symlink_metadata(&link).unwrap();
+    for path in [&fifo, &link] {
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        assert!(open_cached_readonly(&c).is_none(), "{path:?}");
+    }
+    for path in ["/dev/zero", "/dev/null", "/proc/self/fd/0", "/"] {
+        let c = std::ffi::CString::new(path).unwrap();
+        assert!(open_cached_readonly(&c).is_none(), "{path}");
+    }
+    let file = dir.join("regular");
+    std::fs::write(&file, b"x").unwrap();
+    let c = std::ffi::CString::new(file.to_str().unwrap()).unwrap();
+    if let Some(fd) = open_cached_readonly(&c) {
+        // SAFETY: F_GETFL on a descriptor we own.
+        let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(
+            flags & libc::O_NONBLOCK,
+            0,
+            "handed back in blocking mode, as open() makes it"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn read_each_reads_a_fifo_and_names_its_threads() {
+    use ferrio_core::fileio::read_each;
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-fifo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let paths = [fifo.clone()];
+    std::thread::scope(|s| {
+        let rx = read_each(s, &paths, 4, &NO_STOP).unwrap();
+        // One file makes one reader, named. (Polling: its name shows in /proc once it started.)
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let named = || {
+            std::fs::read_dir("/proc/self/task").unwrap().any(|t| {
+                std::fs::read_to_string(t.unwrap().path().join("comm")).is_ok_and(|c| c.trim() == "ferrio-read-0")
+            })
+        };
+        while !named() {
+            assert!(std::time::Instant::now() < deadline, "no thread named ferrio-read-0");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The reader's open waits for this writer; when it is done, the reader sees end of file.
+        std::fs::write(&fifo, b"through a fifo").unwrap();
+        let batch = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the fifo was read");
+        let got: Vec<_> = batch.iter().map(|(i, r)| (i, r.unwrap().to_vec())).collect();
+        assert_eq!(got, [(0, b"through a fifo".to_vec())]);
+    });
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn stopping_read_each_ends_reads_that_wait_for_a_writer_or_for_data() {
+    use ferrio_core::fileio::read_each;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-stop-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    // A FIFO no writer ever opens, and one whose writer never writes nor leaves (this test holds
+    // it open read-write): without the stop, neither read ends.
+    let held = dir.join("held");
+    let c = std::ffi::CString::new(held.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let _writer = std::fs::OpenOptions::new().read(true).write(true).open(&held).unwrap();
+    let paths = [fifo.clone(), held.clone()];
+    let stop = AtomicBool::new(false);
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        let rx = read_each(s, &paths[..1], 1, &stop).unwrap();
+        let rx2 = read_each(s, &paths[1..], 1, &stop).unwrap();
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(100)).is_err(),
+            "nothing to read yet"
+        );
+        stop.store(true, Ordering::Relaxed);
+        for rx in [rx, rx2] {
+            let batch = rx
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .expect("the reader stopped");
+            for (_, read) in batch.iter() {
+                assert!(read.unwrap_err().to_string().contains("cancelled"));
+            }
+        }
+    }); // the scope joins the readers: they stopped
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn read_batch_reads_on_this_thread_and_asks_whether_to_stop_while_it_waits() {
+    use ferrio_core::fileio::read_batch;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let dir = std::env::temp_dir().join(format!("ferrio-read-batch-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let file = dir.join("file");
+    std::fs::write(&file, b"read before the FIFO").unwrap();
+    let paths = [file.clone(), fifo.clone(), file.clone()];
+    let asked = AtomicUsize::new(0);
+    // Stop once asked a few times: the FIFO's wait (no writer ever comes) asks every 50 ms.
+    let batch = read_batch(&paths, 0, &|| asked.fetch_add(1, Ordering::Relaxed) >= 3);
+    let got: Vec<_> = batch
+        .iter()
+        .map(|(i, r)| (i, r.map(<[u8]>::to_vec).map_err(ToString::to_string)))
+        .collect();
+    assert_eq!(got[0], (0, Ok(b"read before the FIFO".to_vec())));
+    assert!(matches!(&got[1], (1, Err(e)) if e.contains("cancelled")), "{got:?}");
+    assert!(
+        matches!(&got[2], (2, Err(e)) if e.contains("cancelled")),
+        "once stopped, the rest fail: {got:?}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

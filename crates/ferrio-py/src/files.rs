@@ -1,14 +1,38 @@
 //! File reads done in Rust, without the GIL.
+//!
+//! Every `bytes` made here is allocated fallibly (see [`new_bytes`]): how large it is depends on a
+//! file, and a file too large for the memory left is a `MemoryError`, as with `open().read()`.
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::PyOSError;
+use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+/// `bytes(data)`, or the `MemoryError` raised allocating it. (`PyBytes::new` panics instead.)
+fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
+    // A slice is never longer than isize::MAX bytes, so its length fits.
+    let len = pyo3::ffi::Py_ssize_t::try_from(data.len()).expect("a slice's length fits isize");
+    // SAFETY: CPython copies `len` bytes from a valid slice; a NULL result has set the error.
+    unsafe {
+        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyBytes_FromStringAndSize(data.as_ptr().cast(), len))
+            .map(|b| b.cast_into_unchecked())
+    }
+}
+
 /// The `OSError` subclass `open()` would raise for `err`, on `path` if given: same errno, same
-/// message (the C library's; Rust's own text appends " (os error N)"), same filename.
+/// message (the C library's; Rust's own text appends " (os error N)"), same filename. A file
+/// that did not fit in memory is a `MemoryError`, as `open().read()` raises.
 fn os_error(err: &std::io::Error, path: Option<&std::path::Path>) -> PyErr {
+    if err.kind() == std::io::ErrorKind::OutOfMemory {
+        return PyMemoryError::new_err(match path {
+            Some(path) => format!(
+                "read_files(): '{}' does not fit in the memory left: {err}",
+                path.display()
+            ),
+            None => err.to_string(),
+        });
+    }
     let Some(code) = err.raw_os_error() else {
         return PyOSError::new_err(match path {
             Some(path) => format!("{err}: {}", path.display()),
@@ -50,7 +74,7 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
     let buf = unsafe { std::slice::from_raw_parts_mut(pyo3::ffi::PyBytes_AsString(raw).cast::<u8>(), size) };
     match pread_nowait(fd, buf, offset) {
         Ok(NoWait::Read(n)) if n == size => Ok(bytes.unbind()),
-        Ok(NoWait::Read(n)) => PyBytes::new(py, &buf[..n]).into_py_any(py),
+        Ok(NoWait::Read(n)) => new_bytes(py, &buf[..n])?.into_py_any(py),
         Ok(NoWait::WouldBlock) => Ok(py.None()),
         Ok(NoWait::Unsupported) => false.into_py_any(py),
         Err(e) => Err(os_error(&e, None)),
@@ -69,44 +93,166 @@ pub(crate) fn open_cached(path: PathBuf) -> Option<i32> {
     ferrio_core::fileio::open_cached_readonly(&c).map(IntoRawFd::into_raw_fd)
 }
 
+/// How often a `read_files_blocking` that waits for its readers asks whether its job was cancelled.
+const CANCEL_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Why a read stopped early: Ctrl-C's `KeyboardInterrupt`, or the job's `CancelledError`; `None`
+/// if neither. Asks Python, so the caller holds the GIL.
+fn interruption(py: Python<'_>) -> Option<PyErr> {
+    // On the main thread (not as read_files() calls it), Ctrl-C stops it.
+    if let Err(e) = py.check_signals() {
+        return Some(e);
+    }
+    // Whether the ferrio job running on this thread was cancelled (never, outside a job).
+    if crate::job::is_cancelled(py).unwrap_or(false) {
+        let cancelled = crate::job::check_cancelled(py).err();
+        return Some(
+            cancelled.unwrap_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files() was cancelled")),
+        );
+    }
+    None
+}
+
+/// The files read so far, in order, and the error of the first one that failed.
+struct Collected<'a> {
+    paths: &'a [PathBuf],
+    out: Vec<Option<Py<PyBytes>>>,
+    first_error: Option<(usize, PyErr)>,
+}
+
+impl<'a> Collected<'a> {
+    fn new(paths: &'a [PathBuf]) -> Self {
+        Collected {
+            paths,
+            out: paths.iter().map(|_| None).collect(),
+            first_error: None,
+        }
+    }
+
+    /// Turns a batch's files into `bytes` (with the GIL), or notes the first error.
+    fn take(&mut self, py: Python<'_>, batch: &ferrio_core::fileio::ReadBatch) {
+        for (i, read) in batch.iter() {
+            if self.first_error.as_ref().is_some_and(|(j, _)| *j < i) {
+                continue; // an earlier file's error is raised: no need for this one's bytes
+            }
+            let made = read
+                .map_err(|e| os_error(e, Some(&self.paths[i])))
+                .and_then(|data| new_bytes(py, data));
+            match made {
+                Ok(bytes) => self.out[i] = Some(bytes.unbind()),
+                Err(e) => self.first_error = Some((i, e)),
+            }
+        }
+    }
+
+    fn result(self) -> PyResult<Vec<Py<PyBytes>>> {
+        if let Some((_, e)) = self.first_error {
+            return Err(e);
+        }
+        self.out
+            .into_iter()
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files(): a reading thread ended early"))
+    }
+}
+
 /// Reads every file in `paths` whole, on up to `threads` threads at once, with the GIL released;
 /// returns their contents in order, or raises the first file's error (as `open()` would). The
-/// calling thread turns each file into `bytes` while the others are still being read.
+/// calling thread turns each file into `bytes` while the others are still being read. A few
+/// files (one batch) it reads itself: starting a thread would cost more than reading them.
+///
+/// On the main thread, Ctrl-C stops it (`KeyboardInterrupt`). Run as a ferrio job (as
+/// `read_files()` runs it on the I/O pool), it also looks every [`CANCEL_POLL`] whether the job
+/// was cancelled, and if so stops reading, even a read that waits for a FIFO's writer or a device
+/// or reads an endless file, and raises `CancelledError`: a cancelled read does not hold an I/O
+/// thread forever.
 #[pyfunction]
 #[pyo3(signature = (paths, threads=8))]
 #[allow(clippy::needless_pass_by_value)] // reason: PyO3 extracts the argument as an owned Vec
 pub(crate) fn read_files_blocking(py: Python<'_>, paths: Vec<PathBuf>, threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
-    let mut out: Vec<Option<Py<PyBytes>>> = paths.iter().map(|_| None).collect();
-    let mut first_error: Option<(usize, PyErr)> = None;
+    if paths.len() <= ferrio_core::fileio::READ_BATCH {
+        read_here(py, &paths)
+    } else {
+        read_on_threads(py, &paths, threads)
+    }
+}
+
+/// [`read_files_blocking`] of one batch, on this thread, with the GIL released. Python is asked
+/// whether to stop at most every [`CANCEL_POLL`] (retaking the GIL each time per file would wait
+/// for the loop's thread to let go of it).
+fn read_here(py: Python<'_>, paths: &[PathBuf]) -> PyResult<Vec<Py<PyBytes>>> {
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    let why: Mutex<(Instant, Option<PyErr>)> = Mutex::new((Instant::now(), None));
+    let stop = || {
+        {
+            let mut why = why.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if why.1.is_some() {
+                return true;
+            }
+            if why.0.elapsed() < CANCEL_POLL {
+                return false;
+            }
+            why.0 = Instant::now();
+        } // (not held while Python runs)
+        let Some(e) = Python::attach(interruption) else {
+            return false;
+        };
+        why.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = Some(e);
+        true
+    };
+    let batch = py.detach(|| ferrio_core::fileio::read_batch(paths, 0, &stop));
+    if let Some(e) = why.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).1 {
+        return Err(e);
+    }
+    let mut collected = Collected::new(paths);
+    collected.take(py, &batch);
+    collected.result()
+}
+
+/// [`read_files_blocking`] of more than one batch, on up to `threads` threads.
+fn read_on_threads(py: Python<'_>, paths: &[PathBuf], threads: usize) -> PyResult<Vec<Py<PyBytes>>> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::mpsc::RecvTimeoutError;
+
+    let mut collected = Collected::new(paths);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        let mut files = ferrio_core::fileio::read_each(s, &paths, threads);
+        // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
+        let mut files = ferrio_core::fileio::read_each(s, paths, threads, &stop).map_err(|e| {
+            pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "read_files() could not start a thread to read with: {e} \
+                 (is the process at its limit of threads or memory?)"
+            ))
+        })?;
         let mut left = paths.len();
         while left > 0 {
             // Wait for the next file without the GIL, then take every file already read with it.
             let (back, next) = py.detach(move || {
-                let next = files.recv();
+                let next = files.recv_timeout(CANCEL_POLL);
                 (files, next)
             });
             files = back;
-            let Ok(first) = next else { break };
+            let first = match next {
+                Ok(first) => first,
+                Err(RecvTimeoutError::Timeout) => {
+                    if let Some(e) = interruption(py) {
+                        stop.store(true, Ordering::Relaxed); // the scope's end waits for them
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
             for batch in std::iter::once(first).chain(files.try_iter()) {
                 left -= batch.len();
-                for (i, read) in batch.iter() {
-                    match read {
-                        Ok(data) => out[i] = Some(PyBytes::new(py, data).unbind()),
-                        Err(e) if first_error.as_ref().is_none_or(|(j, _)| i < *j) => {
-                            first_error = Some((i, os_error(e, Some(&paths[i]))));
-                        }
-                        Err(_) => {}
-                    }
-                }
+                collected.take(py, &batch);
             }
         }
-    });
-    if let Some((_, e)) = first_error {
-        return Err(e);
-    }
-    Ok(out.into_iter().map(|b| b.expect("every file was read")).collect())
+        Ok::<(), PyErr>(())
+    })?;
+    collected.result()
 }
 
 /// The lines of `chunk` (a `str` or `bytes`) from index `start` on that end in `\n`, each with
@@ -127,7 +273,7 @@ pub(crate) fn split_lines<'py>(
         let first = start.min(data.len());
         let mut off = first;
         for j in memchr::memchr_iter(b'\n', &data[first..]) {
-            lines.append(PyBytes::new(py, &data[off..=first + j]))?;
+            lines.append(new_bytes(py, &data[off..=first + j])?)?;
             off = first + j + 1;
         }
         return Ok((lines, off));
