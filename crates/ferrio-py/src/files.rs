@@ -202,7 +202,7 @@ fn read_here(py: Python<'_>, paths: &[PathBuf]) -> PyResult<Vec<Py<PyBytes>>> {
         why.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = Some(e);
         true
     };
-    let batch = py.detach(|| ferrio_core::fileio::read_batch(paths, 0, &stop));
+    let batch = crate::finalize::detach(py, || ferrio_core::fileio::read_batch(paths, 0, &stop));
     if let Some(e) = why.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).1 {
         return Err(e);
     }
@@ -229,7 +229,7 @@ fn read_on_threads(py: Python<'_>, paths: &[PathBuf], threads: usize) -> PyResul
         let mut left = paths.len();
         while left > 0 {
             // Wait for the next file without the GIL, then take every file already read with it.
-            let (back, next) = py.detach(move || {
+            let (back, next) = crate::finalize::detach(py, move || {
                 let next = files.recv_timeout(CANCEL_POLL);
                 (files, next)
             });

@@ -72,7 +72,7 @@ fn wait_thread<V: Send>(py: Python<'_>, w: &Arc<ThreadWaiter<V>>, timeout: Optio
     let deadline = errors::deadline_after(timeout);
     loop {
         let slice = deadline.map_or(SLICE, |d| d.saturating_duration_since(Instant::now()).min(SLICE));
-        if let Some(v) = py.detach(|| w.wait(slice)) {
+        if let Some(v) = crate::finalize::detach(py, || w.wait(slice)) {
             return Waited::Got(v);
         }
         if let Err(e) = py.check_signals() {
@@ -387,7 +387,7 @@ impl prims::QueueItem for Item {
 /// GIL already, so `attach` only hands us the token.
 fn wait_detached(wait_free: &(dyn Fn(Duration) + Sync), interruptible: bool) -> bool {
     Python::attach(|py| {
-        py.detach(|| wait_free(SLICE));
+        crate::finalize::detach(py, || wait_free(SLICE));
         if !interruptible {
             return true;
         }
