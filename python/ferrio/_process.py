@@ -284,10 +284,21 @@ class _Core:
                 raise RuntimeError(f"{api} cannot schedule new work after the pool was shut down; create a new pool")
             self.hold_growth = False  # a new call: try to grow again
             if self.thread is None:
-                thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
+                try:  # here, not in the thread: a shortage of descriptors fails this call, not the pool
+                    sel = selectors.DefaultSelector()
+                except OSError as e:
+                    task.release()
+                    raise OSError(
+                        e.errno,
+                        f"{api} could not start the pool's manager thread: {e.strerror or e}; the pool stays "
+                        "usable, and the call may be retried once the system has resources again",
+                    ) from e
+                thread = threading.Thread(target=self._manage, args=(sel,), name=f"{self.name}-manager", daemon=True)
                 try:
+                    sel.register(self.wake_r, selectors.EVENT_READ, None)
                     thread.start()
                 except BaseException:  # at interpreter shutdown, say: nothing was queued
+                    sel.close()
                     task.release()
                     raise
                 self.thread = thread
@@ -455,9 +466,7 @@ class _Core:
 
     # -- the manager thread --------------------------------------------------------------------
 
-    def _manage(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.wake_r, selectors.EVENT_READ, None)
+    def _manage(self, sel: selectors.BaseSelector) -> None:
         try:
             while self._step(sel):
                 pass
@@ -520,7 +529,7 @@ class _Core:
     def _has_queued(self) -> bool:
         return self.n_queued > 0
 
-    def _start_worker(self, sel: selectors.BaseSelector) -> None:
+    def _start_worker(self, sel: selectors.BaseSelector, retry: bool = True) -> None:
         try:
             parent, child = socket.socketpair()
         except OSError as e:  # out of descriptors, say: it may pass
@@ -556,7 +565,10 @@ class _Core:
                 proc.join(5)
                 with contextlib.suppress(ValueError):
                     proc.close()
-            if isinstance(e, OSError):
+            if isinstance(e, (OSError, EOFError)):  # a shortage, or a forkserver that died of one
+                if retry and _replace_dead_forkserver(self.ctx, e):
+                    self._start_worker(sel, retry=False)
+                    return
                 self._start_failed(e)
             else:  # not a passing shortage: it would fail the same way again
                 self._break(e, f"ProcessPool could not start a worker process: {e!r}")
@@ -571,7 +583,7 @@ class _Core:
                 self._send(worker, task)
         self._flush(sel, worker)  # INIT; its first call follows from the outbox
 
-    def _start_failed(self, error: OSError) -> None:
+    def _start_failed(self, error: OSError | EOFError) -> None:
         """A worker could not be started for a reason that may pass (EMFILE, EAGAIN, ENOMEM).
 
         With other workers alive, the queued calls wait for them (and the pool tries to grow
@@ -590,12 +602,13 @@ class _Core:
                     self.failed += 1
         if task is None:
             return
-        why = error.strerror or str(error)
+        why = (error.strerror if isinstance(error, OSError) else None) or str(error) or type(error).__name__
         msg = (
             f"ProcessPool could not start a worker process to run '{task.name}': {why}; the pool "
             "stays usable, and the call may be retried once the system has resources again"
         )
-        exc = OSError(error.errno, msg) if error.errno is not None else OSError(msg)
+        errno = error.errno if isinstance(error, OSError) else None
+        exc = OSError(errno, msg) if errno is not None else OSError(msg)
         exc.__cause__ = error
         _settle(task, exc, True)
 
@@ -1072,6 +1085,33 @@ _default_lock = threading.Lock()
 
 def _default_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
+    """After a failed start: whether the forkserver is gone, made sure of, so the next start
+    launches a new one.
+
+    CPython's forkserver exits when a request is cut short (the parent ran out of descriptors
+    between connecting and sending them, say), and until it has exited the parent's
+    ``ensure_running()`` believes it alive, so starts fail with ECONNREFUSED (or EOF, if it
+    accepted first). Such an error means it no longer serves: kill it and wait for it to exit
+    without reaping it, which leaves ``ensure_running()`` to reap it and start another.
+    """
+    if ctx.get_start_method() != "forkserver" or not isinstance(
+        error, (ConnectionRefusedError, FileNotFoundError, EOFError)
+    ):
+        return False
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is None or not hasattr(os, "waitid"):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # SIGKILL is prompt: this is brief
+    except (ProcessLookupError, ChildProcessError):
+        return False
+    return True
 
 
 def _preload_worker_module(ctx: Any) -> None:
