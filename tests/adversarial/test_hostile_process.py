@@ -187,7 +187,7 @@ async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
         releaser = threading.Thread(target=release_when_the_loop_ticked)
         releaser.start()
         # 8 MB of pickle, in the socket (no single buffer reaches the shared-memory threshold).
-        big = asyncio.ensure_future(pool.run(len, [bytes(8192)] * 1000))
+        big = asyncio.ensure_future(pool.run(len, [bytes([i % 256]) * 8192 for i in range(1000)]))
         await asyncio.sleep(0)  # run() runs up to its await: pickled and handed over
         # It is pipelined behind `blocker` (the case at stake), not queued.
         assert (pool._core.n_sent, pool._core.n_queued) == (1, 0)
