@@ -140,6 +140,8 @@ _FAULT_SIGNALS = frozenset(
     for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "SIGSYS", "SIGTRAP", "SIGXCPU", "SIGXFSZ")
     if hasattr(signal, name)
 )
+#: Descriptors starting a worker takes in this process, at most, beside its socket pair.
+_FDS_PER_START = 8
 #: The most worker processes a pool runs: each is a whole interpreter with its own descriptors.
 _MAX_WORKERS = 1024
 #: The longest the manager's select waits at once (epoll takes at most about 24 days); a
@@ -448,6 +450,8 @@ class _Core:
         return None
 
     def _kill(self, worker: _Worker) -> None:
+        if self.workers.get(worker.pid) is not worker:  # reaped (or being reaped): its pid may be reused
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGKILL)
 
@@ -539,6 +543,7 @@ class _Core:
         started = False
         try:
             try:
+                _reserve_descriptors(child)
                 proc = self.ctx.Process(
                     target=_process_worker.main, args=(child,), name=f"{self.name}-{next(self.numbers)}", daemon=False
                 )
@@ -893,14 +898,17 @@ class _Core:
         self._on_frames(worker)
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(worker.proc.sentinel)
+        with self.lock:
+            # Out of the pool's view before it is reaped: once reaped, its pid may be reused, and
+            # nothing (a timeout, kill_on_cancel, worker_pids()) may signal it by that number.
+            self.workers.pop(worker.pid, None)
+            with contextlib.suppress(ValueError):
+                self.idle.remove(worker)
         worker.proc.join(5)
         exitcode = worker.proc.exitcode
         error: BaseException | None = None
         task = None
         with self.lock:
-            self.workers.pop(worker.pid, None)
-            with contextlib.suppress(ValueError):
-                self.idle.remove(worker)
             # Its results are all read, so the first call left is the one it died running, and
             # the calls behind it never started: they go back to the front of the queue.
             worker.outbox.clear()
@@ -1093,13 +1101,17 @@ def _replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
 
     CPython's forkserver exits when a request is cut short (the parent ran out of descriptors
     between connecting and sending them, say), and until it has exited the parent's
-    ``ensure_running()`` believes it alive, so starts fail with ECONNREFUSED (or EOF, if it
-    accepted first). Such an error means it no longer serves: kill it and wait for it to exit
-    without reaping it, which leaves ``ensure_running()`` to reap it and start another.
+    ``ensure_running()`` believes it alive: starts fail with ECONNREFUSED, or EPIPE/ECONNRESET
+    sending to it, or EOF reading the new pid from it. Such an error means it no longer serves:
+    kill it and wait for it to exit without reaping it, which leaves ``ensure_running()`` to
+    reap it and start another. Any other error (EMFILE before connecting, a child killed while
+    it read its data) leaves the forkserver alone: killing it would kill every worker it forked.
     """
-    if ctx.get_start_method() != "forkserver" or not isinstance(
-        error, (ConnectionRefusedError, FileNotFoundError, EOFError)
-    ):
+    if ctx.get_start_method() != "forkserver":
+        return False
+    refused = isinstance(error, (ConnectionRefusedError, FileNotFoundError, EOFError))
+    cut = isinstance(error, (BrokenPipeError, ConnectionResetError)) and _raised_in(error, "connect_to_new_process")
+    if not (refused or cut):
         return False
     from multiprocessing import forkserver
 
@@ -1112,6 +1124,33 @@ def _replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
     except (ProcessLookupError, ChildProcessError):
         return False
     return True
+
+
+def _reserve_descriptors(sock: socket.socket) -> None:
+    """Raises OSError (EMFILE) unless the descriptors a start needs are free now.
+
+    Starting a process opens several (a connection to the forkserver, two pipes, a sentinel),
+    and CPython's forkserver exits when a request to it is cut short, which would take every
+    worker it forked down with it. So a start that would run out of descriptors half-way
+    fails here, before it begins. (Another thread may still take some in between: then the
+    forkserver is replaced, see _replace_dead_forkserver.)
+    """
+    taken: list[int] = []
+    try:
+        for _ in range(_FDS_PER_START):
+            taken.append(os.dup(sock.fileno()))
+    finally:
+        for fd in taken:
+            os.close(fd)
+
+
+def _raised_in(error: BaseException, function: str) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _preload_worker_module(ctx: Any) -> None:

@@ -214,7 +214,7 @@ def main():
     warm.shutdown()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     outcomes = []
-    for extra in range(8):
+    for extra in range(16):
         pool = ferrio.ProcessPool(1)
         probe = os.dup(0)
         os.close(probe)
@@ -239,7 +239,7 @@ def main():
         assert pool.submit(abs, -3).result(timeout=30) == 3, outcomes  # usable again
         pool.shutdown()
     print(outcomes)
-    assert "failed" in outcomes, outcomes
+    assert "failed" in outcomes and 2 in outcomes, outcomes  # short of descriptors, then enough
 
 if __name__ == "__main__":
     main()
@@ -247,6 +247,9 @@ if __name__ == "__main__":
         timeout=60,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    # No start ran out of descriptors half-way through a request to the forkserver, which
+    # would have killed it (and every worker it forked).
+    assert "EOFError" not in result.stderr, result.stderr
 
 
 def test_emfile_with_a_worker_alive_lets_the_call_wait_for_it() -> None:
