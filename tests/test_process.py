@@ -332,6 +332,7 @@ async def test_unpicklable_result_fails_the_call_and_the_worker_lives(pool: ferr
         ({"max_tasks_per_child": True}, TypeError, "expected max_tasks_per_child to be an int"),
         ({"start_method": 5}, TypeError, r"expected start_method to be a str or None, got 5 of type 'int'"),
         ({"name": b"x"}, TypeError, r"expected name to be a str, got b'x'"),
+        ({"initializer": asyncio.sleep}, TypeError, "expected a sync initializer, but 'sleep' is a coroutine"),
         ({"initializer": print, "initargs": (threading.Lock(),)}, TypeError, "argument 0 of print"),
     ],
 )

@@ -630,20 +630,26 @@ class _Core:
                 batches.append((w, list(w.outbox)))
                 w.outbox.clear()
         for worker, items in batches:
-            chan = worker.chan
-            for task in items:
-                if task is None:
-                    chan.queue(_wire.EXIT, 0)
-                    continue
-                p = task.pickled
-                try:
-                    chan.queue(_wire.CALL | (_wire.AHEAD if task.ahead else 0), task.tid, p, worker.buffered is not None)
-                except OSError as e:  # no shared memory for its buffers
-                    self._unsendable(worker, task, e)
-                    continue
-                if p.buffers:
-                    worker.buffered = task.tid
-            self._flush(sel, worker)
+            try:
+                self._queue_frames(worker, items)
+                self._flush(sel, worker)
+            except Exception as e:  # one worker's trouble is not the manager's
+                self._event_failed(sel, worker, False, e)
+
+    def _queue_frames(self, worker: _Worker, items: list[_Task | None]) -> None:
+        chan = worker.chan
+        for task in items:
+            if task is None:
+                chan.queue(_wire.EXIT, 0)
+                continue
+            p = task.pickled
+            try:
+                chan.queue(_wire.CALL | (_wire.AHEAD if task.ahead else 0), task.tid, p, worker.buffered is not None)
+            except OSError as e:  # no shared memory for its buffers
+                self._unsendable(worker, task, e)
+                continue
+            if p.buffers:
+                worker.buffered = task.tid
 
     def _unsendable(self, worker: _Worker, task: _Task, error: OSError) -> None:
         """A call given to a worker could not be framed: it fails, and never reaches the worker."""
@@ -679,8 +685,14 @@ class _Core:
         if worker.eof:
             return
         chan = worker.chan
-        with contextlib.suppress(OSError):  # it is dying: its sentinel fails or requeues its calls
+        try:
             chan.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it is dying: its sentinel fails or requeues its calls
+        except OSError as e:  # it cannot get its calls (ETOOMANYREFS, say): they fail with why
+            if worker.failure is None:
+                worker.failure = e
+            self._kill(worker)
         events = selectors.EVENT_READ | (selectors.EVENT_WRITE if chan.wants_write() else 0)
         if events != worker.events:
             sel.modify(chan, events, (worker, False))
@@ -1225,8 +1237,10 @@ class ProcessPool(concurrent.futures.Executor):
     and stderr. Workers ignore Ctrl-C (the parent decides) and die with the parent.
 
     Workers start on first use, up to ``max_workers``, and live until shutdown (or for
-    ``max_tasks_per_child`` calls each). Neither submitting nor awaiting blocks the event loop on
-    a worker: processes are started by the pool's manager thread.
+    ``max_tasks_per_child`` calls each). Neither submitting nor awaiting waits on a worker: the
+    pool's manager thread starts processes and writes calls to their sockets, never blocking on
+    one. A worker that cannot be started for want of resources (EMFILE, EAGAIN) fails the call
+    it was for with :exc:`OSError` if no other worker can run it; the pool stays usable.
 
     Args:
         max_workers: The most worker processes at once; defaults to the number of CPUs.
@@ -1247,8 +1261,8 @@ class ProcessPool(concurrent.futures.Executor):
         ValueError: ``max_workers`` or ``max_tasks_per_child`` is less than 1, ``max_workers`` is
             more than 1024, or ``start_method`` is unknown or ``"fork"``.
         TypeError: ``max_workers`` or ``max_tasks_per_child`` is not an int, ``start_method`` or
-            ``name`` is not a str, ``initializer`` is not callable, ``initargs`` is not a tuple or
-            cannot be pickled.
+            ``name`` is not a str, ``initializer`` is not callable or is a coroutine function,
+            ``initargs`` is not a tuple or cannot be pickled.
     """
 
     def __init__(
@@ -1275,6 +1289,11 @@ class ProcessPool(concurrent.futures.Executor):
             _check_positive_int(api, "max_tasks_per_child", max_tasks_per_child)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"{api} expected initializer to be callable or None, got {initializer!r}")
+        if inspect.iscoroutinefunction(initializer):
+            raise TypeError(
+                f"{api} expected a sync initializer, but '{_describe(initializer)}' is a coroutine function; "
+                "wrap it in a sync function that calls asyncio.run()"
+            )
         if not isinstance(initargs, tuple):
             raise TypeError(
                 f"{api} expected initargs to be a tuple, got {initargs!r} of type '{type(initargs).__name__}'; "
@@ -1469,6 +1488,8 @@ class ProcessPool(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable or is a coroutine function, or an argument cannot be
                 pickled (the message names which).
             BrokenProcessPool: the pool's initializer failed, or a worker could not start.
+            OSError: the pool's manager thread could not start (out of descriptors, say); the
+                future fails with OSError when no worker process could be started for the call.
             RuntimeError: the pool was shut down.
         """
         api = "ProcessPool.submit()"
