@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import logging
 import math
 import os
 import signal
@@ -94,6 +95,20 @@ def raise_bad_error() -> None:
 
 def echo(x: object) -> object:
     return x
+
+
+def log_unloadable(n: int) -> int:
+    logging.getLogger("hostile").warning("with a bad extra", extra={"bad": FailsToUnpickle()})
+    return n
+
+
+class UnloadableError(Exception):
+    def __reduce__(self):  # type: ignore[override]
+        return (_refuse, ())
+
+
+def init_raises_unloadable() -> None:
+    raise UnloadableError("from the initializer")
 
 
 def wait_for(predicate, timeout: float = 20.0) -> None:
@@ -326,6 +341,22 @@ async def test_arguments_and_results_whose_pickling_raises() -> None:
         pid = pool.worker_pids()
         assert await pool.run(square, 5) == 25
         assert pool.worker_pids() == pid  # the worker survived all of it
+
+
+async def test_a_log_record_the_parent_cannot_unpickle_does_not_kill_the_manager(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    async with ferrio.ProcessPool(1) as pool:
+        assert await pool.run(log_unloadable, 3) == 3
+        assert await pool.run(square, 4) == 16
+    assert any("a log record from worker process" in r.getMessage() for r in caplog.records), caplog.records
+
+
+async def test_an_initializer_error_the_parent_cannot_unpickle_breaks_the_pool_with_a_reason() -> None:
+    async with ferrio.ProcessPool(1, initializer=init_raises_unloadable) as pool:
+        with pytest.raises(ferrio.BrokenProcessPool, match="its error could not be unpickled in the parent"):
+            await asyncio.wait_for(pool.run(square, 1), 20)
 
 
 # -- item 14: timeouts no clock reaches, and wrong ones --------------------------------------------
