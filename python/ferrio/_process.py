@@ -502,9 +502,11 @@ class _Core:
             timeout = None
             if self.timeouts:
                 timeout = min(max(0.0, self.timeouts[0][0] - time.monotonic()), _MAX_WAIT)
+        # Before waiting (and before starting workers, which takes a while): what the last step
+        # or a caller left for workers goes out now.
+        self._write(sel)
         for _ in range(want):
             self._start_worker(sel)
-        # Before waiting: what this step (or a caller) left for workers goes out now.
         self._write(sel)
         for key, events in sel.select(timeout):
             if key.data is None:
