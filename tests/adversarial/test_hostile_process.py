@@ -21,7 +21,7 @@ import time
 import ferrio
 import pytest
 from conftest import run_python
-from ferrio import _wire
+from ferrio import _process, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
 
@@ -119,22 +119,23 @@ def wait_for(predicate, timeout: float = 20.0) -> None:
         time.sleep(0.002)
 
 
-def warm_up_pipelining(pool: ferrio.ProcessPool) -> None:
-    # Short calls bring the running average of call times under the pipelining threshold.
-    for f in [pool.submit(square, i) for i in range(100)]:
-        assert f.result(timeout=20) is not None
+@pytest.fixture
+def always_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pipelining on whenever every worker is busy, however long calls take: a loaded machine
+    would otherwise keep the running average of call times above the threshold."""
+    monkeypatch.setattr(_process, "_PIPELINE_BELOW", math.inf)
 
 
 # -- item 1: the manager and a worker writing to each other at once --------------------------------
 
 
+@pytest.mark.usefixtures("always_pipeline")
 def test_pipelined_payloads_under_the_shm_threshold_both_ways_do_not_deadlock() -> None:
     # Pairs of calls with ~1 MB arguments and results (in the socket, not shared memory) between
-    # runs of short calls, so pipelining stays on: a call written behind one whose result is on
-    # its way back. Bounded: 600 calls, 20 s. A timeout here is the deadlock.
+    # runs of short calls, pipelined: a call written behind one whose result is on its way back.
+    # Bounded: 600 calls, 20 s. A timeout here is the deadlock.
     pool = ferrio.ProcessPool(2)
     try:
-        warm_up_pipelining(pool)
         futures = []
         submitted = threading.Event()
 
@@ -163,12 +164,13 @@ def test_pipelined_payloads_under_the_shm_threshold_both_ways_do_not_deadlock() 
         pool.shutdown(wait=True)
 
 
+@pytest.mark.usefixtures("always_pipeline")
 async def test_pipelined_shared_memory_buffers_are_not_overwritten_before_they_are_read() -> None:
     # Large buffers both ways, pipelined: each side must not reuse its shared-memory arena for
     # a frame while the other may not have read the last one. Every result must carry its own
     # call's bytes.
     async with ferrio.ProcessPool(2) as pool:
-        await asyncio.gather(*(pool.run(square, i) for i in range(100)))
+        await asyncio.gather(*(pool.run(square, i) for i in range(10)))
         calls = [pool.run(tag_of, bytes([i % 251]) * (_wire.LARGE + i), (i * 7) % 251) for i in range(120)]
         results = await asyncio.wait_for(asyncio.gather(*calls), 30)
     for i, (n, first, back) in enumerate(results):
@@ -180,9 +182,10 @@ async def test_pipelined_shared_memory_buffers_are_not_overwritten_before_they_a
 # -- item 2: the event loop never waits on a worker's socket ------------------------------------------
 
 
+@pytest.mark.usefixtures("always_pipeline")
 async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
     async with ferrio.ProcessPool(1) as pool:
-        await asyncio.gather(*(pool.run(square, i) for i in range(100)))  # pipelining on
+        assert await pool.run(square, 1) == 1  # the worker is up
         started, release = ferrio.SharedCounter(0), ferrio.SharedCounter(0)
         blocker = asyncio.ensure_future(pool.run(wait_for_flag, started, release))
         await asyncio.to_thread(wait_for, lambda: started.value == 1)
