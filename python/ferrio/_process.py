@@ -34,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -1092,10 +1093,16 @@ def _cancel(task: _Task) -> None:
 
 
 def _forward_log(attrs: dict[str, Any]) -> None:
-    record = logging.makeLogRecord(attrs)
-    logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
-    if logger.isEnabledFor(record.levelno):
-        logger.handle(record)
+    try:
+        record = logging.makeLogRecord(attrs)
+        logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+    except Exception:
+        # A filter or handler that raises (or a malformed record): what logging does for a
+        # handler that fails, on the manager thread too: say so on stderr and carry on.
+        if logging.raiseExceptions:
+            traceback.print_exc()
 
 
 # -- the public pool -------------------------------------------------------------------------------

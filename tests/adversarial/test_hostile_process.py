@@ -102,6 +102,11 @@ def log_unloadable(n: int) -> int:
     return n
 
 
+def log_plain(n: int) -> int:
+    logging.getLogger("hostile").warning("plain %d", n)
+    return n
+
+
 class UnloadableError(Exception):
     def __reduce__(self):  # type: ignore[override]
         return (_refuse, ())
@@ -354,6 +359,21 @@ async def test_a_log_record_the_parent_cannot_unpickle_does_not_kill_the_manager
         assert await pool.run(log_unloadable, 3) == 3
         assert await pool.run(square, 4) == 16
     assert any("a log record from worker process" in r.getMessage() for r in caplog.records), caplog.records
+
+
+async def test_a_parent_log_filter_that_raises_does_not_kill_the_manager(capfd: pytest.CaptureFixture[str]) -> None:
+    def explode(record: logging.LogRecord) -> bool:
+        raise RuntimeError("a filter that raises")
+
+    logger = logging.getLogger("hostile")
+    logger.addFilter(explode)
+    try:
+        async with ferrio.ProcessPool(1) as pool:
+            assert await pool.run(log_plain, 5) == 5
+            assert await pool.run(log_plain, 6) == 6
+    finally:
+        logger.removeFilter(explode)
+    assert "a filter that raises" in capfd.readouterr().err
 
 
 async def test_an_initializer_error_the_parent_cannot_unpickle_breaks_the_pool_with_a_reason() -> None:
