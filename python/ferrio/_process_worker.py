@@ -98,8 +98,11 @@ def _in_main_namespace(fn: Any) -> Any:
 def describe(fn: Any) -> str:
     """The name messages give a function: its qualified name, else its repr; unquoted, so each
     message quotes it once (the parent's messages use this too)."""
-    name = getattr(fn, "__qualname__", None)
-    return name if isinstance(name, str) and name else repr(fn)
+    try:
+        name = getattr(fn, "__qualname__", None)
+        return name if isinstance(name, str) and name else repr(fn)
+    except Exception:  # a __repr__ (or __getattr__) that raises must not hide the real message
+        return f"<{type(fn).__qualname__} object>"
 
 
 def _let_the_forkserver_go() -> None:

@@ -116,6 +116,18 @@ def init_raises_unloadable() -> None:
     raise UnloadableError("from the initializer")
 
 
+class BadRepr:
+    """A callable whose __repr__ raises, and which has no __qualname__ of its own."""
+
+    def __call__(self, x: int) -> int:
+        if x < 0:
+            raise ValueError("negative")
+        return x * x
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr for you")
+
+
 def wait_for(predicate, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():  # polling: the state lives in another process
@@ -380,6 +392,15 @@ async def test_an_initializer_error_the_parent_cannot_unpickle_breaks_the_pool_w
     async with ferrio.ProcessPool(1, initializer=init_raises_unloadable) as pool:
         with pytest.raises(ferrio.BrokenProcessPool, match="its error could not be unpickled in the parent"):
             await asyncio.wait_for(pool.run(square, 1), 20)
+
+
+async def test_a_callable_whose_repr_raises_still_gets_clear_messages() -> None:
+    async with ferrio.ProcessPool(1) as pool:
+        assert await pool.run(BadRepr(), 3) == 9
+        with pytest.raises(ValueError, match="negative"):
+            await pool.run(BadRepr(), -1)
+        with pytest.raises(TypeError, match=r"argument 0 of <BadRepr object>\(\) \(a lock\) cannot be pickled"):
+            await pool.run(BadRepr(), threading.Lock())
 
 
 # -- item 14: timeouts no clock reaches, and wrong ones --------------------------------------------
