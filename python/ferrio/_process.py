@@ -567,7 +567,7 @@ class _Core:
                 raise
         except Exception as e:
             parent.close()
-            if started:
+            if started and proc is not None:
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.join(5)

@@ -165,7 +165,7 @@ def test_pipelined_payloads_under_the_shm_threshold_both_ways_do_not_deadlock() 
         submitter = threading.Thread(target=submit_all)
         submitter.start()
         assert submitted.wait(20), "submit() blocked: it waited on a worker's socket"
-        done, pending = concurrent.futures.wait(futures, timeout=20)
+        _, pending = concurrent.futures.wait(futures, timeout=20)
         assert not pending, f"{len(pending)} calls never finished: the pool deadlocked"
         for i, f in enumerate(futures):
             r = f.result()
