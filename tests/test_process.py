@@ -308,11 +308,13 @@ async def test_unpicklable_argument_is_named_at_the_call_site(pool: ferrio.Proce
 
 
 async def test_unpicklable_result_fails_the_call_and_the_worker_lives(pool: ferrio.ProcessPool) -> None:
+    await pool.run(square, 1)  # a worker is up
     pids = set(pool.worker_pids())
-    with pytest.raises(TypeError, match="returned 'lock', which cannot be pickled"):
+    with pytest.raises(TypeError, match="^'returns_lock' returned 'lock', which cannot be pickled") as info:
         await pool.run(returns_lock)
+    assert "''" not in str(info.value)  # the name is quoted once
     assert await pool.run(square, 4) == 16
-    assert set(pool.worker_pids()) == pids
+    assert pids <= set(pool.worker_pids())  # none died of it
 
 
 @pytest.mark.parametrize(
@@ -324,13 +326,27 @@ async def test_unpicklable_result_fails_the_call_and_the_worker_lives(pool: ferr
         ({"start_method": "fork"}, ValueError, "does not use start_method='fork'"),
         ({"start_method": "telepathy"}, ValueError, "got start_method='telepathy'"),
         ({"initializer": 42}, TypeError, "expected initializer to be callable"),
-        ({"initargs": [1]}, TypeError, "expected initargs to be a tuple"),
+        ({"initargs": [1]}, TypeError, r"expected initargs to be a tuple, got \[1\] of type 'list'"),
+        ({"max_workers": 10**9}, ValueError, r"got max_workers=1000000000; a pool runs at most 1024"),
+        ({"max_workers": 2.0}, TypeError, "expected max_workers to be an int"),
+        ({"max_tasks_per_child": True}, TypeError, "expected max_tasks_per_child to be an int"),
+        ({"start_method": 5}, TypeError, r"expected start_method to be a str or None, got 5 of type 'int'"),
+        ({"name": b"x"}, TypeError, r"expected name to be a str, got b'x'"),
+        ({"initializer": asyncio.sleep}, TypeError, "expected a sync initializer, but 'sleep' is a coroutine"),
         ({"initializer": print, "initargs": (threading.Lock(),)}, TypeError, "argument 0 of print"),
     ],
 )
 def test_bad_options_fail_at_construction(kwargs: dict, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):
         ferrio.ProcessPool(**kwargs)
+
+
+def test_worker_crashed_is_a_ferrio_broken_process_pool() -> None:
+    assert issubclass(ferrio.WorkerCrashed, ferrio.BrokenProcessPool)
+    assert issubclass(ferrio.BrokenProcessPool, concurrent.futures.process.BrokenProcessPool)
+    err = ferrio.WorkerCrashed(123, -signal.SIGKILL, "f")
+    assert str(err).startswith("worker process 123 running 'f' was killed by SIGKILL")
+    assert isinstance(pickle.loads(pickle.dumps(err)), ferrio.BrokenProcessPool)
 
 
 async def test_bad_calls_fail_at_the_call_site(pool: ferrio.ProcessPool) -> None:
@@ -344,6 +360,11 @@ async def test_bad_calls_fail_at_the_call_site(pool: ferrio.ProcessPool) -> None
         await pool.run(coro)
     with pytest.raises(ValueError, match="expected timeout to be a positive number"):
         await pool.run(square, 1, timeout=0)
+    with pytest.raises(TypeError, match=r"ProcessPool.run\(\) expected timeout to be a number of seconds"):
+        await pool.run(square, 1, timeout="5")
+    with pytest.raises(OverflowError, match="more than threading.TIMEOUT_MAX"):
+        await pool.run(square, 1, timeout=1e300)
+    assert await pool.run(square, 3, timeout=float("inf")) == 9  # no limit, and the manager lives
 
 
 # -- crashes, timeouts, cancellation ---------------------------------------------------------------
@@ -790,7 +811,10 @@ async def test_random_external_kills_fail_only_the_calls_they_hit() -> None:
             with pool._core.lock:
                 pids = [w.pid for w in pool._core.workers.values() if w.tasks]
             if pids:
-                os.kill(rng.choice(pids), signal.SIGKILL)
+                try:
+                    os.kill(rng.choice(pids), signal.SIGKILL)
+                except ProcessLookupError:  # killed a moment ago and reaped since we looked
+                    continue
                 kills += 1
         results = await asyncio.gather(*tasks, return_exceptions=True)
     failures = [r for r in results if not isinstance(r, str)]

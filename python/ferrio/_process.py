@@ -2,12 +2,20 @@
 
 Each worker is a process started with forkserver (spawn where there is none) and joined to the
 pool by its own Unix socket (see :mod:`ferrio._wire`). A call is pickled on the caller's thread,
-so a bad argument fails at the call site, and is written straight to an idle worker's socket;
-calls that find no idle worker wait in a queue. One manager thread per pool watches every
-worker's socket and process sentinel with one ``select``: it hands the next queued call to a
-worker the moment its result arrives, delivers results to event loops in batches (one wake-up per
-loop per batch), starts and replaces workers, and kills those that run past a ``timeout=``.
-A worker that dies fails only the call it was running.
+so a bad argument fails at the call site, and given to an idle worker (or, pipelined, to a busy
+one) under the pool's lock; calls that find no worker wait in a queue. One manager thread per
+pool watches every worker's socket and process sentinel with one ``select``: it hands the next
+queued call to a worker the moment its result arrives, delivers results to event loops in
+batches (one wake-up per loop per batch), starts and replaces workers, and kills those that run
+past a ``timeout=``. A worker that dies fails only the call it was running.
+
+Only the manager writes to workers' sockets, and never waits to: the sockets are non-blocking,
+each worker's frames wait in its channel's queue, and the ``select`` watches for writability
+while frames wait. So the caller's thread (often an event loop) never waits on a socket, and the
+manager always gets back to reading results: a worker blocked writing a result to a full socket
+is always drained, so the two cannot deadlock writing to each other. The manager survives any
+one bad event: a worker that cannot be started fails the call it was for; a frame it cannot
+handle kills that worker, whose call fails with the reason.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import signal
 import socket
 import threading
 import time
+import traceback
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -34,6 +43,8 @@ from typing import Any, TypeVar
 
 from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
+from ._errors import check_timeout
+from ._process_worker import describe as _describe
 from ._stats import Percentiles, ProcessPoolStatistics
 from ._threads import _check_positive_int, _waker_for
 
@@ -54,11 +65,12 @@ class BrokenProcessPool(_BrokenProcessPool):
     """
 
 
-class WorkerCrashed(_BrokenProcessPool):
+class WorkerCrashed(BrokenProcessPool):
     """The worker process running a call died (a signal, ``os._exit``, the out-of-memory killer).
 
     Only that call fails; the pool starts a replacement worker and stays usable. It subclasses
-    :class:`concurrent.futures.process.BrokenProcessPool` so code written for
+    :class:`ferrio.BrokenProcessPool`, and so
+    :class:`concurrent.futures.process.BrokenProcessPool`, so code written for
     ``ProcessPoolExecutor`` still catches it.
 
     Attributes:
@@ -112,15 +124,37 @@ _QUEUED, _SENT, _RUNNING, _DONE = 0, 1, 2, 3
 #: short calls run back to back instead of waiting a round trip through the manager each. Only
 #: when every worker is up and busy and recent calls were short: a call queued behind a long one
 #: would wait for it while another worker may free up first.
+#: The worker relies on it being 2 (see _wire.AHEAD): a pipelined call has one call ahead of it.
 _PIPELINE = 2
 _PIPELINE_BELOW = 1e-3  # seconds: the running average of call times under which pipelining pays
-_EARLY_DEATHS = 3  # workers killed in a row before they were ready: the pool gives up
+#: Workers in a row that crashed by a fault of their own (SIGSEGV, SIGABRT...) before they were
+#: ready: a crash at start-up that repeats, so the pool gives up.
+_EARLY_CRASHES = 3
+#: Workers in a row killed from outside (SIGKILL, SIGTERM...) before they were ready. Each is
+#: replaced: an out-of-memory killer under load picks new workers too. Only this many in a row
+#: (something kills every worker as it starts, say an initializer that always runs out of
+#: memory) breaks the pool, so the calls fail instead of waiting for a worker forever.
+_EARLY_KILLS = 25
+#: Signals a process gets from its own faults; any other killed it from outside.
+_FAULT_SIGNALS = frozenset(
+    getattr(signal, name)
+    for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "SIGSYS", "SIGTRAP", "SIGXCPU", "SIGXFSZ")
+    if hasattr(signal, name)
+)
+#: Descriptors starting a worker takes in this process, at most, beside its socket pair.
+_FDS_PER_START = 8
+#: The most worker processes a pool runs: each is a whole interpreter with its own descriptors.
+_MAX_WORKERS = 1024
+#: The longest the manager's select waits at once (epoll takes at most about 24 days); a
+#: deadline further away is simply waited for in several steps.
+_MAX_WAIT = 3600.0
 _STARTING, _IDLE, _BUSY, _RETIRING = 0, 1, 2, 3
 
 
 class _Task:
     __slots__ = (
         "afut",
+        "ahead",
         "cf",
         "deadline",
         "kill_on_cancel",
@@ -143,6 +177,7 @@ class _Task:
         self.timeout = timeout
         self.deadline = 0.0
         self.state = _QUEUED
+        self.ahead = False  # given to a worker with a call ahead of it (pipelined)
         self.timed_out = False
         self.kill_on_cancel = False
         self.worker: _Worker | None = None
@@ -157,7 +192,7 @@ class _Task:
 
 
 class _Worker:
-    __slots__ = ("chan", "outbox", "pid", "proc", "state", "tasks")
+    __slots__ = ("buffered", "chan", "dirty", "eof", "events", "failure", "outbox", "pid", "proc", "state", "tasks")
 
     def __init__(self, proc: Any, chan: _wire.Channel) -> None:
         self.proc = proc
@@ -166,10 +201,17 @@ class _Worker:
         self.state = _STARTING
         # Calls sent to it, in the order it runs them: the first runs, the rest wait in its socket.
         self.tasks: deque[_Task] = deque()
-        # Calls given to it under the pool's lock and not written to its socket yet: written in
-        # order by whoever flushes next, outside the pool's lock (a send releases the GIL, and
-        # doing that inside the lock made the loop and the manager thread take turns on it).
-        self.outbox: deque[_Task] = deque()
+        # Calls (None: EXIT) given to it under the pool's lock and not queued on its channel yet;
+        # the manager moves them there, in order, outside the lock. `dirty`: it is in _Core.dirty.
+        self.outbox: deque[_Task | None] = deque()
+        self.dirty = False
+        # Manager thread only. The task id of the last frame queued with buffers in our arena
+        # and not answered yet (0: INIT), or None: while set, a frame with buffers takes a
+        # fresh arena, as the worker may not have read the last one's.
+        self.buffered: int | None = None
+        self.events = selectors.EVENT_READ  # what the selector watches its socket for
+        self.eof = False  # its socket reached end of stream and left the selector
+        self.failure: BaseException | None = None  # why the manager killed it, if it did
 
 
 class _Core:
@@ -199,6 +241,10 @@ class _Core:
         self.stopping = False  # interpreter exit: cancel what is queued, kill what runs
         self.broken: BaseException | None = None
         self.thread: threading.Thread | None = None
+        self.dirty: list[_Worker] = []  # workers with something in their outbox
+        # A worker could not be started (EMFILE, say) while others run: start no more until a
+        # call is submitted or a worker exits, instead of failing again at once, step after step.
+        self.hold_growth = False
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -210,7 +256,8 @@ class _Core:
         self.n_running = 0
         self.deficit = 0  # workers that died or retired and are to be replaced
         self.n_starting = 0  # workers started and not ready yet
-        self.early_deaths = 0  # workers in a row that died before they were ready
+        # Workers in a row that died before they were ready: all, by their own fault, killed from outside.
+        self.early_deaths = self.early_crashes = self.early_kills = 0
         self.avg_run = 1.0  # running average of call times, seconds (assumed long until seen)
         self.completed = self.failed = self.cancelled = self.crashed = self.timed_out = self.started = 0
         self.queue_wait = _ferrio.LatencyHistogram()
@@ -238,11 +285,23 @@ class _Core:
                         "create a new pool in the child"
                     )
                 raise RuntimeError(f"{api} cannot schedule new work after the pool was shut down; create a new pool")
+            self.hold_growth = False  # a new call: try to grow again
             if self.thread is None:
-                thread = threading.Thread(target=self._manage, name=f"{self.name}-manager", daemon=True)
+                try:  # here, not in the thread: a shortage of descriptors fails this call, not the pool
+                    sel = selectors.DefaultSelector()
+                except OSError as e:
+                    task.release()
+                    raise OSError(
+                        e.errno,
+                        f"{api} could not start the pool's manager thread: {e.strerror or e}; the pool stays "
+                        "usable, and the call may be retried once the system has resources again",
+                    ) from e
+                thread = threading.Thread(target=self._manage, args=(sel,), name=f"{self.name}-manager", daemon=True)
                 try:
+                    sel.register(self.wake_r, selectors.EVENT_READ, None)
                     thread.start()
                 except BaseException:  # at interpreter shutdown, say: nothing was queued
+                    sel.close()
                     task.release()
                     raise
                 self.thread = thread
@@ -259,10 +318,8 @@ class _Core:
             else:
                 self.queue.append(task)
                 self.n_queued += 1
-            wake = (worker is None and len(self.workers) < self.max_workers) or task.timeout is not None
-        if worker is not None:
-            self._flush(worker)
-        if wake:
+            wake = worker is not None or len(self.workers) < self.max_workers or task.timeout is not None
+        if wake:  # the manager writes the call to the worker's socket, or starts a worker for it
             self.wake()
 
     def cancel(self, task: _Task, kill: bool) -> None:
@@ -337,20 +394,22 @@ class _Core:
         worker.tasks.append(task)
         task.worker = worker
         task.state = _SENT
+        task.ahead = len(worker.tasks) > 1
         self.n_sent += 1
-        worker.outbox.append(task)
+        self._post(worker, task)
         if len(worker.tasks) == 1 and worker.state != _STARTING:
             self._start(task)
 
-    def _flush(self, worker: _Worker) -> None:
-        """Not under the pool's lock: writes the worker's outbox to its socket, in order."""
-        outbox = worker.outbox
-        chan = worker.chan
-        with chan.sending():
-            while outbox:
-                task = outbox.popleft()
-                with contextlib.suppress(OSError):  # it is dying: the manager fails or requeues the call
-                    chan.send_pickled_locked(_wire.CALL, task.tid, task.pickled)
+    def _post(self, worker: _Worker, task: _Task | None) -> None:
+        """Leaves a call (None: EXIT) for the manager to write to the worker's socket."""
+        worker.outbox.append(task)
+        if not worker.dirty:
+            worker.dirty = True
+            self.dirty.append(worker)
+
+    def _retire(self, worker: _Worker) -> None:
+        worker.state = _RETIRING
+        self._post(worker, None)
 
     def _start(self, task: _Task) -> None:
         """A call reached the head of its worker's pipeline: it runs now."""
@@ -392,6 +451,8 @@ class _Core:
         return None
 
     def _kill(self, worker: _Worker) -> None:
+        if self.workers.get(worker.pid) is not worker:  # reaped (or being reaped): its pid may be reused
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(worker.pid, signal.SIGKILL)
 
@@ -410,9 +471,7 @@ class _Core:
 
     # -- the manager thread --------------------------------------------------------------------
 
-    def _manage(self) -> None:
-        sel = selectors.DefaultSelector()
-        sel.register(self.wake_r, selectors.EVENT_READ, None)
+    def _manage(self, sel: selectors.BaseSelector) -> None:
         try:
             while self._step(sel):
                 pass
@@ -432,23 +491,25 @@ class _Core:
             if self.closed and not self.workers and (self.stopping or self.broken or not self._has_queued()):
                 return False
             want = 0
-            if not self.stopping and self.broken is None:
+            if not self.stopping and self.broken is None and not self.hold_growth:
                 # Each worker started takes a queued call with its INIT, so none is counted twice.
                 want = min(self.max_workers - len(self.workers), self.n_queued + self.deficit)
                 self.deficit = 0
             if self.closed and not self._has_queued():
                 for w in self.workers.values():
                     if w.state == _IDLE:
-                        w.state = _RETIRING
-                        with contextlib.suppress(OSError):
-                            w.chan.send(_wire.EXIT, 0)
+                        self._retire(w)
                 self.idle.clear()
             timeout = None
             if self.timeouts:
-                timeout = max(0.0, self.timeouts[0][0] - time.monotonic())
+                timeout = min(max(0.0, self.timeouts[0][0] - time.monotonic()), _MAX_WAIT)
+        # Before waiting (and before starting workers, which takes a while): what the last step
+        # or a caller left for workers goes out now.
+        self._write(sel)
         for _ in range(want):
             self._start_worker(sel)
-        for key, _ in sel.select(timeout):
+        self._write(sel)
+        for key, events in sel.select(timeout):
             if key.data is None:
                 # Drain, then clear: cleared first, a wake() in between could have its byte
                 # drained while its flag stayed set, and every later wake() would be skipped.
@@ -456,19 +517,18 @@ class _Core:
                 with contextlib.suppress(BlockingIOError):
                     os.read(self.wake_r, 4096)
                 self.wake_pending = False
-            else:
-                worker, is_sentinel = key.data
+                continue
+            worker, is_sentinel = key.data
+            try:
                 if is_sentinel:
                     self._reap(sel, worker)
                 elif worker.pid in self.workers:
-                    try:
-                        more = worker.chan.pump()
-                    except OSError:
-                        more = False
-                    self._on_frames(worker)
-                    if not more:
-                        with contextlib.suppress(KeyError, ValueError):
-                            sel.unregister(worker.chan)
+                    if events & selectors.EVENT_WRITE:
+                        self._flush(sel, worker)
+                    if events & selectors.EVENT_READ:
+                        self._read(sel, worker)
+            except Exception as e:  # one bad event must not take the pool down with the manager
+                self._event_failed(sel, worker, is_sentinel, e)
         if self.timeouts:
             self._expire()
         return True
@@ -476,22 +536,51 @@ class _Core:
     def _has_queued(self) -> bool:
         return self.n_queued > 0
 
-    def _start_worker(self, sel: selectors.BaseSelector) -> None:
-        parent, child = socket.socketpair()
+    def _start_worker(self, sel: selectors.BaseSelector, retry: bool = True) -> None:
         try:
-            proc = self.ctx.Process(
-                target=_process_worker.main, args=(child,), name=f"{self.name}-{next(self.numbers)}", daemon=False
-            )
-            proc.start()
-        except BaseException as e:
-            parent.close()
-            self._break(e, f"ProcessPool could not start a worker process: {e!r}")
+            parent, child = socket.socketpair()
+        except OSError as e:  # out of descriptors, say: it may pass
+            self._start_failed(e)
             return
-        finally:
-            child.close()
-        worker = _Worker(proc, _wire.Channel(parent))
-        with contextlib.suppress(OSError):  # if it died already, its sentinel says so
-            worker.chan.send_pickled(_wire.INIT, 0, self.init)
+        proc = None
+        started = False
+        try:
+            try:
+                _reserve_descriptors(child)
+                proc = self.ctx.Process(
+                    target=_process_worker.main, args=(child,), name=f"{self.name}-{next(self.numbers)}", daemon=False
+                )
+                proc.start()
+                started = True
+            finally:
+                child.close()
+            parent.setblocking(False)  # only the manager touches it, and never waits on it
+            worker = _Worker(proc, _wire.Channel(parent))
+            worker.chan.queue(_wire.INIT, 0, self.init)
+            if self.init.buffers:
+                worker.buffered = 0
+            sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
+            try:
+                sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
+            except BaseException:
+                sel.unregister(worker.chan)
+                raise
+        except Exception as e:
+            parent.close()
+            if started and proc is not None:
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.join(5)
+                with contextlib.suppress(ValueError):
+                    proc.close()
+            if isinstance(e, (OSError, EOFError)):  # a shortage, or a forkserver that died of one
+                if retry and _replace_dead_forkserver(self.ctx, e):
+                    self._start_worker(sel, retry=False)
+                    return
+                self._start_failed(e)
+            else:  # not a passing shortage: it would fail the same way again
+                self._break(e, f"ProcessPool could not start a worker process: {e!r}")
+            return
         with self.lock:
             self.workers[worker.pid] = worker
             self.started += 1
@@ -500,36 +589,243 @@ class _Core:
             task = self._next_task() if not self.stopping and self.broken is None else None
             if task is not None:
                 self._send(worker, task)
-        self._flush(worker)
-        sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
-        sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
+        self._flush(sel, worker)  # INIT; its first call follows from the outbox
+
+    def _start_failed(self, error: OSError | EOFError) -> None:
+        """A worker could not be started for a reason that may pass (EMFILE, EAGAIN, ENOMEM).
+
+        With other workers alive, the queued calls wait for them (and the pool tries to grow
+        again at the next call or worker exit). With none, the call the worker was for fails
+        with the OSError; the pool stays usable.
+        """
+        task = None
+        with self.lock:
+            if self.workers:
+                self.hold_growth = True
+            elif not self.stopping and self.broken is None:
+                task = self._next_task()
+                if task is not None:
+                    task.state = _DONE
+                    task.release()
+                    self.failed += 1
+        if task is None:
+            return
+        why = (error.strerror if isinstance(error, OSError) else None) or str(error) or type(error).__name__
+        msg = (
+            f"ProcessPool could not start a worker process to run '{task.name}': {why}; the pool "
+            "stays usable, and the call may be retried once the system has resources again"
+        )
+        errno = error.errno if isinstance(error, OSError) else None
+        exc = OSError(errno, msg) if errno is not None else OSError(msg)
+        exc.__cause__ = error
+        _settle(task, exc, True)
+
+    def _write(self, sel: selectors.BaseSelector) -> None:
+        """Queues on their channels the frames left in workers' outboxes, and writes what the
+        sockets take now; the rest goes when they are writable."""
+        with self.lock:
+            if not self.dirty:
+                return
+            dirty, self.dirty = self.dirty, []
+            batches = []
+            for w in dirty:
+                w.dirty = False
+                batches.append((w, list(w.outbox)))
+                w.outbox.clear()
+        for worker, items in batches:
+            try:
+                self._queue_frames(worker, items)
+                self._flush(sel, worker)
+            except Exception as e:  # one worker's trouble is not the manager's
+                self._event_failed(sel, worker, False, e)
+
+    def _queue_frames(self, worker: _Worker, items: list[_Task | None]) -> None:
+        chan = worker.chan
+        for task in items:
+            if task is None:
+                chan.queue(_wire.EXIT, 0)
+                continue
+            p = task.pickled
+            try:
+                chan.queue(_wire.CALL | (_wire.AHEAD if task.ahead else 0), task.tid, p, worker.buffered is not None)
+            except OSError as e:  # no shared memory for its buffers
+                self._unsendable(worker, task, e)
+                continue
+            if p.buffers:
+                worker.buffered = task.tid
+
+    def _unsendable(self, worker: _Worker, task: _Task, error: OSError) -> None:
+        """A call given to a worker could not be framed: it fails, and never reaches the worker."""
+        with self.lock:
+            if task not in worker.tasks:
+                return
+            head = worker.tasks[0] is task
+            worker.tasks.remove(task)
+            if task.state == _SENT:
+                self.n_sent -= 1
+            elif task.state == _RUNNING:
+                self.n_running -= 1
+            live = task.state != _DONE
+            task.state = _DONE
+            task.release()
+            if live:
+                self.failed += 1
+            if worker.state == _BUSY:
+                if head and worker.tasks:
+                    self._start(worker.tasks[0])
+                elif not worker.tasks:
+                    self._fill(worker)
+        if live:
+            exc = OSError(
+                error.errno, f"ProcessPool could not send the call of '{task.name}' to a worker: {error.strerror}"
+            )
+            exc.__cause__ = error
+            _settle(task, exc, True)
+
+    def _flush(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
+        """Writes what the worker's socket takes without waiting; watches it for writability while
+        frames are left."""
+        if worker.eof:
+            return
+        chan = worker.chan
+        try:
+            chan.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it is dying: its sentinel fails or requeues its calls
+        except OSError as e:  # it cannot get its calls (ETOOMANYREFS, say): they fail with why
+            if worker.failure is None:
+                worker.failure = e
+            self._kill(worker)
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if chan.wants_write() else 0)
+        if events != worker.events:
+            sel.modify(chan, events, (worker, False))
+            worker.events = events
+
+    def _read(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
+        try:
+            more = worker.chan.pump()
+        except BlockingIOError:  # woken for nothing
+            more = True
+        except OSError:  # it is dying, or sent more descriptors than a frame may carry
+            more = False
+        except Exception as e:  # a corrupt stream (a frame length past memory): kill it
+            worker.failure = e
+            self._kill(worker)
+            more = False
+        self._on_frames(worker)
+        if not more:
+            self._leave_selector(sel, worker)
+
+    def _leave_selector(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
+        if not worker.eof:
+            worker.eof = True
+            with contextlib.suppress(KeyError, ValueError):
+                sel.unregister(worker.chan)
+
+    def _event_failed(self, sel: selectors.BaseSelector, worker: _Worker, is_sentinel: bool, error: Exception) -> None:
+        """Handling a worker's event raised (a bug, or a resource gone): that worker is killed and
+        its call fails with this error; the manager and the other workers go on."""
+        if worker.failure is None:
+            worker.failure = error
+        self._kill(worker)
+        if not is_sentinel:
+            return
+        # Reaping it failed half-way: forget it here, or its sentinel would fire forever.
+        self._leave_selector(sel, worker)
+        with contextlib.suppress(KeyError, ValueError, OSError):
+            sel.unregister(worker.proc.sentinel)
+        victims = []
+        with self.lock:
+            if self.workers.pop(worker.pid, None) is None:
+                return
+            with contextlib.suppress(ValueError):
+                self.idle.remove(worker)
+            if worker.state == _STARTING:
+                self.n_starting -= 1
+            for t in worker.tasks:
+                if t.state == _SENT:
+                    self.n_sent -= 1
+                    t.state = _DONE
+                    victims.append(t)
+                elif self._finish(t):
+                    victims.append(t)
+                t.release()
+            worker.tasks.clear()
+            worker.outbox.clear()
+            self.failed += len(victims)
+            if not self.closed:
+                self.deficit += 1
+        with contextlib.suppress(Exception):
+            worker.chan.close()
+        for t in victims:
+            _settle(t, self._handling_error(worker, t), True)
+
+    def _handling_error(self, worker: _Worker, task: _Task) -> BaseException:
+        exc = RuntimeError(
+            f"worker process {worker.pid} running '{task.name}' was killed: ferrio's process pool could not handle "
+            f"what it sent ({worker.failure!r}); a replacement worker was started"
+        )
+        exc.__cause__ = worker.failure
+        return exc
 
     def _on_frames(self, worker: _Worker) -> None:
         frames = worker.chan.frames()
         while frames:
             kind, tid, payload, fds = frames.popleft()
-            base = kind & ~_wire.LAST
-            if base in (_wire.RESULT, _wire.ERROR):
-                self._on_result(worker, base, tid, kind & _wire.LAST, payload, fds)
-            elif base == _wire.LOG:
-                _forward_log(worker.chan.loads(payload, fds))
-            elif base == _wire.READY:
-                with self.lock:
-                    if worker.state == _STARTING:
-                        self.n_starting -= 1
-                        self.early_deaths = 0
-                        worker.state = _BUSY
-                        if worker.tasks:
-                            self._start(worker.tasks[0])  # sent with INIT: it runs now
-                        self._fill(worker)
-                self._flush(worker)
-            elif base == _wire.INIT_FAILED:
-                exc, tb = worker.chan.loads(payload, fds)
-                _with_remote_traceback(exc, tb)
-                self._break(exc, f"the initializer failed in worker process {worker.pid}: {exc!r}")
-            else:
+            try:
+                self._on_frame(worker, kind, tid, payload, fds)
+            except Exception as e:  # not a frame we can act on: the worker is killed, the manager goes on
                 for fd in fds:
-                    os.close(fd)
+                    if fd >= 0:
+                        with contextlib.suppress(OSError):
+                            os.close(fd)
+                if worker.failure is None:
+                    worker.failure = e
+                self._kill(worker)
+
+    def _on_frame(self, worker: _Worker, kind: int, tid: int, payload: bytes | bytearray, fds: list[int]) -> None:
+        base = kind & ~_wire.LAST
+        if base in (_wire.RESULT, _wire.ERROR):
+            if worker.buffered == tid:
+                worker.buffered = None  # answered, so its buffers were read
+            self._on_result(worker, base, tid, kind & _wire.LAST, payload, fds)
+        elif base == _wire.LOG:
+            try:
+                attrs = worker.chan.loads(payload, fds)
+            except Exception as e:
+                attrs = {
+                    "name": "ferrio",
+                    "levelno": logging.WARNING,
+                    "levelname": "WARNING",
+                    "msg": f"a log record from worker process {worker.pid} could not be unpickled: {e!r}",
+                    "process": worker.pid,
+                }
+            _forward_log(attrs)
+        elif base == _wire.READY:
+            if worker.buffered == 0:
+                worker.buffered = None
+            with self.lock:
+                if worker.state == _STARTING:
+                    self.n_starting -= 1
+                    self.early_deaths = self.early_crashes = self.early_kills = 0
+                    worker.state = _BUSY
+                    if worker.tasks:
+                        self._start(worker.tasks[0])  # sent with INIT: it runs now
+                    self._fill(worker)
+        elif base == _wire.INIT_FAILED:
+            try:
+                exc, tb = worker.chan.loads(payload, fds)
+            except Exception as e:
+                exc = RuntimeError(
+                    f"the initializer failed in worker process {worker.pid}, and its error could not be "
+                    f"unpickled in the parent process: {e!r}"
+                )
+            else:
+                _with_remote_traceback(exc, tb)
+            self._break(exc, f"the initializer failed in worker process {worker.pid}: {exc!r}")
+        else:
+            for fd in fds:
+                os.close(fd)
 
     def _fill(self, worker: _Worker) -> None:
         """Under the lock: tops up a worker's pipeline from the queue, or parks it if it has nothing."""
@@ -544,9 +840,7 @@ class _Core:
         if not self.closed or self._has_queued():
             self.idle.append(worker)
         else:
-            worker.state = _RETIRING
-            with contextlib.suppress(OSError):
-                worker.chan.send(_wire.EXIT, 0)
+            self._retire(worker)
 
     def _on_result(
         self, worker: _Worker, kind: int, tid: int, last: int, payload: bytes | bytearray, fds: list[int]
@@ -577,7 +871,6 @@ class _Core:
                     self.failed += 1
                 else:
                     self.completed += 1
-        self._flush(worker)
         if not live or task is None:
             for fd in fds:
                 if fd >= 0:
@@ -610,23 +903,27 @@ class _Core:
             )
 
     def _reap(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
-        # Read what it sent before it died: a last result, log records.
-        with contextlib.suppress(KeyError, ValueError):
-            sel.unregister(worker.chan)
-            with contextlib.suppress(OSError):
+        # Read what it sent before it died: a last result, log records. (Without blocking: a
+        # process it forked may hold its end of the socket open.)
+        if not worker.eof:
+            self._leave_selector(sel, worker)
+            with contextlib.suppress(Exception):
                 while worker.chan.pump():
                     pass
         self._on_frames(worker)
         with contextlib.suppress(KeyError, ValueError):
             sel.unregister(worker.proc.sentinel)
+        with self.lock:
+            # Out of the pool's view before it is reaped: once reaped, its pid may be reused, and
+            # nothing (a timeout, kill_on_cancel, worker_pids()) may signal it by that number.
+            self.workers.pop(worker.pid, None)
+            with contextlib.suppress(ValueError):
+                self.idle.remove(worker)
         worker.proc.join(5)
         exitcode = worker.proc.exitcode
         error: BaseException | None = None
         task = None
         with self.lock:
-            self.workers.pop(worker.pid, None)
-            with contextlib.suppress(ValueError):
-                self.idle.remove(worker)
             # Its results are all read, so the first call left is the one it died running, and
             # the calls behind it never started: they go back to the front of the queue.
             worker.outbox.clear()
@@ -635,8 +932,11 @@ class _Core:
                 task.release()
                 self._finish(task)
                 self.failed += 1
-                self.crashed += 1
-                error = WorkerCrashed(worker.pid, exitcode, task.name)
+                if worker.failure is not None:  # the manager killed it, and says why
+                    error = self._handling_error(worker, task)
+                else:
+                    self.crashed += 1
+                    error = WorkerCrashed(worker.pid, exitcode, task.name)
             for t in reversed(worker.tasks):
                 if t.state == _SENT:
                     t.state = _QUEUED
@@ -648,14 +948,12 @@ class _Core:
                     t.release()
             worker.tasks.clear()
             early = False
-            if worker.state == _STARTING:
+            self.hold_growth = False  # a worker left: try to start its replacement
+            if worker.state == _STARTING and worker.failure is None:
                 self.n_starting -= 1
-                self.early_deaths += 1
-                # A worker that exits by itself before it is ready (say, importing the main module
-                # fails) will fail again; one killed by a signal is replaced, unless it keeps happening.
-                early = (exitcode is None or exitcode >= 0 or self.early_deaths >= _EARLY_DEATHS) and not (
-                    self.closed or self.broken
-                )
+                early = self._fails_to_start(exitcode) and not (self.closed or self.broken)
+            elif worker.state == _STARTING:
+                self.n_starting -= 1
             if not self.closed and not early:
                 self.deficit += 1
         worker.chan.close()
@@ -664,13 +962,45 @@ class _Core:
         if task is not None and error is not None:
             _settle(task, error, True)
         if early:
-            killed = exitcode is not None and exitcode < 0
-            how = f"was killed by signal {-exitcode}" if killed else f"exited with code {exitcode}"
+            if exitcode is not None and exitcode < 0:
+                try:
+                    how = f"was killed by {signal.Signals(-exitcode).name}"
+                except ValueError:
+                    how = f"was killed by signal {-exitcode}"
+                if -exitcode in _FAULT_SIGNALS:
+                    hint = "it crashed while starting; its stderr says why (often the initializer or an import)"
+                else:
+                    hint = (
+                        "something kills every worker as it starts (the out-of-memory killer, say, if the "
+                        "initializer needs more memory than there is)"
+                    )
+            else:
+                how = "died" if exitcode is None else f"exited with code {exitcode}"
+                hint = "its stderr says why (often an error importing the main module)"
             self._break(
                 RuntimeError(f"worker process {worker.pid} {how} before it was ready"),
-                f"worker process {worker.pid} {how} before it was ready ({self.early_deaths} in a row); its "
-                "stderr says why (often an error importing the main module)",
+                f"worker process {worker.pid} {how} before it was ready ({self.early_deaths} in a row); {hint}",
             )
+
+    def _fails_to_start(self, exitcode: int | None) -> bool:
+        """Under the lock: counts a worker that died before it was ready; whether that will repeat.
+
+        One that exited by itself (an error importing the main module, ``sys.exit`` in the
+        initializer) will fail again: at once. One that crashed by a fault of its own (SIGSEGV,
+        SIGABRT) likely will: after a few in a row. One killed from outside (SIGKILL, SIGTERM:
+        the out-of-memory killer, an operator) was not failing to start: it is replaced, and only
+        a long run of them (something kills every worker at birth) breaks the pool.
+        """
+        if exitcode is None or exitcode >= 0:
+            self.early_deaths += 1
+            return True
+        if -exitcode in _FAULT_SIGNALS:
+            self.early_crashes += 1
+            self.early_deaths = self.early_crashes
+            return self.early_crashes >= _EARLY_CRASHES
+        self.early_kills += 1
+        self.early_deaths = self.early_kills
+        return self.early_kills >= _EARLY_KILLS
 
     def _expire(self) -> None:
         now = time.monotonic()
@@ -713,6 +1043,7 @@ class _Core:
                 t.state = _DONE
                 t.release()
             for w in self.workers.values():
+                w.outbox.clear()  # it is killed below: nothing more is written to it
                 for t in w.tasks:
                     if t.state == _SENT:
                         t.state = _DONE
@@ -762,10 +1093,16 @@ def _cancel(task: _Task) -> None:
 
 
 def _forward_log(attrs: dict[str, Any]) -> None:
-    record = logging.makeLogRecord(attrs)
-    logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
-    if logger.isEnabledFor(record.levelno):
-        logger.handle(record)
+    try:
+        record = logging.makeLogRecord(attrs)
+        logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+    except Exception:
+        # A filter or handler that raises (or a malformed record): what logging does for a
+        # handler that fails, on the manager thread too: say so on stderr and carry on.
+        if logging.raiseExceptions:
+            traceback.print_exc()
 
 
 # -- the public pool -------------------------------------------------------------------------------
@@ -779,6 +1116,64 @@ def _default_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
+def _replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
+    """After a failed start: whether the forkserver is gone, made sure of, so the next start
+    launches a new one.
+
+    CPython's forkserver exits when a request is cut short (the parent ran out of descriptors
+    between connecting and sending them, say), and until it has exited the parent's
+    ``ensure_running()`` believes it alive: starts fail with ECONNREFUSED, or EPIPE/ECONNRESET
+    sending to it, or EOF reading the new pid from it. Such an error means it no longer serves:
+    kill it and wait for it to exit without reaping it, which leaves ``ensure_running()`` to
+    reap it and start another. Any other error (EMFILE before connecting, a child killed while
+    it read its data) leaves the forkserver alone: killing it would kill every worker it forked.
+    """
+    if ctx.get_start_method() != "forkserver":
+        return False
+    refused = isinstance(error, (ConnectionRefusedError, FileNotFoundError, EOFError))
+    cut = isinstance(error, (BrokenPipeError, ConnectionResetError)) and _raised_in(error, "connect_to_new_process")
+    if not (refused or cut):
+        return False
+    from multiprocessing import forkserver
+
+    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
+    if pid is None or not hasattr(os, "waitid"):
+        return False
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # SIGKILL is prompt: this is brief
+    except (ProcessLookupError, ChildProcessError):
+        return False
+    return True
+
+
+def _reserve_descriptors(sock: socket.socket) -> None:
+    """Raises OSError (EMFILE) unless the descriptors a start needs are free now.
+
+    Starting a process opens several (a connection to the forkserver, two pipes, a sentinel),
+    and CPython's forkserver exits when a request to it is cut short, which would take every
+    worker it forked down with it. So a start that would run out of descriptors half-way
+    fails here, before it begins. (Another thread may still take some in between: then the
+    forkserver is replaced, see _replace_dead_forkserver.)
+    """
+    taken: list[int] = []
+    try:
+        for _ in range(_FDS_PER_START):
+            taken.append(os.dup(sock.fileno()))
+    finally:
+        for fd in taken:
+            os.close(fd)
+
+
+def _raised_in(error: BaseException, function: str) -> bool:
+    tb = error.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == function:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _preload_worker_module(ctx: Any) -> None:
     # Workers forked by a forkserver that already imported ferrio start in a few milliseconds
     # instead of importing it each. Only adds to the preload list, and only before it starts.
@@ -790,10 +1185,6 @@ def _preload_worker_module(ctx: Any) -> None:
         return
     if "ferrio._process_worker" not in modules:
         ctx.set_forkserver_preload([*modules, "ferrio._process_worker"])
-
-
-def _describe(fn: Any) -> str:
-    return getattr(fn, "__qualname__", None) or repr(fn)
 
 
 def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> None:
@@ -817,12 +1208,16 @@ def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dic
     ) from error
 
 
-def _check_timeout(api: str, timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-        raise ValueError(f"{api} expected timeout to be a positive number of seconds or None, got {timeout!r}")
-    return float(timeout)
+def _check_call_timeout(api: str, timeout: object) -> float | None:
+    """A call's ``timeout=``, checked as :mod:`threading` checks one (None and ``math.inf``: no
+    limit); 0 is refused too, as no call finishes in no time: pass None for no limit."""
+    seconds = check_timeout(api, timeout)
+    if seconds == 0:
+        raise ValueError(
+            f"{api} expected timeout to be a positive number of seconds or None, got {timeout!r}: "
+            "a call cannot finish in no time; pass None for no limit"
+        )
+    return seconds
 
 
 class ProcessPool(concurrent.futures.Executor):
@@ -851,8 +1246,10 @@ class ProcessPool(concurrent.futures.Executor):
     and stderr. Workers ignore Ctrl-C (the parent decides) and die with the parent.
 
     Workers start on first use, up to ``max_workers``, and live until shutdown (or for
-    ``max_tasks_per_child`` calls each). Neither submitting nor awaiting blocks the event loop on
-    a worker: processes are started by the pool's manager thread.
+    ``max_tasks_per_child`` calls each). Neither submitting nor awaiting waits on a worker: the
+    pool's manager thread starts processes and writes calls to their sockets, never blocking on
+    one. A worker that cannot be started for want of resources (EMFILE, EAGAIN) fails the call
+    it was for with :exc:`OSError` if no other worker can run it; the pool stays usable.
 
     Args:
         max_workers: The most worker processes at once; defaults to the number of CPUs.
@@ -870,9 +1267,11 @@ class ProcessPool(concurrent.futures.Executor):
         name: Worker processes are named ``{name}-{n}``.
 
     Raises:
-        ValueError: ``max_workers`` or ``max_tasks_per_child`` is less than 1, or ``start_method``
-            is unknown or ``"fork"``.
-        TypeError: ``initializer`` is not callable, or ``initargs`` cannot be pickled.
+        ValueError: ``max_workers`` or ``max_tasks_per_child`` is less than 1, ``max_workers`` is
+            more than 1024, or ``start_method`` is unknown or ``"fork"``.
+        TypeError: ``max_workers`` or ``max_tasks_per_child`` is not an int, ``start_method`` or
+            ``name`` is not a str, ``initializer`` is not callable or is a coroutine function,
+            ``initargs`` is not a tuple or cannot be pickled.
     """
 
     def __init__(
@@ -888,14 +1287,34 @@ class ProcessPool(concurrent.futures.Executor):
     ) -> None:
         api = "ProcessPool()"
         if max_workers is None:
-            max_workers = os.cpu_count() or 1
+            max_workers = min(os.cpu_count() or 1, _MAX_WORKERS)
         _check_positive_int(api, "max_workers", max_workers)
+        if max_workers > _MAX_WORKERS:
+            raise ValueError(
+                f"{api} got max_workers={max_workers}; a pool runs at most {_MAX_WORKERS} worker processes "
+                "(each is a whole interpreter); pass a smaller number, such as os.cpu_count()"
+            )
         if max_tasks_per_child is not None:
             _check_positive_int(api, "max_tasks_per_child", max_tasks_per_child)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"{api} expected initializer to be callable or None, got {initializer!r}")
+        if inspect.iscoroutinefunction(initializer):
+            raise TypeError(
+                f"{api} expected a sync initializer, but '{_describe(initializer)}' is a coroutine function; "
+                "wrap it in a sync function that calls asyncio.run()"
+            )
         if not isinstance(initargs, tuple):
-            raise TypeError(f"{api} expected initargs to be a tuple, got {initargs!r}")
+            raise TypeError(
+                f"{api} expected initargs to be a tuple, got {initargs!r} of type '{type(initargs).__name__}'; "
+                "pass initargs=(value,) for one argument"
+            )
+        if start_method is not None and not isinstance(start_method, str):
+            raise TypeError(
+                f"{api} expected start_method to be a str or None, got {start_method!r} of type "
+                f"'{type(start_method).__name__}'"
+            )
+        if not isinstance(name, str):
+            raise TypeError(f"{api} expected name to be a str, got {name!r} of type '{type(name).__name__}'")
         method = _default_start_method() if start_method is None else start_method
         if method == "fork":
             raise ValueError(
@@ -963,7 +1382,8 @@ class ProcessPool(concurrent.futures.Executor):
         """Run ``func(*args, **kwargs)`` in a worker process and return its result.
 
         ``timeout=`` bounds the call's running time (not its wait for a worker): past it the
-        worker is killed, a replacement starts, and :exc:`TimeoutError` is raised. ``timeout``
+        worker is killed, a replacement starts, and :exc:`TimeoutError` is raised. ``None`` and
+        ``math.inf`` mean no limit; 0 is refused (no call finishes in no time). ``timeout``
         and ``kill_on_cancel`` are keyword-only and reserved; to pass keyword arguments of those
         names to ``func``, wrap it in :func:`functools.partial`.
 
@@ -972,16 +1392,19 @@ class ProcessPool(concurrent.futures.Executor):
         to its end and the result is discarded.
 
         Raises:
-            TypeError: ``func`` is not callable or is a coroutine function, or an argument cannot
-                be pickled (the message names which).
-            ValueError: ``timeout`` is not a positive number.
+            TypeError: ``func`` is not callable or is a coroutine function, an argument cannot
+                be pickled (the message names which), or ``timeout`` is not a number.
+            ValueError: ``timeout`` is 0, negative or NaN.
+            OverflowError: ``timeout`` is finite and more than :data:`threading.TIMEOUT_MAX`.
             TimeoutError: the call ran past ``timeout``.
+            OSError: no worker process could be started for the call (out of descriptors or
+                processes, say); the pool stays usable.
             WorkerCrashed: the worker process died while running the call.
             BrokenProcessPool: the pool's initializer failed, or a worker could not start.
             RuntimeError: the pool was shut down.
         """
         api = "ProcessPool.run()"
-        task = self._task(api, func, args, kwargs, _check_timeout(api, timeout))
+        task = self._task(api, func, args, kwargs, _check_call_timeout(api, timeout))
         loop = _get_running_loop()
         fut = task.afut = loop.create_future()
         task.waker = _waker_for(loop)
@@ -1074,6 +1497,8 @@ class ProcessPool(concurrent.futures.Executor):
             TypeError: ``fn`` is not callable or is a coroutine function, or an argument cannot be
                 pickled (the message names which).
             BrokenProcessPool: the pool's initializer failed, or a worker could not start.
+            OSError: the pool's manager thread could not start (out of descriptors, say); the
+                future fails with OSError when no worker process could be started for the call.
             RuntimeError: the pool was shut down.
         """
         api = "ProcessPool.submit()"

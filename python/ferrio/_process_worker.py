@@ -95,8 +95,14 @@ def _in_main_namespace(fn: Any) -> Any:
     return rebound
 
 
-def _describe(fn: Any) -> str:
-    return f"'{getattr(fn, '__qualname__', None) or fn!r}'"
+def describe(fn: Any) -> str:
+    """The name messages give a function: its qualified name, else its repr; unquoted, so each
+    message quotes it once (the parent's messages use this too)."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+        return name if isinstance(name, str) and name else repr(fn)
+    except Exception:  # a __repr__ (or __getattr__) that raises must not hide the real message
+        return f"<{type(fn).__qualname__} object>"
 
 
 def _let_the_forkserver_go() -> None:
@@ -157,17 +163,22 @@ def _serve(chan: _wire.Channel) -> None:
         try:
             initializer(*initargs)
         except BaseException as e:
-            chan.send_pickled(_wire.INIT_FAILED, 0, _pickle_error(e, f"the initializer {_describe(initializer)}"))
+            chan.send_pickled(_wire.INIT_FAILED, 0, _pickle_error(e, f"the initializer '{describe(initializer)}'"))
             return
         finally:
             _flush()
     chan.send(_wire.READY, 0)
 
     done = 0
+    # Whether the last result sent had buffers in this side's arena. A call marked AHEAD was
+    # queued before the parent read that result, so this call's buffers go to a fresh arena
+    # rather than over the ones the parent may still be about to read.
+    sent_buffers = False
     while True:
         kind, tid, payload, fds = chan.recv()
         if kind == _wire.EXIT:
             return
+        fresh = bool(kind & _wire.AHEAD) and sent_buffers
         done += 1
         last = _wire.LAST if max_tasks is not None and done >= max_tasks else 0
         fn: Any = None
@@ -176,22 +187,25 @@ def _serve(chan: _wire.Channel) -> None:
             fn = _in_main_namespace(fn)
             result = fn(*args, **kwargs)
         except BaseException as e:
-            what = _describe(fn) if fn is not None else "unpickling the call"
+            what = f"'{describe(fn)}'" if fn is not None else "unpickling the call"
             chan.send_pickled(_wire.ERROR | last, tid, _pickle_error(e, what))
+            sent_buffers = False
         else:
             del payload, args, kwargs
             try:
                 out = _wire.dumps(result)
             except Exception as e:
                 err = TypeError(
-                    f"{_describe(fn)} returned {type(result).__qualname__!r}, which cannot be pickled to send it "
-                    f"back to the parent process ({type(e).__name__}: {e}); return plain data instead"
+                    f"'{describe(fn)}' returned {type(result).__qualname__!r}, which cannot be pickled to send "
+                    f"it back to the parent process ({type(e).__name__}: {e}); return plain data instead"
                 )
-                chan.send_pickled(_wire.ERROR | last, tid, _pickle_error(err, _describe(fn)))
+                chan.send_pickled(_wire.ERROR | last, tid, _pickle_error(err, f"'{describe(fn)}'"))
+                sent_buffers = False
             else:
                 try:
-                    chan.send_pickled(_wire.RESULT | last, tid, out)
+                    chan.send_pickled(_wire.RESULT | last, tid, out, fresh)
                 finally:
+                    sent_buffers = bool(out.buffers)
                     out.close()
             del result
         finally:

@@ -49,6 +49,9 @@ LOG = 7  # worker -> parent: a logging record's attributes
 EXIT = 8  # parent -> worker: exit now
 #: Or-ed into RESULT and ERROR when the worker exits after this call (``max_tasks_per_child``).
 LAST = 0x80
+#: Or-ed into CALL when it was queued behind an unanswered call (pipelined): the parent may not
+#: have read that call's result, so the worker must not overwrite its buffers with this one's.
+AHEAD = 0x40
 
 _local = threading.local()
 
@@ -91,16 +94,20 @@ class Arena:
         self.map: mmap.mmap | None = None
         self.size = 0
 
-    def place(self, buffers: list[memoryview]) -> tuple[bytes, int]:
+    def place(self, buffers: list[memoryview], fresh: bool = False) -> tuple[bytes, int]:
         """Copies ``buffers`` in; returns their ``(offset, length, read-only)`` records and, if the
-        arena changed, a new descriptor to send with this frame (the caller closes it), else -1."""
+        arena changed, a new descriptor to send with this frame (the caller closes it), else -1.
+
+        With ``fresh``, the buffers go to a new arena even if they fit the current one: the peer
+        may not have read the last frame's yet (it keeps its mapping of the old arena until it
+        reads the frame that names the new one, so what it has not read stays intact)."""
         offsets = []
         total = 0
         for b in buffers:
             offsets.append(total)
             total += (b.nbytes + _ALIGN - 1) // _ALIGN * _ALIGN
         new_fd = -1
-        if total > self.size or (self.size > 64 * LARGE and total * 8 < self.size):
+        if fresh or total > self.size or (self.size > 64 * LARGE and total * 8 < self.size):
             self.close()
             size = max(4 * LARGE, 1 << (total - 1).bit_length())
             fd = new_shared_fd(size, "ferrio-arena")
@@ -371,9 +378,30 @@ def take_fd(index: int) -> int:
 
 
 class Channel:
-    """One end of a parent-worker socket: whole frames out (thread-safe), frames in (one reader)."""
+    """One end of a parent-worker socket: whole frames out, frames in (one reader).
 
-    __slots__ = ("_arena", "_big", "_closed", "_fds", "_fill", "_frames", "_peer", "_scratch", "_send_lock", "sock")
+    Two ways out. A worker writes with :meth:`send` and :meth:`send_pickled`, which block until
+    the kernel has taken the frame (thread-safe: log records may come from any of its threads).
+    The parent never blocks on a worker's socket: its one manager thread puts frames in an
+    outgoing queue with :meth:`queue` and writes what the socket takes without waiting with
+    :meth:`flush`, again when the socket is writable. So the parent always gets back to reading,
+    and a worker blocked writing a result to a full socket is always drained: neither side can
+    wait on the other while both write.
+    """
+
+    __slots__ = (
+        "_arena",
+        "_big",
+        "_closed",
+        "_fds",
+        "_fill",
+        "_frames",
+        "_out",
+        "_peer",
+        "_scratch",
+        "_send_lock",
+        "sock",
+    )
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
@@ -388,40 +416,43 @@ class Channel:
         self._arena = Arena()  # where this side writes large buffers
         self._peer: mmap.mmap | None = None  # the other side's arena
         self._closed = False
+        # Frames queued and not fully written: [the parts left to write, descriptors it owns that
+        # go with its first byte]. Only the parent's manager thread touches it.
+        self._out: deque[list[Any]] = deque()
 
     def fileno(self) -> int:
         return self.sock.fileno()
+
+    # -- blocking writes (the worker's side) ---------------------------------------------------
 
     def send(self, kind: int, tid: int, parts: list[bytes] | tuple[bytes, ...] = ()) -> None:
         """Sends one frame of raw parts; blocks until the kernel has taken all of it. Raises OSError."""
         with self._send_lock:
             self._send_locked(kind, tid, parts, [])
 
-    def send_pickled(self, kind: int, tid: int, p: Pickled) -> None:
-        """Sends a pickled object, its large buffers through this side's arena. Raises OSError."""
+    def send_pickled(self, kind: int, tid: int, p: Pickled, fresh: bool = False) -> None:
+        """Sends a pickled object, its large buffers through this side's arena (a new one when
+        ``fresh``, see :meth:`Arena.place`); blocks until sent. Raises OSError."""
         with self._send_lock:
-            self.send_pickled_locked(kind, tid, p)
+            if self._closed:
+                raise OSError(f"the channel is closed; frame of kind {kind} not sent")
+            parts, fds, new_fd = self._frame_parts(p, fresh)
+            try:
+                self._send_locked(kind, tid, parts, fds)
+            finally:
+                if new_fd >= 0:
+                    os.close(new_fd)
 
-    def sending(self) -> threading.Lock:
-        """The lock that orders frames: hold it around :meth:`send_pickled_locked` calls."""
-        return self._send_lock
-
-    def send_pickled_locked(self, kind: int, tid: int, p: Pickled) -> None:
-        """:meth:`send_pickled` for a caller that holds :meth:`sending`. Raises OSError."""
-        if self._closed:
-            raise OSError(f"the channel is closed; frame of kind {kind} not sent")
+    def _frame_parts(self, p: Pickled, fresh: bool) -> tuple[tuple[bytes, ...], list[int], int]:
+        """The payload parts and descriptors of a pickled object; places its buffers in the arena.
+        Returns the arena's new descriptor too (-1 if unchanged), which the caller closes."""
         if not p.buffers and not p.shared and not p.persistent:
-            self._send_locked(kind, tid, (_PLAIN, p.data), [])
-            return
-        records, new_fd = self._arena.place(p.buffers) if p.buffers else (b"", -1)
-        fds = [new_fd, *p.shared] if new_fd >= 0 else p.shared
+            return (_PLAIN, p.data), [], -1
+        records, new_fd = self._arena.place(p.buffers, fresh) if p.buffers else (b"", -1)
+        fds = [new_fd, *p.shared] if new_fd >= 0 else list(p.shared)
         nbuf = len(p.buffers)
         prefix = _PREFIX.pack(p.persistent, p.npb, nbuf - p.npb, len(p.shared), new_fd >= 0)
-        try:
-            self._send_locked(kind, tid, (prefix, records, p.data), fds)
-        finally:
-            if new_fd >= 0:
-                os.close(new_fd)
+        return (prefix, records, p.data), fds, new_fd
 
     def _send_locked(self, kind: int, tid: int, parts: list[bytes] | tuple[bytes, ...], fds: list[int]) -> None:
         length = 0
@@ -439,6 +470,79 @@ class Channel:
                 self.sock.sendall(memoryview(b)[sent:])
                 sent = 0
 
+    # -- non-blocking writes (the parent's side) ------------------------------------------------
+
+    def queue(self, kind: int, tid: int, p: Pickled | None = None, fresh: bool = False) -> None:
+        """Adds a frame to the outgoing queue; :meth:`flush` writes it.
+
+        Large buffers are copied into this side's arena now (a new arena when ``fresh``), and the
+        frame keeps copies of the descriptors it carries, so ``p`` may be closed at once. Raises
+        OSError (the arena could not be made).
+        """
+        if self._closed:
+            return
+        if p is None:
+            parts: tuple[bytes, ...] = ()
+            fds: list[int] = []
+        else:
+            parts, shared, new_fd = self._frame_parts(p, fresh)
+            fds = []
+            try:
+                for fd in shared:
+                    fds.append(fd if fd == new_fd else os.dup(fd))
+            except BaseException:
+                for fd in fds:
+                    os.close(fd)
+                if new_fd >= 0 and new_fd not in fds:
+                    os.close(new_fd)
+                raise
+        length = 0
+        for part in parts:
+            length += len(part)
+        bufs = [memoryview(HEADER.pack(kind, len(fds), tid, length)), *(memoryview(x) for x in parts if x)]
+        self._out.append([bufs, fds])
+
+    def wants_write(self) -> bool:
+        """Whether queued frames wait for the socket to become writable."""
+        return bool(self._out)
+
+    def flush(self) -> bool:
+        """Writes queued frames until the socket would block; ``True`` when all are written.
+
+        Never blocks (the socket is non-blocking). Raises OSError if the peer is gone; the
+        frames left are dropped then.
+        """
+        out = self._out
+        sock = self.sock
+        try:
+            while out:
+                frame = out[0]
+                bufs, fds = frame
+                anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
+                try:
+                    sent = sock.sendmsg(bufs, anc)
+                except BlockingIOError:
+                    return False
+                if fds:  # they went with the first byte
+                    frame[1] = []
+                    for fd in fds:
+                        os.close(fd)
+                while bufs and sent >= len(bufs[0]):
+                    sent -= len(bufs.pop(0))
+                if bufs:
+                    bufs[0] = bufs[0][sent:]
+                    return False  # the socket took part of it: it is full
+                out.popleft()
+        except OSError:
+            self._drop_queued()
+            raise
+        return True
+
+    def _drop_queued(self) -> None:
+        while self._out:
+            for fd in self._out.popleft()[1]:
+                os.close(fd)
+
     def loads(self, payload: bytes | bytearray, fds: list[int]) -> Any:
         """Unpickles a received payload; closes or takes ownership of every descriptor."""
         if payload[_PREFIX.size - 1] and fds:  # the sender's arena changed: map the new one
@@ -454,7 +558,9 @@ class Channel:
         return loads(payload, fds, self._peer)
 
     def pump(self) -> bool:
-        """Reads what the socket has (blocking if nothing); returns ``False`` at end of stream."""
+        """Reads what the socket has (blocking if nothing, unless the socket is non-blocking);
+        returns ``False`` at end of stream. Raises OSError, BlockingIOError when a non-blocking
+        socket has nothing to read."""
         big = self._big
         if big is not None:
             n = self.sock.recv_into(memoryview(big[3])[big[4] :])
@@ -521,6 +627,7 @@ class Channel:
             self._closed = True
             self.sock.close()
             self._arena.close()
+        self._drop_queued()
         while self._fds:
             os.close(self._fds.popleft())
         while self._frames:
