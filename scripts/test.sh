@@ -70,7 +70,7 @@ if command -v pyenv >/dev/null 2>&1; then
         fi
         step "pytest on CPython $minor" run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py \
             tests/test_limiter.py tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
-            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py tests/adversarial
+            tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py tests/test_errors.py tests/adversarial
     done
 fi
 

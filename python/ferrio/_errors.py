@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import sys
 import threading
 
 
@@ -38,15 +39,24 @@ def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | 
         )
     try:
         seconds = float(value)
-    except OverflowError:
-        seconds = math.inf if value > 0 else -math.inf
+    except OverflowError:  # an int too large for a float: finite, so past TIMEOUT_MAX, not "no limit"
+        seconds = sys.float_info.max if value > 0 else -sys.float_info.max
     if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"{api} expected {name} to be a non-negative number of seconds or None, got {value!r}")
+        raise ValueError(
+            f"{api} expected {name} to be a non-negative number of seconds or None, got {_number_repr(value)}"
+        )
     if seconds == math.inf:
         return None
     if seconds > threading.TIMEOUT_MAX:
         raise OverflowError(
-            f"{api} got {name}={value!r}, more than threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX}); "
+            f"{api} got {name}={_number_repr(value)}, more than threading.TIMEOUT_MAX ({threading.TIMEOUT_MAX}); "
             "pass None or math.inf for no limit"
         )
     return seconds
+
+
+def _number_repr(value: object) -> str:
+    # repr() of an int past sys.get_int_max_str_digits() raises ValueError.
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"{'a negative' if value < 0 else 'an'} int of {value.bit_length()} bits"
+    return repr(value)

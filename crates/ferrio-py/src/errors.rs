@@ -106,7 +106,11 @@ pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
                 .and_then(|n| n.getattr("Real"))
                 .and_then(|real| value.is_instance(&real))
                 .unwrap_or(false));
-    let repr = || value.repr().map(|r| r.to_string()).unwrap_or_default();
+    let repr = || {
+        value
+            .repr()
+            .map_or_else(|_| "an int too large to print".to_owned(), |r| r.to_string())
+    };
     if !is_real {
         let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
         return Err(PyTypeError::new_err(format!(
@@ -114,12 +118,12 @@ pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
             repr()
         )));
     }
-    // A huge int does not fit a float: it is past any bound, like +/-inf.
+    // An int too large for a float is finite, so past TIMEOUT_MAX (an OverflowError), not "no limit".
     let seconds = value.extract::<f64>().unwrap_or_else(|_| {
         if value.gt(0).unwrap_or(true) {
-            f64::INFINITY
+            f64::MAX
         } else {
-            f64::NEG_INFINITY
+            f64::MIN
         }
     });
     if seconds.is_nan() || seconds < 0.0 {
