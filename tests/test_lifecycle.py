@@ -118,6 +118,49 @@ def test_fork_after_the_pool_started_gives_the_child_a_fresh_pool() -> None:
     assert proc.stdout == "child 0\nparent [1024, 9]\n", proc.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working() -> None:
+    # ferrio computes some values once per process on first use (interned method names, callables
+    # it imports). pyo3's cells release the GIL while marked "being filled", so a fork in that
+    # window gave the child a cell stuck busy for good: its first use hung (a worker of the
+    # child's pool on the name "run", about once in a thousand forks of a busy process). Here the
+    # parent's first fill (inspect.iscoroutinefunction, looked up for a callable without
+    # __code__) is held open across the fork by a gate on `inspect`.
+    code = textwrap.dedent(
+        """
+        import faulthandler, functools, inspect, os, sys, threading, types, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        parent = os.getpid()
+        filling, release = threading.Event(), threading.Event()
+
+        class Gate(types.ModuleType):
+            def __getattr__(self, name):
+                if name == "iscoroutinefunction" and os.getpid() == parent:
+                    filling.set()
+                    release.wait(30)
+                return getattr(inspect, name)
+
+        sys.modules["inspect"] = Gate("inspect")
+        pool = ferrio.ThreadPool(2)
+        first = threading.Thread(target=lambda: pool.submit(functools.partial(pow, 2, 3)).result(30))
+        first.start()
+        assert filling.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)  # a hang exits 1, with stacks
+            ok = pool.submit(functools.partial(pow, 2, 5)).result(10) == 32
+            os._exit(0 if ok else 3)
+        release.set()
+        first.join(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "child 0\n", proc.stderr
+
+
 _STACK_SIZE_CODE = """
 import ctypes, sys
 _libc = ctypes.CDLL(None)

@@ -11,6 +11,7 @@ mod limiter;
 mod pool;
 mod prims;
 mod process;
+mod statics;
 mod waker;
 
 use pyo3::prelude::*;
@@ -39,6 +40,9 @@ mod _ferrio {
         use pyo3::types::PyModuleMethods;
         // What a Rust panic inside a job arrives as (pyo3_runtime has no importable module).
         m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
+        // Made now, while importing, rather than by whichever thread first needs it: pyo3 builds a
+        // type object under a lock a forked child could inherit held (see `statics`).
+        m.py().get_type::<super::waker::Drainer>();
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }
