@@ -161,6 +161,43 @@ def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working
     assert proc.stdout == "child 0\n", proc.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_a_thread_holds_a_pools_shutdown_lock_leaves_the_child_able_to_shut_down() -> None:
+    # shutdown() from another thread holds the pool's lock for an instant; a fork then gave the
+    # child the lock held by a thread that does not exist there.
+    code = textwrap.dedent(
+        """
+        import faulthandler, os, threading, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        pool = ferrio.ThreadPool(2)
+        assert pool.submit(pow, 2, 3).result(10) == 8
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with pool._shutdown_lock:
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)  # a hang exits 1, with stacks
+            ok = pool.submit(pow, 2, 5).result(10) == 32
+            pool.shutdown(wait=True)
+            os._exit(0 if ok else 3)
+        release.set()
+        holder.join(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "child 0\n", proc.stderr
+
+
 _STACK_SIZE_CODE = """
 import ctypes, sys
 _libc = ctypes.CDLL(None)

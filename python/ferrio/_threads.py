@@ -325,6 +325,8 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         )
 
     def _reset_after_fork(self) -> None:
+        # A parent thread may have held the lock at the fork (in shutdown()); nobody holds it here.
+        self._shutdown_lock = threading.Lock()
         self._core.forget_after_fork()
         self._core = _ferrio.ThreadPoolCore(
             self._max_workers, self._thread_name_prefix, self._idle_timeout, self._stack_size
