@@ -40,9 +40,8 @@ mod _ferrio {
         use pyo3::types::PyModuleMethods;
         // What a Rust panic inside a job arrives as (pyo3_runtime has no importable module).
         m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
-        // Made now, while importing, rather than by whichever thread first needs it: pyo3 builds a
-        // type object under a lock a forked child could inherit held (see `statics`).
-        m.py().get_type::<super::waker::Drainer>();
+        // Nothing pyo3 does lazily may be left half-done in a forked child (see `statics`).
+        super::statics::settle_at_import(m.py());
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

@@ -15,6 +15,11 @@
 //! other drops its copy. A child forked at any moment finds the cell empty or set, never busy.
 //! [`interned!`](crate::interned) is the `intern!` built on it; use these, not `PyOnceLock` or
 //! `intern!` (clippy's `disallowed-macros` and `disallowed-types` in `clippy.toml` say so too).
+//!
+//! `pyo3` keeps two more such states of its own, which [`settle_at_import`] runs to completion
+//! while the module is imported, before any thread of ours exists: the `Once` that the first
+//! thread attaching from outside the interpreter runs (a child that inherited it running could
+//! never attach a worker), and the lock under which it builds a class's type object on first use.
 
 use std::ptr;
 use std::sync::atomic::{AtomicPtr, Ordering};
@@ -99,4 +104,14 @@ macro_rules! interned {
         static INTERNED: $crate::statics::Interned = $crate::statics::Interned::new($text);
         INTERNED.get($py)
     }};
+}
+
+/// Completes, at import, what `pyo3` would otherwise do lazily under a `Once` or a lock in whichever
+/// thread first needs it (module docs).
+pub(crate) fn settle_at_import(py: Python<'_>) {
+    // Attaching from a detached thread is what runs pyo3's start-up `Once`; workers would be the
+    // first to do so.
+    py.detach(|| Python::try_attach(|_| ()));
+    // Made now rather than by the first `LoopWaker.threadsafe`, since it is not exported.
+    py.get_type::<crate::waker::Drainer>();
 }
