@@ -198,6 +198,40 @@ def test_fork_while_a_thread_holds_a_pools_shutdown_lock_leaves_the_child_able_t
     assert proc.stdout == "child 0\n", proc.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_no_worker_thread_attaches_to_the_interpreter_while_the_process_forks() -> None:
+    # A worker's first attach creates its thread state under the runtime's list lock, without the
+    # GIL; on 3.10 and 3.11 a child forked meanwhile deadlocked inside os.fork(). The hook below is
+    # registered before ferrio's, so it runs after ferrio closed its gate: a worker started there
+    # must wait until the fork is over.
+    code = textwrap.dedent(
+        """
+        import os, threading, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        ran = threading.Event()
+        futures = []
+
+        def during_fork():
+            if not futures:
+                futures.append(pool.submit(ran.set))
+                print("ran during fork", ran.wait(0.5))
+
+        os.register_at_fork(before=during_fork)
+        import ferrio
+        pool = ferrio.ThreadPool(2)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if pool.submit(pow, 2, 5).result(10) == 32 else 3)
+        futures[0].result(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran during fork False\nchild 0\n", proc.stderr
+
+
 _STACK_SIZE_CODE = """
 import ctypes, sys
 _libc = ctypes.CDLL(None)

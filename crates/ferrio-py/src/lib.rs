@@ -21,7 +21,7 @@ mod _ferrio {
     #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
-    use super::finalize::stop_attaching;
+    use super::finalize::{after_fork_in_child, after_fork_in_parent, before_fork, stop_attaching};
     #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]
