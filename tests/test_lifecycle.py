@@ -118,6 +118,120 @@ def test_fork_after_the_pool_started_gives_the_child_a_fresh_pool() -> None:
     assert proc.stdout == "child 0\nparent [1024, 9]\n", proc.stderr
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working() -> None:
+    # ferrio computes some values once per process on first use (interned method names, callables
+    # it imports). pyo3's cells release the GIL while marked "being filled", so a fork in that
+    # window gave the child a cell stuck busy for good: its first use hung (a worker of the
+    # child's pool on the name "run", about once in a thousand forks of a busy process). Here the
+    # parent's first fill (inspect.iscoroutinefunction, looked up for a callable without
+    # __code__) is held open across the fork by a gate on `inspect`.
+    code = textwrap.dedent(
+        """
+        import faulthandler, functools, inspect, os, sys, threading, types, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        parent = os.getpid()
+        filling, release = threading.Event(), threading.Event()
+
+        class Gate(types.ModuleType):
+            def __getattr__(self, name):
+                if name == "iscoroutinefunction" and os.getpid() == parent:
+                    filling.set()
+                    release.wait(30)
+                return getattr(inspect, name)
+
+        sys.modules["inspect"] = Gate("inspect")
+        pool = ferrio.ThreadPool(2)
+        first = threading.Thread(target=lambda: pool.submit(functools.partial(pow, 2, 3)).result(30))
+        first.start()
+        assert filling.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)  # a hang exits 1, with stacks
+            ok = pool.submit(functools.partial(pow, 2, 5)).result(10) == 32
+            os._exit(0 if ok else 3)
+        release.set()
+        first.join(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "child 0\n", proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_while_a_thread_holds_a_pools_shutdown_lock_leaves_the_child_able_to_shut_down() -> None:
+    # shutdown() from another thread holds the pool's lock for an instant; a fork then gave the
+    # child the lock held by a thread that does not exist there.
+    code = textwrap.dedent(
+        """
+        import faulthandler, os, threading, warnings, ferrio
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        pool = ferrio.ThreadPool(2)
+        assert pool.submit(pow, 2, 3).result(10) == 8
+        held, release = threading.Event(), threading.Event()
+
+        def hold():
+            with pool._shutdown_lock:
+                held.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        assert held.wait(10)
+        pid = os.fork()
+        if pid == 0:
+            faulthandler.dump_traceback_later(10, exit=True)  # a hang exits 1, with stacks
+            ok = pool.submit(pow, 2, 5).result(10) == 32
+            pool.shutdown(wait=True)
+            os._exit(0 if ok else 3)
+        release.set()
+        holder.join(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "child 0\n", proc.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_no_worker_thread_attaches_to_the_interpreter_while_the_process_forks() -> None:
+    # A worker's first attach creates its thread state under the runtime's list lock, without the
+    # GIL; on 3.10 and 3.11 a child forked meanwhile deadlocked inside os.fork(). The hook below is
+    # registered before ferrio's, so it runs after ferrio closed its gate: a worker started there
+    # must wait until the fork is over.
+    code = textwrap.dedent(
+        """
+        import os, threading, warnings
+        warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
+        ran = threading.Event()
+        futures = []
+
+        def during_fork():
+            if not futures:
+                futures.append(pool.submit(ran.set))
+                print("ran during fork", ran.wait(0.5))
+
+        os.register_at_fork(before=during_fork)
+        import ferrio
+        pool = ferrio.ThreadPool(2)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if pool.submit(pow, 2, 5).result(10) == 32 else 3)
+        futures[0].result(10)
+        _, status = os.waitpid(pid, 0)
+        print("child", os.waitstatus_to_exitcode(status))
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran during fork False\nchild 0\n", proc.stderr
+
+
 _STACK_SIZE_CODE = """
 import ctypes, sys
 _libc = ctypes.CDLL(None)

@@ -168,6 +168,16 @@ def stop_attaching() -> None:
     """The last at-exit hook: from now on a ferrio thread (or a call that released the GIL) coming
     back to the interpreter parks for good instead of being unwound by finalization."""
 
+def before_fork() -> None:
+    """``os.register_at_fork(before=)``: holds back ferrio threads about to create their thread
+    state until the fork is done, and waits (GIL released) for those already doing so."""
+
+def after_fork_in_parent() -> None:
+    """``os.register_at_fork(after_in_parent=)``: lets ferrio threads attach again."""
+
+def after_fork_in_child() -> None:
+    """``os.register_at_fork(after_in_child=)``: forgets the parent's attaching threads."""
+
 def current_job_future() -> asyncio.Future[Any] | concurrent.futures.Future[Any] | None:
     """The future of the job running on this thread, or ``None`` outside a ferrio job."""
 

@@ -325,6 +325,8 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         )
 
     def _reset_after_fork(self) -> None:
+        # A parent thread may have held the lock at the fork (in shutdown()); nobody holds it here.
+        self._shutdown_lock = threading.Lock()
         self._core.forget_after_fork()
         self._core = _ferrio.ThreadPoolCore(
             self._max_workers, self._thread_name_prefix, self._idle_timeout, self._stack_size
@@ -496,4 +498,12 @@ threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]
 # comes back to the interpreter parks for good instead of being unwound by finalization.
 atexit.register(_ferrio.stop_attaching)
 if hasattr(os, "register_at_fork"):
+    # No ferrio worker creates its interpreter thread state while the process forks (see
+    # crates/ferrio-py/src/finalize.rs). `before` hooks run in reverse order of registration, so
+    # those registered after ferrio's import (which may submit work) run before the gate closes.
+    os.register_at_fork(
+        before=_ferrio.before_fork,
+        after_in_parent=_ferrio.after_fork_in_parent,
+        after_in_child=_ferrio.after_fork_in_child,
+    )
     os.register_at_fork(after_in_child=_after_fork_in_child)

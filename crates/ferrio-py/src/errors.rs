@@ -5,7 +5,8 @@ use std::time::{Duration, Instant};
 use ferrio_core::pool::{RejectReason, Rejected};
 use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
+
+use crate::statics::ForkSafeCell;
 
 /// The error for a job a pool refused.
 pub(crate) fn rejected<J>(api: &str, r: &Rejected<J>) -> PyErr {
@@ -42,7 +43,7 @@ pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> PyErr {
 
 /// `func`'s name for messages: its `__qualname__`, else its repr.
 pub(crate) fn describe(func: &Bound<'_, PyAny>) -> String {
-    func.getattr(pyo3::intern!(func.py(), "__qualname__"))
+    func.getattr(crate::interned!(func.py(), "__qualname__"))
         .and_then(|n| n.extract::<String>())
         .map(|n| format!("'{n}'"))
         .or_else(|_| func.repr().map(|r| r.to_string()))
@@ -80,7 +81,7 @@ pub(crate) fn deliverable(py: Python<'_>, err: PyErr, func: &Bound<'_, PyAny>) -
 
 /// `threading.TIMEOUT_MAX`, read once: the bound every timeout is checked against.
 fn timeout_max(py: Python<'_>) -> f64 {
-    static MAX: PyOnceLock<f64> = PyOnceLock::new();
+    static MAX: ForkSafeCell<f64> = ForkSafeCell::new();
     *MAX.get_or_init(py, || {
         py.import("threading")
             .and_then(|t| t.getattr("TIMEOUT_MAX"))

@@ -19,10 +19,11 @@ use ferrio_core::{Limiter, PoolHandle, Rejected, WorkerCtx};
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
-use pyo3::{intern, IntoPyObjectExt};
+use pyo3::IntoPyObjectExt;
 
 use crate::errors;
 use crate::finalize;
+use crate::interned;
 use crate::waker::{Completions, Resolution};
 
 /// Where a job's result goes.
@@ -75,8 +76,8 @@ impl Target {
     /// Whether nobody wants the result any more (read-only: does not claim the future).
     fn is_stale(&self, py: Python<'_>) -> bool {
         let (fut, method) = match self {
-            Target::Async { fut, .. } => (fut, intern!(py, "done")),
-            Target::Sync { fut } => (fut, intern!(py, "cancelled")),
+            Target::Async { fut, .. } => (fut, interned!(py, "done")),
+            Target::Sync { fut } => (fut, interned!(py, "cancelled")),
         };
         fut.bind(py)
             .call_method0(method)
@@ -89,12 +90,12 @@ impl Target {
         match self {
             Target::Async { fut, .. } => !fut
                 .bind(py)
-                .call_method0(intern!(py, "done"))
+                .call_method0(interned!(py, "done"))
                 .and_then(|r| r.is_truthy())
                 .unwrap_or(true),
             Target::Sync { fut } => fut
                 .bind(py)
-                .call_method0(intern!(py, "set_running_or_notify_cancel"))
+                .call_method0(interned!(py, "set_running_or_notify_cancel"))
                 .and_then(|r| r.is_truthy())
                 .unwrap_or(false),
         }
@@ -109,10 +110,10 @@ impl Target {
                 let fut = fut.bind(py);
                 let _ = match res {
                     Resolution::Value(v) | Resolution::Handoff(v, _) => {
-                        fut.call_method1(intern!(py, "set_result"), (v,))
+                        fut.call_method1(interned!(py, "set_result"), (v,))
                     }
-                    Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
-                    Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
+                    Resolution::Error(e) => fut.call_method1(interned!(py, "set_exception"), (e.into_value(py),)),
+                    Resolution::Cancel => fut.call_method0(interned!(py, "cancel")),
                 };
             }
         }
@@ -186,14 +187,14 @@ fn invoke(py: Python<'_>, func: &Bound<'_, PyAny>, call: &Call, context: Option<
             full.extend(args.iter());
             let full = PyTuple::new(py, full)?;
             ctx.bind(py)
-                .call_method(intern!(py, "run"), full, kwargs.as_ref().map(|k| k.bind(py)))
+                .call_method(interned!(py, "run"), full, kwargs.as_ref().map(|k| k.bind(py)))
                 .map(Bound::unbind)
         }
         (Call::Map { items }, None) => Ok(run_map(py, func, items.bind(py))),
         (Call::Map { items }, Some(ctx)) => {
             let runner = wrap_pyfunction!(map_in_context, py)?;
             ctx.bind(py)
-                .call_method1(intern!(py, "run"), (runner, func, items))
+                .call_method1(interned!(py, "run"), (runner, func, items))
                 .map(Bound::unbind)
         }
     }
@@ -230,10 +231,10 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
     let _ = finalize::attach(|py| {
         // Give `threading` (and so logging's %(threadName)s) this thread's real name, and take
         // the entry out again at exit so `threading.enumerate()` lists only live workers.
-        let hooks = py.import(intern!(py, "ferrio._threads")).ok();
+        let hooks = py.import(interned!(py, "ferrio._threads")).ok();
         if let Some(hooks) = &hooks {
             let name = std::thread::current().name().unwrap_or("ferrio-worker").to_owned();
-            let _ = hooks.call_method1(intern!(py, "_worker_started"), (name,));
+            let _ = hooks.call_method1(interned!(py, "_worker_started"), (name,));
         }
         while let Some(first) = finalize::detach(py, || ctx.next()) {
             ctx.spread();
@@ -250,14 +251,14 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
             }
         }
         if let Some(hooks) = &hooks {
-            let _ = hooks.call_method0(intern!(py, "_worker_exiting"));
+            let _ = hooks.call_method0(interned!(py, "_worker_exiting"));
         }
     });
 }
 
 fn current_cancelled(py: Python<'_>, api: &str) -> PyResult<bool> {
     CURRENT.with(|c| match &*c.borrow() {
-        Some(fut) => fut.bind(py).call_method0(intern!(py, "cancelled"))?.is_truthy(),
+        Some(fut) => fut.bind(py).call_method0(interned!(py, "cancelled"))?.is_truthy(),
         None => Err(PyRuntimeError::new_err(format!(
             "{api} was called outside a job running on a ferrio worker thread; \
              call it only from functions passed to ferrio.to_thread() or a ThreadPool"
@@ -274,8 +275,8 @@ pub(crate) fn is_cancelled(py: Python<'_>) -> PyResult<bool> {
 pub(crate) fn check_cancelled(py: Python<'_>) -> PyResult<()> {
     if current_cancelled(py, "ferrio.check_cancelled()")? {
         let cancelled = py
-            .import(intern!(py, "asyncio"))?
-            .getattr(intern!(py, "CancelledError"))?;
+            .import(interned!(py, "asyncio"))?
+            .getattr(interned!(py, "CancelledError"))?;
         return Err(PyErr::from_value(cancelled.call0()?));
     }
     Ok(())

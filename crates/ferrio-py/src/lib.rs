@@ -11,6 +11,7 @@ mod limiter;
 mod pool;
 mod prims;
 mod process;
+mod statics;
 mod waker;
 
 use pyo3::prelude::*;
@@ -20,7 +21,7 @@ mod _ferrio {
     #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
-    use super::finalize::stop_attaching;
+    use super::finalize::{after_fork_in_child, after_fork_in_parent, before_fork, stop_attaching};
     #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]
@@ -39,6 +40,8 @@ mod _ferrio {
         use pyo3::types::PyModuleMethods;
         // What a Rust panic inside a job arrives as (pyo3_runtime has no importable module).
         m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
+        // Nothing pyo3 does lazily may be left half-done in a forked child (see `statics`).
+        super::statics::settle_at_import(m.py());
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

@@ -7,15 +7,15 @@ use std::time::{Duration, Instant};
 
 use ferrio_core::{Pool, PoolConfig};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
 use crate::errors;
 use crate::finalize;
+use crate::interned;
 use crate::job::{worker_body, Call, PyJob, Target};
 use crate::limiter::LimiterCore;
+use crate::statics::ForkSafeCell;
 use crate::waker::{LoopWaker, Resolution};
 
 const CO_COROUTINE: u32 = 0x80;
@@ -29,14 +29,17 @@ fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
     // Fast path for functions and bound methods (which forward `__code__`); anything else asks
     // `inspect`, which also unwraps partials and honours `markcoroutinefunction`.
     let flags = func
-        .getattr(intern!(py, "__code__"))
-        .and_then(|c| c.getattr(intern!(py, "co_flags")));
+        .getattr(interned!(py, "__code__"))
+        .and_then(|c| c.getattr(interned!(py, "co_flags")));
     if let Ok(flags) = flags {
         Ok(flags.extract::<u32>().is_ok_and(|f| f & CO_COROUTINE != 0))
     } else {
-        static ISCOROUTINEFUNCTION: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        static ISCOROUTINEFUNCTION: ForkSafeCell<Py<PyAny>> = ForkSafeCell::new();
         ISCOROUTINEFUNCTION
-            .import(py, "inspect", "iscoroutinefunction")?
+            .get_or_try_init(py, || {
+                py.import("inspect")?.getattr("iscoroutinefunction").map(Bound::unbind)
+            })?
+            .bind(py)
             .call1((func,))?
             .is_truthy()
     }

@@ -126,7 +126,7 @@ fn negative(value: Option<&Bound<'_, PyAny>>) -> Option<f64> {
 
 /// Whether an event loop is running on this thread (`asyncio._get_running_loop()`, read once).
 fn loop_is_running(py: Python<'_>) -> PyResult<bool> {
-    static GET: pyo3::sync::PyOnceLock<Py<PyAny>> = pyo3::sync::PyOnceLock::new();
+    static GET: crate::statics::ForkSafeCell<Py<PyAny>> = crate::statics::ForkSafeCell::new();
     let get = GET.get_or_try_init(py, || {
         py.import("asyncio.events")?
             .getattr("_get_running_loop")

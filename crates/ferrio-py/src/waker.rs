@@ -15,9 +15,10 @@ use std::sync::{Arc, Weak};
 
 use ferrio_core::{CompletionQueue, EventFd, Signal};
 use pyo3::exceptions::PyOSError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
+
+use crate::interned;
 
 /// Called on the loop's thread when a hand-off reaches a future that was cancelled meanwhile:
 /// gives the permit or item back to its primitive.
@@ -82,7 +83,7 @@ fn drain(py: Python<'_>, queue: &Completions) -> PyResult<()> {
 /// Resolves one future on its loop's thread; a future already done (its task was cancelled) is
 /// skipped, and a hand-off to it is given back.
 pub(crate) fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, res: Resolution) -> PyResult<()> {
-    if fut.call_method0(intern!(py, "done"))?.is_truthy()? {
+    if fut.call_method0(interned!(py, "done"))?.is_truthy()? {
         if let Resolution::Handoff(_, give_back) = res {
             give_back(py);
         }
@@ -90,9 +91,9 @@ pub(crate) fn resolve(py: Python<'_>, fut: &Bound<'_, PyAny>, res: Resolution) -
     }
     {
         let r = match res {
-            Resolution::Value(v) | Resolution::Handoff(v, _) => fut.call_method1(intern!(py, "set_result"), (v,)),
-            Resolution::Error(e) => fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
-            Resolution::Cancel => fut.call_method0(intern!(py, "cancel")),
+            Resolution::Value(v) | Resolution::Handoff(v, _) => fut.call_method1(interned!(py, "set_result"), (v,)),
+            Resolution::Error(e) => fut.call_method1(interned!(py, "set_exception"), (e.into_value(py),)),
+            Resolution::Cancel => fut.call_method0(interned!(py, "cancel")),
         };
         r.map(drop)
     }
