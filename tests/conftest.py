@@ -112,13 +112,29 @@ def no_thread_leaks():
         assert not new, f"file descriptors left open: {sorted(new)}"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the parent's
+    pid), or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    """Waits until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # polling: the state lives in another process
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
 
 
 def _child_processes() -> set[int]:
@@ -133,12 +149,8 @@ def _child_processes() -> set[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in (server, tracker):
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) in parents:
+        fields = _stat_fields(entry)
+        if fields is not None and fields[0] != "Z" and int(fields[1]) in parents:
             found.add(int(entry))
     return found
 

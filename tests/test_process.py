@@ -19,6 +19,7 @@ import time
 
 import ferrio
 import pytest
+from conftest import process_alive, wait_for
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
 
@@ -158,14 +159,6 @@ def print_and_return(text: str) -> str:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # polling: the state lives in another process
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
 
 
 @pytest.fixture(scope="module")
@@ -588,7 +581,7 @@ def test_interpreter_exit_with_busy_workers_is_prompt_and_leaves_no_process(run_
     assert result.returncode == 0, result.stderr
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    wait_for(lambda: not any(process_alive(p) for p in pids), timeout=10)
 
 
 def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
@@ -625,7 +618,7 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
         assert len(pids) == 2, line
         proc.kill()
         proc.wait(30)
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15)
+        wait_for(lambda: not any(process_alive(p) for p in pids), timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -633,13 +626,6 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_pool_collected_without_shutdown_stops_its_workers() -> None:
@@ -653,7 +639,7 @@ def test_pool_collected_without_shutdown_stops_its_workers() -> None:
     assert thread is not None
     thread.join(30)
     assert not thread.is_alive()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 # -- output and logging ----------------------------------------------------------------------------

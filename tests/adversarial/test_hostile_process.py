@@ -20,7 +20,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import run_python
+from conftest import process_alive, run_python, wait_for
 from ferrio import _process, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
@@ -126,14 +126,6 @@ class BadRepr:
 
     def __repr__(self) -> str:
         raise RuntimeError("no repr for you")
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # polling: the state lives in another process
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
 
 
 @pytest.fixture
@@ -461,7 +453,7 @@ def test_exit_with_pipelined_payloads_in_flight_is_prompt_and_leaves_no_process(
     assert result.returncode == 0, result.stderr
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    wait_for(lambda: not any(process_alive(p) for p in pids), timeout=10)
 
 
 def test_fork_while_the_pool_is_busy_neither_hangs_nor_leaks(run_python_in_tmp) -> None:
@@ -503,12 +495,4 @@ def test_fork_while_the_pool_is_busy_neither_hangs_nor_leaks(run_python_in_tmp) 
     assert result.returncode == 0, result.stderr
     code, *pids = result.stdout.split()
     assert code == "0", result.stderr
-    wait_for(lambda: not any(_alive(int(p)) for p in pids), timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    wait_for(lambda: not any(process_alive(int(p)) for p in pids), timeout=10)
