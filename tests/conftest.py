@@ -63,6 +63,41 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_factory(request: pytest.FixtureRequest):
+    """A function that makes a new event loop, once per loop kind: for sync tests that start loops
+    of their own (in threads, or under a portal)."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run_on_new_loop(factory, main, timeout: float = 10.0):
+    """Runs ``main()`` on a new loop from ``factory`` in a daemon thread and returns its result (or
+    raises its exception); fails in bounded time instead of hanging if it takes longer than
+    ``timeout``, since a loop frozen in a blocking call (ferrio.run() nested in a running loop)
+    cannot time itself out."""
+    out: list[object] = []
+
+    def target() -> None:
+        loop = factory()
+        try:
+            out.append(loop.run_until_complete(main()))
+        except BaseException as e:
+            out.append(e)
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"deadlock: ferrio.run() inside a running loop not done after {timeout} s"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
 def until_cancelled(started: threading.Event, cancelled: threading.Event):
     """An async function that sets ``started``, then waits until it is cancelled, setting
     ``cancelled`` as it goes: for checking that a cancel really reached a coroutine."""
