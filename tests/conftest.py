@@ -98,6 +98,36 @@ def run_on_new_loop(factory, main, timeout: float = 10.0):
     return out[0]
 
 
+class LoopTicker:
+    """A task that counts turns of the running event loop, for "never blocks the loop" tests: a
+    count that grows while the test awaits something else shows the loop kept running meanwhile.
+
+    Each tick is one ``asyncio.sleep(interval)`` (0: every turn of the loop); ``longest_gap`` is the
+    longest a tick took. With ``until``, the task stops after that many ticks and calls ``then``
+    (the hand-off: let a writer or a job go only once the loop has been seen to run). Call
+    :meth:`cancel` when done.
+    """
+
+    def __init__(self, interval: float = 0.0, *, until: int | None = None, then=None) -> None:
+        self.count = 0
+        self.longest_gap = 0.0
+        self._task = asyncio.ensure_future(self._tick(interval, until, then))
+
+    async def _tick(self, interval: float, until: int | None, then) -> None:
+        last = time.perf_counter()
+        while until is None or self.count < until:
+            await asyncio.sleep(interval)
+            now = time.perf_counter()
+            self.longest_gap = max(self.longest_gap, now - last)
+            last = now
+            self.count += 1
+        if then is not None:
+            then()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
 def until_cancelled(started: threading.Event, cancelled: threading.Event):
     """An async function that sets ``started``, then waits until it is cancelled, setting
     ``cancelled`` as it goes: for checking that a cancel really reached a coroutine."""

@@ -20,7 +20,7 @@ from pathlib import Path as SyncPath
 
 import ferrio
 import pytest
-from conftest import LOOPS, run_python
+from conftest import LOOPS, LoopTicker, run_python
 
 # Writes `data` to the FIFO `sys.argv[1]` once told to (stdin closes), or after 10 s anyway: a loop
 # that blocks in open() holds the GIL, so it could not tell a thread of this process to write.
@@ -50,19 +50,10 @@ class _FifoWriter:
 async def _while_ticking(op, writer: _FifoWriter, ticks_first: int = 20):
     """Awaits ``op`` while a task counts loop ticks; after ``ticks_first`` of them the writer is let
     go. Returns ``op``'s result and whether the loop ticked that often before ``op`` finished."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while ticks < ticks_first:
-            await asyncio.sleep(0.001)
-            ticks += 1
-        writer.go()
-
-    t = asyncio.ensure_future(ticker())
+    t = LoopTicker(0.001, until=ticks_first, then=writer.go)
     try:
         result = await op
-        return result, ticks == ticks_first
+        return result, t.count == ticks_first
     finally:
         t.cancel()
         writer.close()

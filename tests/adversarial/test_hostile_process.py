@@ -20,7 +20,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import process_alive, run_python, wait_for
+from conftest import LoopTicker, process_alive, run_python, wait_for
 from ferrio import _process, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
@@ -199,15 +199,15 @@ async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
         blocker = asyncio.ensure_future(pool.run(wait_for_flag, started, release))
         await asyncio.to_thread(wait_for, lambda: started.value == 1)
         # The worker runs `blocker` and reads nothing: a payload behind it fills its socket.
-        ticks = 0
+        ticks = LoopTicker(0.0005)  # counts from this coroutine's next await on
         saw_ticks = threading.Event()
 
         def release_when_the_loop_ticked() -> None:
             # Bounded: releases the worker after 5 s anyway, so a stalled loop fails, not hangs.
             deadline = time.monotonic() + 5
-            while ticks < 50 and time.monotonic() < deadline:  # polling: the loop's own counter
+            while ticks.count < 50 and time.monotonic() < deadline:  # polling: the loop's own counter
                 time.sleep(0.001)
-            if ticks >= 50:
+            if ticks.count >= 50:
                 saw_ticks.set()
             release.value = 1
 
@@ -218,9 +218,8 @@ async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
         await asyncio.sleep(0)  # run() runs up to its await: pickled and handed over
         # It is pipelined behind `blocker` (the case at stake), not queued.
         assert (pool._core.n_sent, pool._core.n_queued) == (1, 0)
-        while not big.done():
-            ticks += 1
-            await asyncio.sleep(0.0005)
+        await asyncio.wait({big})
+        ticks.cancel()
         releaser.join(10)
         assert saw_ticks.is_set(), "the event loop stalled while a payload waited for the worker's socket"
         assert await big == 1000
