@@ -152,6 +152,20 @@ def run_python(code: str, timeout: float = 60.0, **kw):
     )
 
 
+def run_or_fail(code: str, timeout: float = 30, *, froze: str = "the subprocess froze (deadlock)") -> str:
+    """Runs ``code`` (dedented) in a fresh interpreter and returns what it printed; fails the test
+    with ``froze`` if it outlives ``timeout``, and with its stderr if it exits non-zero."""
+    import subprocess
+    import textwrap
+
+    try:
+        proc = run_python(textwrap.dedent(code), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(froze)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
 # Threads of ferrio's process-wide pools (the default pool, the file I/O pool, ferrio.run's hosts) outlive tests
 # by design: they retire after their idle timeout.
 SHARED_POOL_THREADS = ("ferrio-worker-", "ferrio-io-", "ferrio-run-host-")
