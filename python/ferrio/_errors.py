@@ -44,6 +44,12 @@ def describe(fn: object) -> str:
     return name if isinstance(name, str) and name else safe_repr(fn)
 
 
+def not_callable(api: str, obj: object, expected: str) -> TypeError:
+    """The TypeError for a non-callable ``obj`` where ``api`` expected ``expected`` (such as "a
+    callable as its first argument"): what it got, safely printed, and of what type."""
+    return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
+
+
 def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | None:
     """Validates a timeout as :mod:`threading` does, with a clear message naming the call.
 

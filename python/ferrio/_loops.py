@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _ferrio
-from ._errors import NoEventLoopError, describe, safe_repr
+from ._errors import NoEventLoopError, describe, not_callable, safe_repr
 
 T = TypeVar("T")
 
@@ -50,7 +50,7 @@ def not_callable_error(api: str, obj: object, expected: str) -> TypeError:
             f"{api} expected {expected}, but got the coroutine {getattr(obj, '__qualname__', 'object')}() "
             f"already called; pass the function and its arguments instead: {api[:-1]}afn, *args)"
         )
-    return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
+    return not_callable(api, obj, expected)
 
 
 def _cancel_threadsafe(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:

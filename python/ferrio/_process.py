@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
-from ._errors import check_timeout, describe
+from ._errors import check_timeout, describe, not_callable
 from ._stats import Percentiles, ProcessPoolStatistics
 from ._threads import _check_positive_int, _waker_for
 
@@ -1353,9 +1353,7 @@ class ProcessPool(concurrent.futures.Executor):
         self, api: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> _Task:
         if not callable(func):
-            raise TypeError(
-                f"{api} expected a callable as its first argument, got {func!r} of type '{type(func).__name__}'"
-            )
+            raise not_callable(api, func, "a callable as its first argument")
         if inspect.iscoroutinefunction(func):
             raise TypeError(
                 f"{api} expected a sync function, but '{describe(func)}' is a coroutine function; "
@@ -1439,7 +1437,7 @@ class ProcessPool(concurrent.futures.Executor):
         """
         api = "ProcessPool.amap()"
         if not callable(func):
-            raise TypeError(f"{api} expected a callable as its first argument, got {func!r}")
+            raise not_callable(api, func, "a callable as its first argument")
         window = (
             self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
         )
