@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import multiprocessing
 import os
 import signal
 import sys
@@ -27,8 +28,10 @@ ASYNC_TEST_TIMEOUT = 30.0
 # A test run started with SIGINT ignored (nohup, some CI runners) has no KeyboardInterrupt handler:
 # Python installs one only where SIGINT was not ignored, and a child inherits the ignoring. Ctrl-C
 # tests send SIGINT to this process or to children, so give this process Python's handler; its
-# children then start with the default disposition and install the handler themselves.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+# children then start with the default disposition and install the handler themselves. Only in the
+# test run itself: a ProcessPool worker imports this module when it unpickles a test module's
+# function, and a worker ignores SIGINT on purpose.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and multiprocessing.parent_process() is None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -189,6 +192,16 @@ def no_thread_leaks():
     if fds:
         new = set(os.listdir("/proc/self/fd")) - fds
         assert not new, f"file descriptors left open: {sorted(new)}"
+
+
+def wait_for_flag(started, release) -> str:
+    """A ProcessPool job (it pickles by reference: this module imports in a worker) that bumps the
+    ferrio.SharedCounter ``started``, then waits (30 s at most) until the parent sets ``release``."""
+    started.add(1)
+    deadline = time.monotonic() + 30
+    while release.value == 0 and time.monotonic() < deadline:  # polling: no cross-process event
+        time.sleep(0.001)
+    return "released"
 
 
 def _stat_fields(pid: int | str) -> list[str] | None:

@@ -19,7 +19,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import process_alive, wait_for
+from conftest import process_alive, run_python, wait_for, wait_for_flag
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
 
@@ -69,14 +69,6 @@ def add_many(counter: ferrio.SharedCounter, n: int) -> int:
     for _ in range(n):
         counter.add(1)
     return n
-
-
-def wait_for_flag(started: ferrio.SharedCounter, release: ferrio.SharedCounter) -> str:
-    started.add(1)
-    deadline = time.monotonic() + 30
-    while release.value == 0 and time.monotonic() < deadline:  # polling: no cross-process event
-        time.sleep(0.001)
-    return "released"
 
 
 def returns_lock() -> object:
@@ -711,8 +703,6 @@ def test_lines_printed_by_workers_at_once_do_not_tear(run_python_in_tmp) -> None
 
 
 def test_functions_of_an_interactive_main_travel_by_value_and_share_globals() -> None:
-    from conftest import run_python
-
     # As in a notebook: no file to import, so functions go by value, and an initializer's globals
     # must still be seen by the functions called later (the documents' shared-counter pattern).
     result = run_python(

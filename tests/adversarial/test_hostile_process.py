@@ -20,7 +20,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import LoopTicker, process_alive, run_python, wait_for
+from conftest import LoopTicker, process_alive, run_python, wait_for, wait_for_flag
 from ferrio import _process, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
@@ -40,14 +40,6 @@ def big_echo(payload: bytes | None, fill: int) -> bytes | None:
 def tag_of(payload: bytes, fill: int) -> tuple[int, int, bytes]:
     # Reads back what arrived and returns a large buffer of its own, both through shared memory.
     return len(payload), payload[0], bytes([fill]) * (_wire.LARGE + 123)
-
-
-def wait_for_flag(started: ferrio.SharedCounter, release: ferrio.SharedCounter) -> str:
-    started.add(1)
-    deadline = time.monotonic() + 30
-    while release.value == 0 and time.monotonic() < deadline:  # polling: the flag is set by the parent
-        time.sleep(0.001)
-    return "released"
 
 
 def square(x: int) -> int:
