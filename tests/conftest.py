@@ -131,6 +131,34 @@ class LoopTicker:
         self._task.cancel()
 
 
+# Writes `data` to the FIFO `sys.argv[1]` once told to (stdin closes), or after 10 s anyway: a loop
+# that blocks in open() holds the GIL, so it could not tell a thread of this process to write.
+_FIFO_WRITER = """
+import select, sys
+select.select([sys.stdin], [], [], 10)
+with open(sys.argv[1], "wb") as w:
+    w.write(sys.argv[2].encode())
+"""
+
+
+class FifoWriter:
+    """A process that writes ``data`` to ``fifo`` when :meth:`go` is called (or after 10 s)."""
+
+    def __init__(self, fifo: os.PathLike[str] | str, data: str) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, os.fspath(fifo), data], stdin=subprocess.PIPE)
+
+    def go(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def close(self) -> None:
+        """Lets the writer go and waits until it has written and left."""
+        self.go()
+        self.proc.wait(15)
+
+
 def until_cancelled(started: threading.Event, cancelled: threading.Event):
     """An async function that sets ``started``, then waits until it is cancelled, setting
     ``cancelled`` as it goes: for checking that a cancel really reached a coroutine."""

@@ -13,7 +13,7 @@ from pathlib import Path as SyncPath
 
 import ferrio
 import pytest
-from conftest import LoopTicker
+from conftest import FifoWriter, LoopTicker
 from ferrio import _ferrio, _files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -478,33 +478,21 @@ async def test_writelines_on_a_closed_file_raises_as_the_builtin(tmp_path: SyncP
         await f.writelines([])
 
 
-# Writes `data` to the FIFO `sys.argv[1]` once told to on stdin, or after 10 s anyway: a loop that
-# blocks in open() with the GIL held cannot tell it, and the open it blocks in must still end.
-_FIFO_WRITER = """
-import select, sys
-select.select([sys.stdin], [], [], 10)
-with open(sys.argv[1], "wb") as w:
-    w.write(sys.argv[2].encode())
-"""
-
-
 async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPath) -> None:
-    import subprocess
-
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    writer = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, fifo, "through the fifo"], stdin=subprocess.PIPE)
+    writer = FifoWriter(fifo, "through the fifo")
     # Once the loop has ticked while open_file() waited, the writer may come.
-    t = LoopTicker(0.001, until=20, then=writer.stdin.close)
+    t = LoopTicker(0.001, until=20, then=writer.go)
     try:
         async with ferrio.open_file(fifo, "rb") as f:
             assert t.count == 20, "the loop stood still while the FIFO's open waited for a writer"
             assert await f.read() == b"through the fifo"
     finally:
         t.cancel()
-        writer.stdin.close()
-        writer.kill()
-        writer.wait(10)
+        writer.go()
+        writer.proc.kill()
+        writer.proc.wait(10)
 
 
 @pytest.mark.parametrize("how", ["read_files", "read_bytes", "read_text"])
