@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import multiprocessing
 import os
 import signal
 import sys
@@ -27,8 +28,10 @@ ASYNC_TEST_TIMEOUT = 30.0
 # A test run started with SIGINT ignored (nohup, some CI runners) has no KeyboardInterrupt handler:
 # Python installs one only where SIGINT was not ignored, and a child inherits the ignoring. Ctrl-C
 # tests send SIGINT to this process or to children, so give this process Python's handler; its
-# children then start with the default disposition and install the handler themselves.
-if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+# children then start with the default disposition and install the handler themselves. Only in the
+# test run itself: a ProcessPool worker imports this module when it unpickles a test module's
+# function, and a worker ignores SIGINT on purpose.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN and multiprocessing.parent_process() is None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
@@ -63,6 +66,99 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     return True
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def loop_factory(request: pytest.FixtureRequest):
+    """A function that makes a new event loop, once per loop kind: for sync tests that start loops
+    of their own (in threads, or under a portal)."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
+def run_on_new_loop(factory, main, timeout: float = 10.0):
+    """Runs ``main()`` on a new loop from ``factory`` in a daemon thread and returns its result (or
+    raises its exception); fails in bounded time instead of hanging if it takes longer than
+    ``timeout``, since a loop frozen in a blocking call (ferrio.run() nested in a running loop)
+    cannot time itself out."""
+    out: list[object] = []
+
+    def target() -> None:
+        loop = factory()
+        try:
+            out.append(loop.run_until_complete(main()))
+        except BaseException as e:
+            out.append(e)
+        finally:
+            loop.close()
+
+    t = threading.Thread(target=target, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"deadlock: ferrio.run() inside a running loop not done after {timeout} s"
+    if isinstance(out[0], BaseException):
+        raise out[0]
+    return out[0]
+
+
+class LoopTicker:
+    """A task that counts turns of the running event loop, for "never blocks the loop" tests: a
+    count that grows while the test awaits something else shows the loop kept running meanwhile.
+
+    Each tick is one ``asyncio.sleep(interval)`` (0: every turn of the loop); ``longest_gap`` is the
+    longest a tick took. With ``until``, the task stops after that many ticks and calls ``then``
+    (the hand-off: let a writer or a job go only once the loop has been seen to run). Call
+    :meth:`cancel` when done.
+    """
+
+    def __init__(self, interval: float = 0.0, *, until: int | None = None, then=None) -> None:
+        self.count = 0
+        self.longest_gap = 0.0
+        self._task = asyncio.ensure_future(self._tick(interval, until, then))
+
+    async def _tick(self, interval: float, until: int | None, then) -> None:
+        last = time.perf_counter()
+        while until is None or self.count < until:
+            await asyncio.sleep(interval)
+            now = time.perf_counter()
+            self.longest_gap = max(self.longest_gap, now - last)
+            last = now
+            self.count += 1
+        if then is not None:
+            then()
+
+    def cancel(self) -> None:
+        self._task.cancel()
+
+
+# Writes `data` to the FIFO `sys.argv[1]` once told to (stdin closes), or after 10 s anyway: a loop
+# that blocks in open() holds the GIL, so it could not tell a thread of this process to write.
+_FIFO_WRITER = """
+import select, sys
+select.select([sys.stdin], [], [], 10)
+with open(sys.argv[1], "wb") as w:
+    w.write(sys.argv[2].encode())
+"""
+
+
+class FifoWriter:
+    """A process that writes ``data`` to ``fifo`` when :meth:`go` is called (or after 10 s)."""
+
+    def __init__(self, fifo: os.PathLike[str] | str, data: str) -> None:
+        import subprocess
+
+        self.proc = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, os.fspath(fifo), data], stdin=subprocess.PIPE)
+
+    def go(self) -> None:
+        if not self.proc.stdin.closed:
+            self.proc.stdin.close()
+
+    def close(self) -> None:
+        """Lets the writer go and waits until it has written and left."""
+        self.go()
+        self.proc.wait(15)
+
+
 def until_cancelled(started: threading.Event, cancelled: threading.Event):
     """An async function that sets ``started``, then waits until it is cancelled, setting
     ``cancelled`` as it goes: for checking that a cancel really reached a coroutine."""
@@ -85,6 +181,20 @@ def run_python(code: str, timeout: float = 60.0, **kw):
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, check=False, **kw
     )
+
+
+def run_or_fail(code: str, timeout: float = 30, *, froze: str = "the subprocess froze (deadlock)") -> str:
+    """Runs ``code`` (dedented) in a fresh interpreter and returns what it printed; fails the test
+    with ``froze`` if it outlives ``timeout``, and with its stderr if it exits non-zero."""
+    import subprocess
+    import textwrap
+
+    try:
+        proc = run_python(textwrap.dedent(code), timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(froze)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
 
 
 # Threads of ferrio's process-wide pools (the default pool, the file I/O pool, ferrio.run's hosts) outlive tests
@@ -112,13 +222,39 @@ def no_thread_leaks():
         assert not new, f"file descriptors left open: {sorted(new)}"
 
 
-def process_alive(pid: int) -> bool:
-    """Whether process ``pid`` exists and is not a zombie."""
+def wait_for_flag(started, release) -> str:
+    """A ProcessPool job (it pickles by reference: this module imports in a worker) that bumps the
+    ferrio.SharedCounter ``started``, then waits (30 s at most) until the parent sets ``release``."""
+    started.add(1)
+    deadline = time.monotonic() + 30
+    while release.value == 0 and time.monotonic() < deadline:  # polling: no cross-process event
+        time.sleep(0.001)
+    return "released"
+
+
+def _stat_fields(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state first, then the parent's
+    pid), or None if there is no such process."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+            return f.read().rsplit(")", 1)[1].split()
     except OSError:
-        return False
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    fields = _stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def wait_for(predicate, timeout: float = 20.0) -> None:
+    """Waits until ``predicate()`` is true; AssertionError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():  # polling: the state lives in another process
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.002)
 
 
 def _child_processes() -> set[int]:
@@ -133,12 +269,8 @@ def _child_processes() -> set[int]:
     for entry in os.listdir("/proc"):
         if not entry.isdigit() or int(entry) in (server, tracker):
             continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[1]) in parents:
+        fields = _stat_fields(entry)
+        if fields is not None and fields[0] != "Z" and int(fields[1]) in parents:
             found.add(int(entry))
     return found
 

@@ -13,6 +13,7 @@ from pathlib import Path as SyncPath
 
 import ferrio
 import pytest
+from conftest import FifoWriter, LoopTicker
 from ferrio import _ferrio, _files
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -477,41 +478,21 @@ async def test_writelines_on_a_closed_file_raises_as_the_builtin(tmp_path: SyncP
         await f.writelines([])
 
 
-# Writes `data` to the FIFO `sys.argv[1]` once told to on stdin, or after 10 s anyway: a loop that
-# blocks in open() with the GIL held cannot tell it, and the open it blocks in must still end.
-_FIFO_WRITER = """
-import select, sys
-select.select([sys.stdin], [], [], 10)
-with open(sys.argv[1], "wb") as w:
-    w.write(sys.argv[2].encode())
-"""
-
-
 async def test_a_fifo_opens_and_reads_without_blocking_the_loop(tmp_path: SyncPath) -> None:
-    import subprocess
-
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    writer = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, fifo, "through the fifo"], stdin=subprocess.PIPE)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while ticks < 20:
-            await asyncio.sleep(0.001)
-            ticks += 1
-        writer.stdin.close()  # the loop ticked while open_file() waited: now the writer may come
-
-    t = asyncio.ensure_future(ticker())
+    writer = FifoWriter(fifo, "through the fifo")
+    # Once the loop has ticked while open_file() waited, the writer may come.
+    t = LoopTicker(0.001, until=20, then=writer.go)
     try:
         async with ferrio.open_file(fifo, "rb") as f:
-            assert ticks == 20, "the loop stood still while the FIFO's open waited for a writer"
+            assert t.count == 20, "the loop stood still while the FIFO's open waited for a writer"
             assert await f.read() == b"through the fifo"
     finally:
         t.cancel()
-        writer.stdin.close()
-        writer.kill()
-        writer.wait(10)
+        writer.go()
+        writer.proc.kill()
+        writer.proc.wait(10)
 
 
 @pytest.mark.parametrize("how", ["read_files", "read_bytes", "read_text"])
@@ -764,27 +745,14 @@ async def test_the_loop_keeps_ticking_during_a_large_read(tmp_path: SyncPath) ->
     p = tmp_path / "large.bin"
     with open(p, "wb") as fh:
         fh.truncate(64 * 1024 * 1024)
-    ticks = 0
-    longest_gap = 0.0
-
-    async def ticker() -> None:
-        nonlocal ticks, longest_gap
-        last = time.perf_counter()
-        while True:
-            await asyncio.sleep(0)
-            now = time.perf_counter()
-            longest_gap = max(longest_gap, now - last)
-            last = now
-            ticks += 1
-
-    t = asyncio.ensure_future(ticker())
+    t = LoopTicker()
     async with ferrio.open_file(p, "rb") as f:
         data = await f.read()
     t.cancel()
     assert len(data) == 64 * 1024 * 1024
-    assert ticks > 10
+    assert t.count > 10
     # Reading 64 MiB takes tens of ms; the loop must never have been stuck for the whole of it.
-    assert longest_gap < 0.5
+    assert t.longest_gap < 0.5
 
 
 async def test_large_reads_match_the_builtin_whether_cached_or_not(tmp_path: SyncPath) -> None:

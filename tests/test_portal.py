@@ -18,14 +18,6 @@ async def double(x: int) -> int:
     return 2 * x
 
 
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_factory(request: pytest.FixtureRequest):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
 def test_call_and_submit(loop_factory) -> None:
     with ferrio.start_blocking_portal(loop_factory) as portal:
         assert portal.call(double, 4) == 8

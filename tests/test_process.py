@@ -19,6 +19,7 @@ import time
 
 import ferrio
 import pytest
+from conftest import process_alive, run_python, wait_for, wait_for_flag
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
 
@@ -68,14 +69,6 @@ def add_many(counter: ferrio.SharedCounter, n: int) -> int:
     for _ in range(n):
         counter.add(1)
     return n
-
-
-def wait_for_flag(started: ferrio.SharedCounter, release: ferrio.SharedCounter) -> str:
-    started.add(1)
-    deadline = time.monotonic() + 30
-    while release.value == 0 and time.monotonic() < deadline:  # polling: no cross-process event
-        time.sleep(0.001)
-    return "released"
 
 
 def returns_lock() -> object:
@@ -158,14 +151,6 @@ def print_and_return(text: str) -> str:
 
 
 # -- helpers --------------------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # polling: the state lives in another process
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
 
 
 @pytest.fixture(scope="module")
@@ -588,7 +573,7 @@ def test_interpreter_exit_with_busy_workers_is_prompt_and_leaves_no_process(run_
     assert result.returncode == 0, result.stderr
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    wait_for(lambda: not any(process_alive(p) for p in pids), timeout=10)
 
 
 def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
@@ -625,7 +610,7 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
         assert len(pids) == 2, line
         proc.kill()
         proc.wait(30)
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=15)
+        wait_for(lambda: not any(process_alive(p) for p in pids), timeout=15)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -633,13 +618,6 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
         if proc.stdout is not None:
             proc.stdout.close()
 
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def test_pool_collected_without_shutdown_stops_its_workers() -> None:
@@ -653,7 +631,7 @@ def test_pool_collected_without_shutdown_stops_its_workers() -> None:
     assert thread is not None
     thread.join(30)
     assert not thread.is_alive()
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 # -- output and logging ----------------------------------------------------------------------------
@@ -725,8 +703,6 @@ def test_lines_printed_by_workers_at_once_do_not_tear(run_python_in_tmp) -> None
 
 
 def test_functions_of_an_interactive_main_travel_by_value_and_share_globals() -> None:
-    from conftest import run_python
-
     # As in a notebook: no file to import, so functions go by value, and an initializer's globals
     # must still be seen by the functions called later (the documents' shared-counter pattern).
     result = run_python(

@@ -6,7 +6,6 @@ import asyncio
 import collections
 import math
 import queue
-import subprocess
 import sys
 import textwrap
 import threading
@@ -14,7 +13,7 @@ from collections.abc import Callable
 
 import ferrio
 import pytest
-from conftest import run_python
+from conftest import run_or_fail, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -495,12 +494,8 @@ def test_a_priority_comparison_that_releases_the_gil_does_not_freeze_other_threa
         sys.stdout.write("ok\\n")
         """
     )
-    try:
-        proc = run_python(code, timeout=30)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the process froze: a thread waited for the queue's lock holding the GIL")
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == "ok\n"
+    out = run_or_fail(code, timeout=30, froze="the process froze: a thread waited for the queue's lock holding the GIL")
+    assert out == "ok\n"
 
 
 def test_ctrl_c_interrupts_a_wait_for_a_priority_queue_held_by_a_slow_comparison() -> None:

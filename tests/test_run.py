@@ -11,7 +11,7 @@ import threading
 
 import ferrio
 import pytest
-from conftest import run_python
+from conftest import run_on_new_loop, run_python
 
 var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
 
@@ -247,37 +247,6 @@ def test_signal_handler_is_left_alone_off_the_main_thread() -> None:
 
 
 # -- ferrio.run() inside a running loop: host threads ------------------------------------------------
-
-
-def run_on_new_loop(factory, main, timeout: float = 10.0):
-    """Runs ``main()`` on a new loop in a daemon thread, so a deadlock fails the test in bounded time
-    (a loop blocked in ferrio.run() cannot time itself out) instead of hanging it."""
-    out: list[object] = []
-
-    def target() -> None:
-        loop = factory()
-        try:
-            out.append(loop.run_until_complete(main()))
-        except BaseException as e:
-            out.append(e)
-        finally:
-            loop.close()
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), "deadlock: ferrio.run() inside a running loop did not finish"
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_factory(request: pytest.FixtureRequest):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
 
 
 def test_more_nested_callers_than_pool_workers_can_all_use_to_thread(loop_factory) -> None:

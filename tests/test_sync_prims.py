@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import ferrio
 import pytest
+from conftest import LoopTicker
 
 
 async def test_mutual_exclusion_across_threads_and_tasks() -> None:
@@ -263,17 +264,9 @@ async def _held_by_a_thread_until(acquire: Callable[[], object], release: Callab
 async def test_await_acquire_waits_without_blocking_the_loop(make: Callable[[], ferrio.Lock]) -> None:
     lock = make()
     release_it = await _held_by_a_thread_until(lock.acquire, lock.release)
-    ticks = 0
-
-    async def heartbeat() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            await asyncio.sleep(0)
-
-    beat = asyncio.ensure_future(heartbeat())
+    beat = LoopTicker()
     acquiring = asyncio.ensure_future(lock.acquire())
-    while ticks < 20:  # bounded by the test timeout: the loop runs while the acquire waits
+    while beat.count < 20:  # bounded by the test timeout: the loop runs while the acquire waits
         await asyncio.sleep(0)
     assert not acquiring.done()
     release_it.set()

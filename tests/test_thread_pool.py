@@ -12,7 +12,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import until_cancelled
+from conftest import LoopTicker, until_cancelled
 from ferrio._ferrio import PanicException
 
 
@@ -341,17 +341,7 @@ def test_stats_is_a_frozen_snapshot() -> None:
 
 async def test_async_with_waits_for_running_work_without_blocking_the_loop() -> None:
     gate = threading.Event()
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            ticks += 1
-            if ticks == 5:
-                gate.set()
-            await asyncio.sleep(0.001)
-
-    t = asyncio.ensure_future(ticker())
+    t = LoopTicker(0.001, until=5, then=gate.set)
     pool = ferrio.ThreadPool(1, thread_name_prefix="aw")
     async with pool:
         fut = pool.submit(gate.wait, 10)

@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
+from ._errors import safe_repr
+
 #: What a pool's ``submit(chunk)`` returns: an awaitable of ``(results, error or None)`` (the
 #: results before the first error), and a function that cancels the chunk.
 Submitted = tuple[Awaitable[tuple[list[Any], Any]], Callable[[], object]]
@@ -38,17 +40,10 @@ def ordered_map(
         items = iter(iterable)
     except TypeError:
         raise TypeError(
-            f"{api} expected an iterable as its second argument, got {_describe(iterable)} "
+            f"{api} expected an iterable as its second argument, got {safe_repr(iterable)} "
             f"of type '{type(iterable).__name__}'"
         ) from None
     return _ordered_map(items, submit, window, chunksize, seconds_per_chunk, to_exception)
-
-
-def _describe(value: object) -> str:
-    try:
-        return repr(value)
-    except Exception:  # a hostile __repr__ must not hide the real error
-        return "<unprintable object>"
 
 
 async def _ordered_map(

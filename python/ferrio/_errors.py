@@ -24,6 +24,32 @@ class NoEventLoopError(RuntimeError):
         )
 
 
+def safe_repr(obj: object, limit: int = 200) -> str:
+    """``repr(obj)`` for an error message: never raises (a broken ``__repr__`` must not hide the
+    error being reported: then ``<TypeName object>``), and cut short if huge."""
+    try:
+        text = repr(obj)
+    except Exception:
+        return f"<{type(obj).__qualname__} object>"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def describe(fn: object) -> str:
+    """The name messages give a function: its qualified name, else :func:`safe_repr`; unquoted, so
+    each message quotes it once."""
+    try:
+        name = getattr(fn, "__qualname__", None)
+    except Exception:  # a __getattr__ that raises must not hide the real message
+        name = None
+    return name if isinstance(name, str) and name else safe_repr(fn)
+
+
+def not_callable(api: str, obj: object, expected: str) -> TypeError:
+    """The TypeError for a non-callable ``obj`` where ``api`` expected ``expected`` (such as "a
+    callable as its first argument"): what it got, safely printed, and of what type."""
+    return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
+
+
 def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | None:
     """Validates a timeout as :mod:`threading` does, with a clear message naming the call.
 

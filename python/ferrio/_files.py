@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from . import _ferrio
+from ._errors import safe_repr
 from ._threads import ThreadPool, _check_positive_int, _waker_for
 
 _get_running_loop = asyncio.get_running_loop
@@ -916,15 +917,6 @@ def open_file(
     return _Opening((file, mode, buffering, encoding, errors, newline, closefd, opener), {})
 
 
-def _safe_repr(obj: object) -> str:
-    """``repr(obj)`` for an error message, or its type's name if its ``__repr__`` fails: the
-    message must say what was wrong, not raise what ``__repr__`` raised instead."""
-    try:
-        return repr(obj)
-    except Exception:
-        return f"<{type(obj).__name__} object>"
-
-
 def _checked_name(api: str, name: Any, where: str = "") -> str:
     """``name`` as a ``str`` path for the Rust reader, refusing a NUL in it as ``open()`` does."""
     name = os.fsdecode(name)
@@ -956,7 +948,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(
-            f"read_files() takes an iterable of paths, got the single path {_safe_repr(paths)}: pass [path]"
+            f"read_files() takes an iterable of paths, got the single path {safe_repr(paths)}: pass [path]"
         )
     _check_positive_int("read_files()", "threads", threads)
     names = []
@@ -965,7 +957,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
             name = os.fsdecode(p)  # bytes paths too, as open() takes them
         except TypeError:
             raise TypeError(
-                f"read_files() expected paths (str, bytes or os.PathLike), got {_safe_repr(p)} at index {i}"
+                f"read_files() expected paths (str, bytes or os.PathLike), got {safe_repr(p)} at index {i}"
             ) from None
         names.append(_checked_name("read_files()", name, f" at index {i}"))
     # More threads than the reader starts (64) change nothing, and a huge int would not fit Rust's.

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import _ferrio
-from ._errors import NoEventLoopError
+from ._errors import NoEventLoopError, describe, not_callable, safe_repr
 
 T = TypeVar("T")
 
@@ -43,16 +43,6 @@ _local = threading.local()
 _blocked_loops: dict[asyncio.AbstractEventLoop, int] = {}
 
 
-def safe_repr(obj: object, limit: int = 200) -> str:
-    """``repr(obj)`` for an error message: never raises (a broken ``__repr__`` must not hide the
-    error being reported), and cut short if huge."""
-    try:
-        text = repr(obj)
-    except Exception:
-        text = object.__repr__(obj)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
 def not_callable_error(api: str, obj: object, expected: str) -> TypeError:
     """The TypeError for a non-callable ``obj``, with a hint when it is a coroutine (a common slip)."""
     if inspect.iscoroutine(obj):
@@ -60,7 +50,7 @@ def not_callable_error(api: str, obj: object, expected: str) -> TypeError:
             f"{api} expected {expected}, but got the coroutine {getattr(obj, '__qualname__', 'object')}() "
             f"already called; pass the function and its arguments instead: {api[:-1]}afn, *args)"
         )
-    return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
+    return not_callable(api, obj, expected)
 
 
 def _cancel_threadsafe(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:
@@ -133,7 +123,7 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
     if inspect.isawaitable(obj):
         return obj
     if inspect.iscoroutinefunction(obj):
-        name = getattr(obj, "__qualname__", repr(obj))
+        name = describe(obj)
         raise TypeError(
             f"{api} expected a coroutine or awaitable, but got the coroutine function '{name}'; call it: "
             f"{api[:-1]}{name}(...))"
@@ -775,9 +765,9 @@ def from_thread_run_sync(fn: Callable[..., T], /, *args: Any, token: EventLoopTo
     if not callable(fn):
         raise not_callable_error(api, fn, "a callable")
     if inspect.iscoroutinefunction(fn):
-        name = getattr(fn, "__qualname__", None) or safe_repr(fn)
         raise TypeError(
-            f"{api} expected a sync function, but '{name}' is a coroutine function; use ferrio.from_thread.run()"
+            f"{api} expected a sync function, but '{describe(fn)}' is a coroutine function; "
+            "use ferrio.from_thread.run()"
         )
     return call_in_loop(api, _target_loop(api, token), fn, args, False, give_up_if_frozen=True)
 

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, TypeVar
 
-from ._loops import LoopCall, not_callable_error, safe_repr, waits_for_this_thread
+from ._errors import safe_repr
+from ._loops import LoopCall, not_callable_error, waits_for_this_thread
 
 T = TypeVar("T")
 

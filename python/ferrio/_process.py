@@ -43,8 +43,7 @@ from typing import Any, TypeVar
 
 from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
-from ._errors import check_timeout
-from ._process_worker import describe as _describe
+from ._errors import check_timeout, describe, not_callable
 from ._stats import Percentiles, ProcessPoolStatistics
 from ._threads import _check_positive_int, _waker_for
 
@@ -1202,7 +1201,7 @@ def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dic
             break
     label, value = culprit
     raise TypeError(
-        f"{api}: {label} of {_describe(func)}() (a {type(value).__qualname__}) cannot be pickled to send it "
+        f"{api}: {label} of {describe(func)}() (a {type(value).__qualname__}) cannot be pickled to send it "
         f"to a worker process ({type(error).__name__}: {error}); pass plain data, or create the object in "
         "the worker (in the function itself or in the pool's initializer)"
     ) from error
@@ -1300,7 +1299,7 @@ class ProcessPool(concurrent.futures.Executor):
             raise TypeError(f"{api} expected initializer to be callable or None, got {initializer!r}")
         if inspect.iscoroutinefunction(initializer):
             raise TypeError(
-                f"{api} expected a sync initializer, but '{_describe(initializer)}' is a coroutine function; "
+                f"{api} expected a sync initializer, but '{describe(initializer)}' is a coroutine function; "
                 "wrap it in a sync function that calls asyncio.run()"
             )
         if not isinstance(initargs, tuple):
@@ -1354,19 +1353,17 @@ class ProcessPool(concurrent.futures.Executor):
         self, api: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
     ) -> _Task:
         if not callable(func):
-            raise TypeError(
-                f"{api} expected a callable as its first argument, got {func!r} of type '{type(func).__name__}'"
-            )
+            raise not_callable(api, func, "a callable as its first argument")
         if inspect.iscoroutinefunction(func):
             raise TypeError(
-                f"{api} expected a sync function, but '{_describe(func)}' is a coroutine function; "
+                f"{api} expected a sync function, but '{describe(func)}' is a coroutine function; "
                 "wrap it in a sync function that calls asyncio.run() to run it in a worker"
             )
         try:
             pickled = _wire.dumps((func, args, kwargs))
         except Exception as e:
             _explain_unpicklable(api, func, args, kwargs, e)
-        return _Task(next(self._core.ids), _describe(func), pickled, timeout)
+        return _Task(next(self._core.ids), describe(func), pickled, timeout)
 
     # -- async ---------------------------------------------------------------------------------
 
@@ -1440,7 +1437,7 @@ class ProcessPool(concurrent.futures.Executor):
         """
         api = "ProcessPool.amap()"
         if not callable(func):
-            raise TypeError(f"{api} expected a callable as its first argument, got {func!r}")
+            raise not_callable(api, func, "a callable as its first argument")
         window = (
             self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
         )
@@ -1453,7 +1450,7 @@ class ProcessPool(concurrent.futures.Executor):
                 pickled = _wire.dumps((_process_worker.run_chunk, (func, chunk), {}))
             except Exception as e:
                 _explain_unpicklable(api, func, chunk, {}, e)
-            task = _Task(next(self._core.ids), _describe(func), pickled, None)
+            task = _Task(next(self._core.ids), describe(func), pickled, None)
             fut = task.afut = loop.create_future()
             task.waker = waker
             self._core.submit(api, task)

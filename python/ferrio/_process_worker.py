@@ -22,6 +22,7 @@ import types
 from typing import Any
 
 from . import _wire
+from ._errors import describe
 
 
 class _ForwardToParent(logging.Handler):
@@ -93,16 +94,6 @@ def _in_main_namespace(fn: Any) -> Any:
     rebound.__qualname__ = fn.__qualname__
     rebound.__dict__.update(fn.__dict__)
     return rebound
-
-
-def describe(fn: Any) -> str:
-    """The name messages give a function: its qualified name, else its repr; unquoted, so each
-    message quotes it once (the parent's messages use this too)."""
-    try:
-        name = getattr(fn, "__qualname__", None)
-        return name if isinstance(name, str) and name else repr(fn)
-    except Exception:  # a __repr__ (or __getattr__) that raises must not hide the real message
-        return f"<{type(fn).__qualname__} object>"
 
 
 def _let_the_forkserver_go() -> None:

@@ -268,6 +268,31 @@ def _time_out(fut: asyncio.Future[object]) -> None:
         fut.set_result(_TIMED_OUT)
 
 
+async def _await_queued(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[object],
+    timeout: float | None,
+    unqueue: Callable[[asyncio.Future[object]], object],
+) -> object:
+    """Awaits ``fut``, a waiter queued in Rust, for at most ``timeout`` seconds (None: no limit).
+
+    Returns what it was resolved with, ``_TIMED_OUT`` if the time ran out. A cancelled or timed-out
+    waiter is unqueued with ``unqueue(fut)``, which passes on a hand-off that raced in late.
+    """
+    timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
+    try:
+        got = await fut
+    except asyncio.CancelledError:
+        unqueue(fut)
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if got is _TIMED_OUT:
+        unqueue(fut)
+    return got
+
+
 class _Pending:
     """What ``acquire()`` / ``wait()`` return on a thread whose event loop is running: an
     awaitable, as asyncio's coroutines are. Nothing happens until it is awaited.
@@ -349,19 +374,8 @@ class _AsyncAcquire:
         fut = loop.create_future()
         if self.acquire_async_(_waker_for(loop), fut):  # type: ignore[attr-defined]
             return True
-        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
-        try:
-            got = await fut
-        except asyncio.CancelledError:
-            self.cancel_acquire(fut)  # type: ignore[attr-defined]
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if got is _TIMED_OUT:
-            self.cancel_acquire(fut)  # type: ignore[attr-defined]  # unqueues it; a late permit passes on
-            return False
-        return True
+        unqueue = self.cancel_acquire  # type: ignore[attr-defined]  # a late permit passes on
+        return await _await_queued(loop, fut, timeout, unqueue) is not _TIMED_OUT
 
     async def __aenter__(self) -> None:
         if not self.acquire_nowait():  # type: ignore[attr-defined]
@@ -467,17 +481,7 @@ class Event(_ferrio.EventCore):
         fut = loop.create_future()
         if self.wait_async_(_waker_for(loop), fut):
             return True
-        timer = None if timeout is None else loop.call_later(timeout, _time_out, fut)
-        try:
-            flag = await fut
-        except asyncio.CancelledError:
-            self.cancel_wait(fut)
-            raise
-        finally:
-            if timer is not None:
-                timer.cancel()
-        if flag is _TIMED_OUT:
-            self.cancel_wait(fut)
+        if await _await_queued(loop, fut, timeout, self.cancel_wait) is _TIMED_OUT:
             return self.is_set()
         return True
 

@@ -18,38 +18,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import run_python
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def loop_factory(request: pytest.FixtureRequest):
-    if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop", reason="uvloop is not available on this platform")
-        return uvloop.new_event_loop
-    return asyncio.new_event_loop
-
-
-def in_daemon_thread(factory, main, timeout: float):
-    """Runs ``main()`` on a new loop in a daemon thread and returns its result; fails (instead of
-    hanging) if it takes longer than ``timeout``, since a frozen loop cannot time itself out."""
-    out: list[object] = []
-
-    def target() -> None:
-        loop = factory()
-        try:
-            out.append(loop.run_until_complete(main()))
-        except BaseException as e:
-            out.append(e)
-        finally:
-            loop.close()
-
-    t = threading.Thread(target=target, daemon=True)
-    t.start()
-    t.join(timeout)
-    assert not t.is_alive(), f"deadlock: not done after {timeout} s"
-    if isinstance(out[0], BaseException):
-        raise out[0]
-    return out[0]
+from conftest import run_on_new_loop, run_python
 
 
 # -- many nested runs ------------------------------------------------------------------------------
@@ -71,7 +40,7 @@ def test_sixty_concurrent_nested_callers_each_using_to_thread(loop_factory) -> N
 
     def one(i: int) -> None:
         try:
-            results.append(in_daemon_thread(loop_factory, lambda: caller(i), 15))
+            results.append(run_on_new_loop(loop_factory, lambda: caller(i), 15))
         except BaseException as e:
             errors.append(e)
 
@@ -91,7 +60,7 @@ def test_nesting_fifty_deep_with_to_thread_at_every_level(loop_factory) -> None:
         below = 0 if n == 0 else ferrio.run(level(n - 1))
         return below + await ferrio.to_thread(lambda: 1)
 
-    assert in_daemon_thread(loop_factory, lambda: level(50), 20) == 51
+    assert run_on_new_loop(loop_factory, lambda: level(50), 20) == 51
 
 
 async def test_a_failing_or_junk_awaitable_leaves_the_hosts_usable() -> None:

@@ -12,7 +12,6 @@ import errno
 import os
 import random
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -20,49 +19,16 @@ from pathlib import Path as SyncPath
 
 import ferrio
 import pytest
-from conftest import LOOPS, run_python
-
-# Writes `data` to the FIFO `sys.argv[1]` once told to (stdin closes), or after 10 s anyway: a loop
-# that blocks in open() holds the GIL, so it could not tell a thread of this process to write.
-_FIFO_WRITER = """
-import select, sys
-select.select([sys.stdin], [], [], 10)
-with open(sys.argv[1], "wb") as w:
-    w.write(sys.argv[2].encode())
-"""
+from conftest import LOOPS, FifoWriter, LoopTicker, run_python
 
 
-class _FifoWriter:
-    """A process that writes ``data`` to ``fifo`` when :meth:`go` is called (or after 10 s)."""
-
-    def __init__(self, fifo: os.PathLike[str] | str, data: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _FIFO_WRITER, os.fspath(fifo), data], stdin=subprocess.PIPE)
-
-    def go(self) -> None:
-        if not self.proc.stdin.closed:
-            self.proc.stdin.close()
-
-    def close(self) -> None:
-        self.go()
-        self.proc.wait(15)
-
-
-async def _while_ticking(op, writer: _FifoWriter, ticks_first: int = 20):
+async def _while_ticking(op, writer: FifoWriter, ticks_first: int = 20):
     """Awaits ``op`` while a task counts loop ticks; after ``ticks_first`` of them the writer is let
     go. Returns ``op``'s result and whether the loop ticked that often before ``op`` finished."""
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while ticks < ticks_first:
-            await asyncio.sleep(0.001)
-            ticks += 1
-        writer.go()
-
-    t = asyncio.ensure_future(ticker())
+    t = LoopTicker(0.001, until=ticks_first, then=writer.go)
     try:
         result = await op
-        return result, ticks == ticks_first
+        return result, t.count == ticks_first
     finally:
         t.cancel()
         writer.close()
@@ -94,7 +60,7 @@ async def test_fifo_opens_and_reads_never_block_the_loop(
     if via == "symlink to fifo":
         path = tmp_path / "link"
         path.symlink_to(fifo)
-    writer = _FifoWriter(fifo, "line 1\nline 2\n")
+    writer = FifoWriter(fifo, "line 1\nline 2\n")
 
     async def op():
         async with ferrio.open_file(path, mode, buffering) as f:
@@ -109,7 +75,7 @@ async def test_fifo_opens_and_reads_never_block_the_loop(
 async def test_whole_file_reads_of_a_fifo_never_block_the_loop(tmp_path: SyncPath, how: str) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    writer = _FifoWriter(fifo, "payload")
+    writer = FifoWriter(fifo, "payload")
     if how == "read_files":
         op = ferrio.read_files([fifo])
         want = [b"payload"]
@@ -126,7 +92,7 @@ async def test_cancelling_a_fifo_open_that_waits_for_a_writer(tmp_path: SyncPath
     # open_file()'s open is the builtin's, on an I/O thread: it ends when the writer comes.)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    writer = _FifoWriter(fifo, "late")
+    writer = FifoWriter(fifo, "late")
     before = _open_fds()
     try:
         task = asyncio.ensure_future(ferrio.open_file(fifo, "rb"))

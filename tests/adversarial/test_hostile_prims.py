@@ -9,24 +9,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import subprocess
 import sys
-import textwrap
 import threading
 from collections.abc import Callable
 
 import ferrio
 import pytest
-from conftest import run_python
-
-
-def run_or_fail(code: str, timeout: float = 30) -> str:
-    try:
-        proc = run_python(textwrap.dedent(code), timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the subprocess froze (deadlock)")
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+from conftest import run_or_fail
 
 
 # -- misbehaving __lt__ ---------------------------------------------------------------------------

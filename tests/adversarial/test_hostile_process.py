@@ -20,7 +20,7 @@ import time
 
 import ferrio
 import pytest
-from conftest import run_python
+from conftest import LoopTicker, process_alive, run_python, wait_for, wait_for_flag
 from ferrio import _process, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
@@ -40,14 +40,6 @@ def big_echo(payload: bytes | None, fill: int) -> bytes | None:
 def tag_of(payload: bytes, fill: int) -> tuple[int, int, bytes]:
     # Reads back what arrived and returns a large buffer of its own, both through shared memory.
     return len(payload), payload[0], bytes([fill]) * (_wire.LARGE + 123)
-
-
-def wait_for_flag(started: ferrio.SharedCounter, release: ferrio.SharedCounter) -> str:
-    started.add(1)
-    deadline = time.monotonic() + 30
-    while release.value == 0 and time.monotonic() < deadline:  # polling: the flag is set by the parent
-        time.sleep(0.001)
-    return "released"
 
 
 def square(x: int) -> int:
@@ -128,14 +120,6 @@ class BadRepr:
         raise RuntimeError("no repr for you")
 
 
-def wait_for(predicate, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():  # polling: the state lives in another process
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.002)
-
-
 @pytest.fixture
 def always_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pipelining on whenever every worker is busy, however long calls take: a loaded machine
@@ -207,15 +191,15 @@ async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
         blocker = asyncio.ensure_future(pool.run(wait_for_flag, started, release))
         await asyncio.to_thread(wait_for, lambda: started.value == 1)
         # The worker runs `blocker` and reads nothing: a payload behind it fills its socket.
-        ticks = 0
+        ticks = LoopTicker(0.0005)  # counts from this coroutine's next await on
         saw_ticks = threading.Event()
 
         def release_when_the_loop_ticked() -> None:
             # Bounded: releases the worker after 5 s anyway, so a stalled loop fails, not hangs.
             deadline = time.monotonic() + 5
-            while ticks < 50 and time.monotonic() < deadline:  # polling: the loop's own counter
+            while ticks.count < 50 and time.monotonic() < deadline:  # polling: the loop's own counter
                 time.sleep(0.001)
-            if ticks >= 50:
+            if ticks.count >= 50:
                 saw_ticks.set()
             release.value = 1
 
@@ -226,9 +210,8 @@ async def test_a_huge_pipelined_payload_does_not_stall_the_event_loop() -> None:
         await asyncio.sleep(0)  # run() runs up to its await: pickled and handed over
         # It is pipelined behind `blocker` (the case at stake), not queued.
         assert (pool._core.n_sent, pool._core.n_queued) == (1, 0)
-        while not big.done():
-            ticks += 1
-            await asyncio.sleep(0.0005)
+        await asyncio.wait({big})
+        ticks.cancel()
         releaser.join(10)
         assert saw_ticks.is_set(), "the event loop stalled while a payload waited for the worker's socket"
         assert await big == 1000
@@ -461,7 +444,7 @@ def test_exit_with_pipelined_payloads_in_flight_is_prompt_and_leaves_no_process(
     assert result.returncode == 0, result.stderr
     pids = [int(p) for p in result.stdout.split()]
     assert len(pids) == 2
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout=10)
+    wait_for(lambda: not any(process_alive(p) for p in pids), timeout=10)
 
 
 def test_fork_while_the_pool_is_busy_neither_hangs_nor_leaks(run_python_in_tmp) -> None:
@@ -503,12 +486,4 @@ def test_fork_while_the_pool_is_busy_neither_hangs_nor_leaks(run_python_in_tmp) 
     assert result.returncode == 0, result.stderr
     code, *pids = result.stdout.split()
     assert code == "0", result.stderr
-    wait_for(lambda: not any(_alive(int(p)) for p in pids), timeout=10)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    wait_for(lambda: not any(process_alive(int(p)) for p in pids), timeout=10)

@@ -8,10 +8,23 @@ use ferrio_core::fileio::{pread_nowait, NoWait};
 /// A stop flag nobody sets.
 static NO_STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+/// A fresh-named directory for one test (`name` plus this process's id), created.
+fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Makes a FIFO at `path`.
+fn mkfifo(path: &std::path::Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
 #[test]
 fn cached_bytes_are_read_at_any_offset_and_end_of_file_reads_nothing() {
-    let dir = std::env::temp_dir().join(format!("ferrio-fileio-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-fileio");
     let path = dir.join("data.bin");
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     std::fs::File::create(&path).unwrap().write_all(&data).unwrap();
@@ -45,8 +58,7 @@ fn a_bad_descriptor_is_an_error() {
 fn a_cached_path_opens_and_a_missing_one_does_not() {
     use ferrio_core::fileio::open_cached_readonly;
 
-    let dir = std::env::temp_dir().join(format!("ferrio-open-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-open");
     let path = dir.join("here.txt");
     std::fs::write(&path, b"hello").unwrap();
     let _ = std::fs::metadata(&path).unwrap(); // the lookup is cached now
@@ -65,8 +77,7 @@ fn a_cached_path_opens_and_a_missing_one_does_not() {
 fn read_each_reads_every_file_whole_once_and_reports_each_error() {
     use ferrio_core::fileio::read_each;
 
-    let dir = std::env::temp_dir().join(format!("ferrio-read-each-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-read-each");
     // Sizes around the reader's room per file (64 KiB) and its batches of 32 files.
     let sizes = [0usize, 1, 4096, 65_535, 65_536, 65_537, 300_000];
     let mut paths = Vec::new();
@@ -108,12 +119,9 @@ fn read_each_reads_every_file_whole_once_and_reports_each_error() {
 fn only_regular_files_open_cached_and_a_fifo_with_no_writer_does_not_block() {
     use ferrio_core::fileio::open_cached_readonly;
 
-    let dir = std::env::temp_dir().join(format!("ferrio-open-kinds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-open-kinds");
     let fifo = dir.join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let link = dir.join("link-to-fifo");
     std::os::unix::fs::symlink(&fifo, &link).unwrap();
     // The lookups are cached now. Without O_NONBLOCK these opens would wait for a writer forever.
@@ -145,12 +153,9 @@ fn only_regular_files_open_cached_and_a_fifo_with_no_writer_does_not_block() {
 fn read_each_reads_a_fifo_and_names_its_threads() {
     use ferrio_core::fileio::read_each;
 
-    let dir = std::env::temp_dir().join(format!("ferrio-read-fifo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-read-fifo");
     let fifo = dir.join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let paths = [fifo.clone()];
     std::thread::scope(|s| {
         let rx = read_each(s, &paths, 4, &NO_STOP).unwrap();
@@ -181,18 +186,13 @@ fn stopping_read_each_ends_reads_that_wait_for_a_writer_or_for_data() {
     use ferrio_core::fileio::read_each;
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    let dir = std::env::temp_dir().join(format!("ferrio-read-stop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-read-stop");
     let fifo = dir.join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     // A FIFO no writer ever opens, and one whose writer never writes nor leaves (this test holds
     // it open read-write): without the stop, neither read ends.
     let held = dir.join("held");
-    let c = std::ffi::CString::new(held.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&held);
     let _writer = std::fs::OpenOptions::new().read(true).write(true).open(&held).unwrap();
     let paths = [fifo.clone(), held.clone()];
     let stop = AtomicBool::new(false);
@@ -223,12 +223,9 @@ fn read_batch_reads_on_this_thread_and_asks_whether_to_stop_while_it_waits() {
     use ferrio_core::fileio::read_batch;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    let dir = std::env::temp_dir().join(format!("ferrio-read-batch-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("ferrio-read-batch");
     let fifo = dir.join("fifo");
-    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
-    // SAFETY: mkfifo with a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&fifo);
     let file = dir.join("file");
     std::fs::write(&file, b"read before the FIFO").unwrap();
     let paths = [file.clone(), fifo.clone(), file.clone()];

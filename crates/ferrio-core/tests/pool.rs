@@ -34,6 +34,20 @@ fn pool(max_workers: usize, idle_timeout: Duration) -> Pool<Job> {
     })
 }
 
+/// Submits a job that blocks until the returned sender is sent to (or 10 s pass), and returns once
+/// a worker runs it.
+fn occupy_a_worker(p: &Pool<Job>) -> mpsc::Sender<()> {
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel();
+    p.submit(Box::new(move || {
+        started_tx.send(()).unwrap();
+        gate_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }))
+    .unwrap_or_else(|_| panic!());
+    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    gate_tx
+}
+
 #[test]
 fn every_job_runs_exactly_once_from_many_submitters() {
     let p = pool(4, Duration::from_secs(5));
@@ -131,14 +145,7 @@ fn idle_exit_racing_submissions_loses_nothing() {
 #[test]
 fn shutdown_runs_queued_jobs_or_hands_them_back() {
     let p = pool(1, Duration::from_secs(5));
-    let (gate_tx, gate_rx) = mpsc::channel::<()>();
-    let (started_tx, started_rx) = mpsc::channel();
-    p.submit(Box::new(move || {
-        started_tx.send(()).unwrap();
-        gate_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    }))
-    .unwrap_or_else(|_| panic!());
-    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let gate_tx = occupy_a_worker(&p);
     let ran = Arc::new(AtomicUsize::new(0));
     for _ in 0..5 {
         let ran = Arc::clone(&ran);
@@ -203,14 +210,7 @@ fn limiter_bounds_concurrency_and_passes_tokens_in_order() {
 #[test]
 fn join_until_times_out_while_a_job_runs_and_succeeds_once_it_ends() {
     let p = pool(2, Duration::from_secs(5));
-    let (gate_tx, gate_rx) = mpsc::channel::<()>();
-    let (started_tx, started_rx) = mpsc::channel();
-    p.submit(Box::new(move || {
-        started_tx.send(()).unwrap();
-        gate_rx.recv_timeout(Duration::from_secs(10)).unwrap();
-    }))
-    .unwrap_or_else(|_| panic!());
-    started_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let gate_tx = occupy_a_worker(&p);
     assert!(p.shutdown(false).is_empty());
     // The slices the bindings wait in, to answer Ctrl-C between them.
     assert!(!p.join_until(Some(Instant::now() + Duration::from_millis(20))));

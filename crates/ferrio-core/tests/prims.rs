@@ -1,10 +1,10 @@
 //! The primitives without Python: hand-off order, abandon races, give-back of cancelled hand-offs.
 
-use std::sync::Arc;
-use std::thread;
+use std::sync::{Arc, Barrier};
+use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use ferrio_core::prims::{Attempt, Order, Put, Queue, QueueError, QueueItem, Semaphore, Wakeups};
+use ferrio_core::prims::{Attempt, LockWait, Order, Put, Queue, QueueError, QueueItem, Semaphore, Wakeups};
 
 const LONG: Duration = Duration::from_secs(10);
 
@@ -180,6 +180,34 @@ fn a_priority_put_or_get_whose_comparison_fails_leaves_the_queue_unchanged() {
     assert_eq!(q.qsize(), Ok(5), "the failed get took nothing out");
 }
 
+/// Blocks in its comparison until told to go on (a second wait on its barrier): the queue's lock
+/// is held meanwhile.
+struct Gated(u32, Arc<Barrier>);
+
+impl QueueItem for Gated {
+    type Error = ();
+    fn try_lt(&self, other: &Self) -> Result<bool, ()> {
+        self.1.wait();
+        self.1.wait();
+        Ok(self.0 < other.0)
+    }
+}
+
+/// A priority queue that waits for its contended lock through `lock_wait`, holding one item, and a
+/// thread putting a second: on return the putter is inside its comparison, holding the lock, until
+/// the test calls `gate.wait()`. The putter's thread returns whether its put succeeded.
+fn locked_by_a_putter(lock_wait: LockWait) -> (Arc<Queue<Gated, ()>>, Arc<Barrier>, JoinHandle<bool>) {
+    let gate = Arc::new(Barrier::new(2));
+    let q: Arc<Queue<Gated, ()>> = Arc::new(Queue::with_lock_wait(0, Order::Priority, lock_wait));
+    q.put_nowait(Gated(2, Arc::clone(&gate)), &mut Wakeups::default())
+        .ok()
+        .unwrap();
+    let (q2, g2) = (Arc::clone(&q), Arc::clone(&gate));
+    let putter = thread::spawn(move || q2.put_nowait(Gated(1, g2), &mut Wakeups::default()).is_ok());
+    gate.wait(); // the putter holds the lock, inside its comparison
+    (q, gate, putter)
+}
+
 #[test]
 fn a_contended_lock_is_waited_for_through_the_embedders_hook() {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -189,25 +217,7 @@ fn a_contended_lock_is_waited_for_through_the_embedders_hook() {
         wait_free(LONG);
         true
     }
-    /// Blocks in its comparison until told to go on: the queue's lock is held meanwhile.
-    struct Slow(u32, Arc<std::sync::Barrier>);
-    impl QueueItem for Slow {
-        type Error = ();
-        fn try_lt(&self, other: &Self) -> Result<bool, ()> {
-            self.1.wait();
-            self.1.wait();
-            Ok(self.0 < other.0)
-        }
-    }
-    let gate = Arc::new(std::sync::Barrier::new(2));
-    let q: Arc<Queue<Slow, ()>> = Arc::new(Queue::with_lock_wait(0, Order::Priority, counting));
-    q.put_nowait(Slow(2, Arc::clone(&gate)), &mut Wakeups::default())
-        .ok()
-        .unwrap();
-    let q2 = Arc::clone(&q);
-    let g2 = Arc::clone(&gate);
-    let putter = thread::spawn(move || q2.put_nowait(Slow(1, g2), &mut Wakeups::default()).is_ok());
-    gate.wait(); // the putter is inside its comparison, holding the lock
+    let (q, gate, putter) = locked_by_a_putter(counting);
     let q3 = Arc::clone(&q);
     let other = thread::spawn(move || q3.qsize());
     while WAITS.load(Ordering::SeqCst) == 0 {
@@ -252,23 +262,7 @@ fn a_wait_for_a_contended_lock_can_be_given_up_by_operations_that_changed_nothin
         wait_free(Duration::from_millis(1));
         false // as on Ctrl-C
     }
-    struct Gated(u32, Arc<std::sync::Barrier>);
-    impl QueueItem for Gated {
-        type Error = ();
-        fn try_lt(&self, other: &Self) -> Result<bool, ()> {
-            self.1.wait();
-            self.1.wait();
-            Ok(self.0 < other.0)
-        }
-    }
-    let gate = Arc::new(std::sync::Barrier::new(2));
-    let q: Arc<Queue<Gated, ()>> = Arc::new(Queue::with_lock_wait(0, Order::Priority, give_up));
-    q.put_nowait(Gated(2, Arc::clone(&gate)), &mut Wakeups::default())
-        .ok()
-        .unwrap();
-    let (q2, g2) = (Arc::clone(&q), Arc::clone(&gate));
-    let putter = thread::spawn(move || q2.put_nowait(Gated(1, g2), &mut Wakeups::default()).is_ok());
-    gate.wait(); // the putter holds the lock, inside its comparison
+    let (q, gate, putter) = locked_by_a_putter(give_up);
     let q3 = Arc::clone(&q);
     let asked = thread::spawn(move || q3.qsize()).join().unwrap();
     assert_eq!(asked, Err(QueueError::Interrupted));

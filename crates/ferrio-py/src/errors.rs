@@ -41,6 +41,16 @@ pub(crate) fn panicked(payload: Box<dyn std::any::Any + Send>) -> PyErr {
     pyo3::panic::PanicException::new_err(msg)
 }
 
+/// `value`'s repr for a message, or "" if its `__repr__` raises: the message is raised either way.
+pub(crate) fn repr_or_empty(value: &Bound<'_, PyAny>) -> String {
+    value.repr().map(|r| r.to_string()).unwrap_or_default()
+}
+
+/// The name of `value`'s type for a message ("" if it cannot be read).
+pub(crate) fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+}
+
 /// `func`'s name for messages: its `__qualname__`, else its repr.
 pub(crate) fn describe(func: &Bound<'_, PyAny>) -> String {
     func.getattr(crate::interned!(func.py(), "__qualname__"))
@@ -51,7 +61,7 @@ pub(crate) fn describe(func: &Bound<'_, PyAny>) -> String {
 }
 
 pub(crate) fn not_callable(api: &str, func: &Bound<'_, PyAny>) -> PyErr {
-    let ty = func.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+    let ty = type_name(func);
     PyTypeError::new_err(format!(
         "{api} expected a callable as its first argument, got {} of type '{ty}'",
         describe(func)
@@ -113,7 +123,7 @@ pub(crate) fn timeout_arg(api: &str, value: Option<&Bound<'_, PyAny>>) -> PyResu
             .map_or_else(|_| "an int too large to print".to_owned(), |r| r.to_string())
     };
     if !is_real {
-        let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+        let ty = type_name(value);
         return Err(PyTypeError::new_err(format!(
             "{api} expected timeout to be a number of seconds or None, got {} of type '{ty}'",
             repr()
@@ -163,14 +173,14 @@ fn int_arg<T: std::fmt::Display>(
     hint: &str,
 ) -> PyResult<T> {
     extracted.map_err(|e| {
-        let repr = value.repr().map(|r| r.to_string()).unwrap_or_default();
+        let repr = repr_or_empty(value);
         if e.is_instance_of::<PyOverflowError>(value.py()) {
             PyOverflowError::new_err(format!(
                 "{api} expected {name} between {} and {}, got {repr}{hint}",
                 range.0, range.1
             ))
         } else {
-            let ty = value.get_type().name().map(|n| n.to_string()).unwrap_or_default();
+            let ty = type_name(value);
             PyTypeError::new_err(format!("{api} expected {name} to be an int, got {repr} of type '{ty}'"))
         }
     })

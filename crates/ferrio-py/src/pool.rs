@@ -354,7 +354,7 @@ pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize
         ))),
         Err(_) => Err(PyTypeError::new_err(format!(
             "{api} total_tokens must be an int or math.inf, got {}",
-            value.repr().map(|r| r.to_string()).unwrap_or_default()
+            errors::repr_or_empty(value)
         ))),
     }
 }

@@ -195,10 +195,7 @@ impl SemaphoreCore {
             if !forever {
                 return Err(PyValueError::new_err(format!(
                     "{api} can't specify a timeout for a non-blocking call, got timeout={}",
-                    timeout
-                        .and_then(|t| t.repr().ok())
-                        .map(|r| r.to_string())
-                        .unwrap_or_default()
+                    timeout.map(errors::repr_or_empty).unwrap_or_default()
                 )));
             }
             return Ok(self.inner.try_acquire());
@@ -472,7 +469,7 @@ impl QueueCore {
             "{}.{api} needs items that support '<' with each other (such as (priority, data) tuples), \
              got {}: {e}; the queue is unchanged",
             self.name,
-            item.repr().map(|r| r.to_string()).unwrap_or_default()
+            errors::repr_or_empty(item)
         );
         let err = PyTypeError::new_err(msg);
         err.set_cause(py, Some(e));
