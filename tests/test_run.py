@@ -394,3 +394,46 @@ def test_run_accepts_a_future_of_this_threads_loop() -> None:
         return fut
 
     assert ferrio.run(ferrio.run(make())) == 9
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX threads")
+@pytest.mark.parametrize("lands", ["after the host took the job", "before any host exists"])
+def test_ctrl_c_while_a_nested_run_starts_its_host_is_resolved_exactly_once(lands: str) -> None:
+    # Ctrl-C can land while thread.start() waits for a new host thread, which may already be running
+    # the coroutine (a loaded machine schedules the new thread first). Staged here by a start() that
+    # raises KeyboardInterrupt at either moment: the coroutine is then cancelled, or never runs.
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys, threading, warnings, ferrio
+        warnings.simplefilter("error")                      # a coroutine never awaited fails the run
+        started, cancelled = threading.Event(), threading.Event()
+        start = threading.Thread.start
+        def interrupted_start(self):
+            if self.name.startswith("ferrio-run-host-"):
+                if "{lands}" == "before any host exists":
+                    raise KeyboardInterrupt
+                start(self)
+                started.wait(10)
+                raise KeyboardInterrupt
+            start(self)
+        threading.Thread.start = interrupted_start
+        async def hosted():
+            started.set()
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+        async def main():
+            ferrio.run(hosted())
+        try:
+            asyncio.new_event_loop().run_until_complete(main())
+        except KeyboardInterrupt:
+            sys.stdout.write("KeyboardInterrupt\\n")
+        sys.stdout.write(f"started {{started.is_set()}} cancelled {{cancelled.wait(0 if not started.is_set() else 10)}}\\n")
+        """
+    )
+    proc = run_python(code, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    ran = lands == "after the host took the job"
+    assert proc.stdout == f"KeyboardInterrupt\nstarted {ran} cancelled {ran}\n", proc.stderr

@@ -226,6 +226,7 @@ class _Hosted:
     """
 
     __slots__ = (
+        "_claim",
         "_done",
         "_finished",
         "awaitable",
@@ -260,9 +261,18 @@ class _Hosted:
         self._finished = False
         self._done = _thread.allocate_lock()
         self._done.acquire()
+        # Taken once: by the host that runs the job, or by a caller interrupted while handing it
+        # over, so a job is either run or withdrawn, never both.
+        self._claim = _thread.allocate_lock()
+
+    def withdraw(self) -> bool:
+        """From the caller: take the job back before any host claims it; false if one already has."""
+        return self._claim.acquire(blocking=False)
 
     def run(self) -> None:
         """On the host thread: run the coroutine on the host's loop, keeping the outcome."""
+        if not self._claim.acquire(blocking=False):
+            return  # withdrawn by its caller
         awaitable, self.awaitable = self.awaitable, None
         _local.hosting = self
         try:
@@ -390,26 +400,34 @@ def _run_elsewhere(running: asyncio.AbstractEventLoop, awaitable: Awaitable[T]) 
         parent.child = job
         if parent.cancelled:
             job.cancel()
+    interrupted: BaseException | None = None
     try:
         _start_hosting(job)
-    except BaseException:
-        if parent is not None:
-            parent.child = None
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()
-        raise
+    except BaseException as e:
+        if job.withdraw():  # no host took it: nothing runs, nothing to cancel
+            if parent is not None:
+                parent.child = None
+            if inspect.iscoroutine(awaitable):
+                awaitable.close()
+            raise
+        # A host took the job before the exception landed (Ctrl-C while thread.start() waited for
+        # the new thread): the coroutine runs, so this is an interrupted wait like any other.
+        interrupted = e
     caller = asyncio.current_task(running)
     _blocked_loops[running] = _blocked_loops.get(running, 0) + 1
     try:
+        if interrupted is not None:
+            raise interrupted
         while not job.wait(_CANCEL_POLL):
             if caller is not None and _cancel_requested(caller):
                 job.cancel()
                 job.wait(_CANCEL_GRACE)
                 raise asyncio.CancelledError from None
-    except KeyboardInterrupt:
-        job.cancel()
-        with contextlib.suppress(BaseException):  # a second Ctrl-C cuts the clean-up short
-            job.wait(_CANCEL_GRACE)
+    except BaseException as e:
+        if isinstance(e, KeyboardInterrupt) or e is interrupted:
+            job.cancel()
+            with contextlib.suppress(BaseException):  # a second Ctrl-C cuts the clean-up short
+                job.wait(_CANCEL_GRACE)
         raise
     finally:
         depth = _blocked_loops[running] - 1
