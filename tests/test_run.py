@@ -430,7 +430,8 @@ def test_ctrl_c_while_a_nested_run_starts_its_host_is_resolved_exactly_once(land
             asyncio.new_event_loop().run_until_complete(main())
         except KeyboardInterrupt:
             sys.stdout.write("KeyboardInterrupt\\n")
-        sys.stdout.write(f"started {{started.is_set()}} cancelled {{cancelled.wait(0 if not started.is_set() else 10)}}\\n")
+        ran = started.is_set()
+        sys.stdout.write(f"started {{ran}} cancelled {{cancelled.wait(10 if ran else 0)}}\\n")
         """
     )
     proc = run_python(code, timeout=30)
