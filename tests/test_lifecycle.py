@@ -125,10 +125,11 @@ def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working
     # window gave the child a cell stuck busy for good: its first use hung (a worker of the
     # child's pool on the name "run", about once in a thousand forks of a busy process). Here the
     # parent's first fill (inspect.iscoroutinefunction, looked up for a callable without
-    # __code__) is held open across the fork by a gate on `inspect`.
+    # __code__ when the caller did not classify it, as ThreadPool.submit does in Python) is held
+    # open across the fork by a gate on `inspect`.
     code = textwrap.dedent(
         """
-        import faulthandler, functools, inspect, os, sys, threading, types, warnings, ferrio
+        import concurrent.futures, faulthandler, functools, inspect, os, sys, threading, types, warnings, ferrio
         warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: fork with threads running
         parent = os.getpid()
         filling, release = threading.Event(), threading.Event()
@@ -142,7 +143,13 @@ def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working
 
         sys.modules["inspect"] = Gate("inspect")
         pool = ferrio.ThreadPool(2)
-        first = threading.Thread(target=lambda: pool.submit(functools.partial(pow, 2, 3)).result(30))
+
+        def unclassified():
+            fut = concurrent.futures.Future()
+            pool._core.submit_sync("test", fut, functools.partial(pow, 2, 3), (), None, None, None)
+            fut.result(30)
+
+        first = threading.Thread(target=unclassified)
         first.start()
         assert filling.wait(10)
         pid = os.fork()

@@ -80,8 +80,15 @@ class ThreadPoolCore:
         kwargs: dict[str, Any] | None,
         context: contextvars.Context | None,
         limiter: LimiterCore | None,
+        coroutine_runner: Callable[..., Any] | None = None,
+        always_run: bool = False,
+        coroutine: bool | None = None,
     ) -> None:
         """Queues ``func(*args, **kwargs)``; its outcome resolves ``fut`` on its loop through ``waker``.
+
+        ``coroutine``: whether ``func`` is a coroutine function, if the caller worked it out (None:
+        asked here; pass it for anything but plain functions, methods and builtins, see
+        ``_threads._coroutine_flag``).
 
         Raises:
             TypeError: ``func`` is not callable, or is a coroutine function.
@@ -96,8 +103,12 @@ class ThreadPoolCore:
         kwargs: dict[str, Any] | None,
         context: contextvars.Context | None,
         limiter: LimiterCore | None,
+        coroutine_runner: Callable[..., Any] | None = None,
+        coroutine: bool | None = None,
     ) -> None:
         """Queues ``func(*args, **kwargs)``; its outcome resolves the ``concurrent.futures.Future``.
+
+        ``coroutine``: as for :meth:`submit_async`.
 
         Raises:
             TypeError: ``func`` is not callable, or is a coroutine function.
@@ -134,8 +145,10 @@ class ThreadPoolCore:
     def forget_after_fork(self) -> None:
         """In a forked child: abandon this pool without touching its locks or threads."""
 
-def check_sync_callable(api: str, func: object) -> None:
-    """Raises:
+def check_sync_callable(api: str, func: object, coroutine: bool | None = None) -> None:
+    """``coroutine``: as for :meth:`ThreadPoolCore.submit_async`.
+
+    Raises:
     TypeError: ``func`` is not callable, or is a coroutine function.
     """
 

@@ -8,9 +8,11 @@ import concurrent.futures
 import contextlib
 import contextvars
 import functools
+import inspect
 import os
 import sys
 import threading
+import types
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
@@ -39,6 +41,21 @@ _pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
 _default: ThreadPool | None = None
 _default_lock = threading.Lock()
 _exiting = False
+
+# Callables whose kind the Rust side reads off their code object without running Python code.
+_READ_IN_RUST = frozenset({types.FunctionType, types.MethodType, types.BuiltinFunctionType})
+_iscoroutinefunction = inspect.iscoroutinefunction
+
+
+def _coroutine_flag(func: object) -> bool | None:
+    """Whether ``func`` is a coroutine function, worked out here unless Rust can read it (None).
+
+    ``inspect.iscoroutinefunction`` is Python code: run from under a Rust frame, it may drop the
+    GIL, and a daemon thread taking it back once the interpreter finalizes is ended by a forced
+    unwind that aborts the process when Rust frames are on its stack (crates/ferrio-py/src/pool.rs).
+    Here, in a Python frame, that end is harmless.
+    """
+    return None if type(func) in _READ_IN_RUST else _iscoroutinefunction(func)
 
 
 def _waker_for(loop: asyncio.AbstractEventLoop) -> _ferrio.LoopWaker:
@@ -206,6 +223,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             _copy_context(),
             limiter_core("ThreadPool.run()", limiter),
             _loops.run_coroutine_function,
+            coroutine=_coroutine_flag(func),
         )
         return await fut
 
@@ -236,7 +254,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         api = "ThreadPool.amap()"
-        _ferrio.check_sync_callable(api, func)
+        _ferrio.check_sync_callable(api, func, _coroutine_flag(func))
         core = limiter_core(api, limiter)
         window = (
             self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
@@ -286,7 +304,15 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         """
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
         self._core.submit_sync(
-            "ThreadPool.submit()", fut, fn, args, kwargs or None, None, None, _loops.run_coroutine_function
+            "ThreadPool.submit()",
+            fut,
+            fn,
+            args,
+            kwargs or None,
+            None,
+            None,
+            _loops.run_coroutine_function,
+            _coroutine_flag(fn),
         )
         return fut
 
@@ -380,6 +406,7 @@ async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimi
         kwargs or None,
         _copy_context(),
         limiter_core("ferrio.to_thread()", limiter),
+        coroutine=_coroutine_flag(func),
     )
     return await fut
 
@@ -427,7 +454,7 @@ def asyncify(
     """
 
     def decorate(f: Callable[..., R]) -> Callable[..., Any]:
-        _ferrio.check_sync_callable("ferrio.asyncify", f)
+        _ferrio.check_sync_callable("ferrio.asyncify", f, _coroutine_flag(f))
         limiter_core("ferrio.asyncify", limiter)
         if pool is not None and not isinstance(pool, ThreadPool):
             raise TypeError(f"ferrio.asyncify expected pool= to be a ferrio.ThreadPool or None, got {pool!r}")

@@ -119,3 +119,50 @@ def test_exit_while_a_daemon_thread_keeps_submitting_everywhere(tmp_path) -> Non
         assert proc.returncode == 0, proc.stderr
         assert "Fatal Python error" not in proc.stderr
         assert "FATAL" not in proc.stderr
+
+
+# Each submit asks `inspect.iscoroutinefunction` about `slow`, which runs `Slow.__getattr__`:
+# the daemon thread spends nearly all its time in Python code reached from a submit. Before the
+# fix that code ran under ferrio's Rust frames, so when it gave up the GIL and the interpreter
+# started finalizing, the thread's forced exit unwound through Rust and killed the process
+# (SIGABRT or SIGSEGV, with "FATAL: exception not rethrown", a fatal PyThreadState_Get, or
+# nothing at all on stderr) in about four runs out of five.
+SLOW_LOOKUP = """
+import threading, ferrio
+go = threading.Event()
+
+class Slow:
+    def __call__(self):
+        return 1
+
+    def __getattr__(self, name):
+        for _ in range(300):   # Python code inspect runs: it may drop the GIL anywhere in here
+            pass
+        raise AttributeError(name)
+
+slow = Slow()
+
+def churn():
+    pool = ferrio.ThreadPool(2)
+    while True:
+        try:
+            pool.submit(slow)
+            ferrio.default_pool().submit(slow)
+            ferrio.asyncify(slow)
+        except RuntimeError:   # refused during shutdown
+            pass
+        go.set()
+
+threading.Thread(target=churn, daemon=True).start()
+assert go.wait(10)
+"""
+
+
+def test_exit_while_a_daemon_thread_submits_callables_that_run_python_to_classify(tmp_path) -> None:
+    """Working out whether a callable is a coroutine function runs no Python code under Rust frames."""
+    script = tmp_path / "script.py"
+    script.write_text(SLOW_LOOKUP)
+    for _ in range(4):
+        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=EXIT_BOUND)
+        assert proc.returncode == 0, (proc.returncode, proc.stderr)
+        assert proc.stderr == ""

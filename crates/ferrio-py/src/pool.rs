@@ -21,7 +21,18 @@ use crate::waker::{LoopWaker, Resolution};
 const CO_COROUTINE: u32 = 0x80;
 
 /// Whether `func` (known callable) is a coroutine function.
-fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
+///
+/// `known` is the answer the Python caller worked out itself (`_threads._coroutine_flag`) for
+/// callables that are not plain functions, methods or builtins: the general answer comes from
+/// `inspect.iscoroutinefunction`, which is Python code, and Python code run from under a Rust
+/// frame can drop the GIL at any bytecode; if the interpreter starts finalizing meanwhile, a
+/// daemon thread taking it back is ended by `pthread_exit()`, whose forced unwind through these
+/// frames aborts the process (SIGABRT or SIGSEGV, often with nothing printed). In a Python frame
+/// the same exit is harmless. The `inspect` fallback here serves callers that pass no answer.
+fn is_coroutine_function(func: &Bound<'_, PyAny>, known: Option<bool>) -> PyResult<bool> {
+    if let Some(known) = known {
+        return Ok(known);
+    }
     if func.is_instance_of::<PyCFunction>() {
         return Ok(false);
     }
@@ -45,18 +56,20 @@ fn is_coroutine_function(func: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// Fails unless `func` is callable; says whether it is a coroutine function.
-fn classify_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<bool> {
+/// Fails unless `func` is callable; says whether it is a coroutine function (`known`: as
+/// [`is_coroutine_function`]).
+fn classify_callable(api: &str, func: &Bound<'_, PyAny>, known: Option<bool>) -> PyResult<bool> {
     if !func.is_callable() {
         return Err(errors::not_callable(api, func));
     }
-    is_coroutine_function(func)
+    is_coroutine_function(func, known)
 }
 
 /// Fails unless `func` is a callable that is not a coroutine function.
 #[pyfunction]
-pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>) -> PyResult<()> {
-    if classify_callable(api, func)? {
+#[pyo3(signature = (api, func, coroutine=None))]
+pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>, coroutine: Option<bool>) -> PyResult<()> {
+    if classify_callable(api, func, coroutine)? {
         return Err(errors::coroutine_function(api, func));
     }
     Ok(())
@@ -71,8 +84,9 @@ fn job_call(
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
     coroutine_runner: Option<&Bound<'_, PyAny>>,
+    coroutine: Option<bool>,
 ) -> PyResult<(Py<PyAny>, Call)> {
-    if classify_callable(api, func)? {
+    if classify_callable(api, func, coroutine)? {
         let Some(runner) = coroutine_runner else {
             return Err(errors::coroutine_function(api, func));
         };
@@ -168,7 +182,7 @@ impl ThreadPoolCore {
     }
 
     /// Queues `func(*args, **kwargs)`; its outcome resolves the asyncio future `fut` through `waker`.
-    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None, always_run=false))]
+    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None, always_run=false, coroutine=None))]
     #[allow(clippy::too_many_arguments)] // reason: one flat call from Python on the hot path
     fn submit_async(
         &self,
@@ -182,8 +196,9 @@ impl ThreadPoolCore {
         limiter: Option<&Bound<'_, LimiterCore>>,
         coroutine_runner: Option<&Bound<'_, PyAny>>,
         always_run: bool,
+        coroutine: Option<bool>,
     ) -> PyResult<()> {
-        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner)?;
+        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner, coroutine)?;
         let job = PyJob {
             func,
             call,
@@ -199,7 +214,7 @@ impl ThreadPoolCore {
     }
 
     /// Queues `func(*args, **kwargs)`; its outcome resolves the `concurrent.futures.Future` `fut`.
-    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter, coroutine_runner=None))]
+    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter, coroutine_runner=None, coroutine=None))]
     #[allow(clippy::too_many_arguments)] // reason: as submit_async
     fn submit_sync(
         &self,
@@ -211,8 +226,9 @@ impl ThreadPoolCore {
         context: Option<Py<PyAny>>,
         limiter: Option<&Bound<'_, LimiterCore>>,
         coroutine_runner: Option<&Bound<'_, PyAny>>,
+        coroutine: Option<bool>,
     ) -> PyResult<()> {
-        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner)?;
+        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner, coroutine)?;
         let job = PyJob {
             func,
             call,
