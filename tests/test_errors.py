@@ -6,9 +6,8 @@ import math
 import threading
 from fractions import Fraction
 
-import pytest
-
 import ferrio
+import pytest
 from ferrio._errors import check_timeout
 
 BAD = [

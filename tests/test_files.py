@@ -560,8 +560,11 @@ async def test_path_reads_match_pathlib(tmp_path: SyncPath) -> None:
         SyncPath(p).read_text("utf-8")
     with pytest.raises(UnicodeDecodeError):
         await ferrio.Path(p).read_text("utf-8")
-    for bad, error in [(tmp_path / "missing", FileNotFoundError), (tmp_path, IsADirectoryError),
-                       (tmp_path / "a\0b", ValueError)]:
+    for bad, error in [
+        (tmp_path / "missing", FileNotFoundError),
+        (tmp_path, IsADirectoryError),
+        (tmp_path / "a\0b", ValueError),
+    ]:
         for method, args in [("read_bytes", ()), ("read_text", ("utf-8",))]:
             with pytest.raises(error) as want:
                 getattr(SyncPath(bad), method)(*args)

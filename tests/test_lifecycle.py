@@ -264,14 +264,18 @@ def in_a_thread(fn):
 def test_workers_get_the_stack_a_python_thread_gets() -> None:
     # Workers used to get Rust's 2 MiB, where a Python thread gets the pthread default (8 MiB from
     # `ulimit -s` here) or threading.stack_size().
-    code = "import threading, asyncio, ferrio\n" + _STACK_SIZE_CODE + textwrap.dedent(
-        """
+    code = (
+        "import threading, asyncio, ferrio\n"
+        + _STACK_SIZE_CODE
+        + textwrap.dedent(
+            """
         default = in_a_thread(stack_size)
         print(default == ferrio.ThreadPool(1).submit(stack_size).result(10))
         print(default == asyncio.run(ferrio.to_thread(stack_size)))
         threading.stack_size(48 << 20)
         print(in_a_thread(stack_size) == ferrio.ThreadPool(1).submit(stack_size).result(10) >= 48 << 20)
         """
+        )
     )
     proc = run_python(code, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -619,7 +619,6 @@ def test_workers_die_with_a_parent_killed_by_sigkill(tmp_path) -> None:
             proc.stdout.close()
 
 
-
 def test_pool_collected_without_shutdown_stops_its_workers() -> None:
     pool = ferrio.ProcessPool(1)
     pid = pool.submit(pid_of).result(timeout=30)

@@ -199,10 +199,7 @@ class AsyncFile:
         # is one os.write(), whose count (maybe short, on a pipe) is the result; a pipe's or a
         # socket's reader, and a line-buffered file's, sees each write as the builtin makes it.
         self._gather = (
-            self._writable
-            and regular
-            and not isinstance(f, io.RawIOBase)
-            and not getattr(f, "line_buffering", False)
+            self._writable and regular and not isinstance(f, io.RawIOBase) and not getattr(f, "line_buffering", False)
         )
         # Operations run on I/O threads one at a time, in the order they were asked for: each
         # takes a ticket on the loop's thread and waits for its turn on the I/O thread.
@@ -947,9 +944,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
         RuntimeError: not even one reading thread could be started.
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"read_files() takes an iterable of paths, got the single path {safe_repr(paths)}: pass [path]"
-        )
+        raise TypeError(f"read_files() takes an iterable of paths, got the single path {safe_repr(paths)}: pass [path]")
     _check_positive_int("read_files()", "threads", threads)
     names = []
     for i, p in enumerate(paths):

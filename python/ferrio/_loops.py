@@ -128,9 +128,7 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
             f"{api} expected a coroutine or awaitable, but got the coroutine function '{name}'; call it: "
             f"{api[:-1]}{name}(...))"
         )
-    raise TypeError(
-        f"{api} expected a coroutine or awaitable, got {safe_repr(obj)} of type '{type(obj).__name__}'"
-    )
+    raise TypeError(f"{api} expected a coroutine or awaitable, got {safe_repr(obj)} of type '{type(obj).__name__}'")
 
 
 async def _await(awaitable: Awaitable[T]) -> T:

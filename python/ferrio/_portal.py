@@ -72,8 +72,7 @@ class BlockingPortal:
         api = "ferrio.start_blocking_portal()"
         if loop_factory is not None and not callable(loop_factory):
             raise TypeError(
-                f"{api} expected loop_factory to be a callable that makes an event loop, "
-                f"got {safe_repr(loop_factory)}"
+                f"{api} expected loop_factory to be a callable that makes an event loop, got {safe_repr(loop_factory)}"
             )
         loop = (loop_factory or asyncio.new_event_loop)()
         if not isinstance(loop, asyncio.AbstractEventLoop):

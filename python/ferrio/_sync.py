@@ -416,7 +416,7 @@ class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
     def __new__(cls) -> Lock:
         return super().__new__(cls, 1, 1, True)
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> Any:  # noqa: D102 (documented above)
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> Any:
         return _AsyncAcquire.acquire(self, blocking, timeout)
 
     def locked(self) -> bool:

@@ -20,7 +20,6 @@ import ferrio
 import pytest
 from conftest import run_on_new_loop, run_python
 
-
 # -- many nested runs ------------------------------------------------------------------------------
 
 

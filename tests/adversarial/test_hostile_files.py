@@ -12,7 +12,6 @@ import errno
 import os
 import random
 import socket
-import sys
 import threading
 import time
 from pathlib import Path as SyncPath
@@ -233,8 +232,10 @@ def test_memory_limit_gives_memory_error_as_open_read_does(tmp_path: SyncPath, l
     small.write_bytes(b"small")
     with open(big, "wb") as f:
         f.truncate(3 << 30)  # sparse: 3 GiB to read, no disk used
-    proc = run_python(_LIMITS_CHILD.replace("sys.argv[1:4]", f"{['as', str(small), str(big)]!r}")
-                      .replace("sys.argv[4]", repr(loop)), timeout=60)
+    proc = run_python(
+        _LIMITS_CHILD.replace("sys.argv[1:4]", f"{['as', str(small), str(big)]!r}").replace("sys.argv[4]", repr(loop)),
+        timeout=60,
+    )
     # (The child reads 3 GiB of zeros four times over: a few seconds at most.)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -476,7 +477,7 @@ async def test_open_file_refuses_what_open_refuses_with_the_same_error(tmp_path:
         ((_BadPath(), "rb"), {}),
     ]
     for args, kwargs in calls:
-        want = _outcome(lambda: open(*args, **kwargs).close())  # noqa: SIM115
+        want = _outcome(lambda: open(*args, **kwargs).close())
         got = await _aoutcome(_open_and_close(*args, **kwargs))
         assert got == want, (args, kwargs)
 

@@ -355,7 +355,9 @@ def test_a_huge_idle_timeout_and_hostile_iterables() -> None:
     async def main() -> None:
         with ferrio.ThreadPool(2, idle_timeout=1e300) as pool:
             assert await pool.run(pow, 2, 5) == 32
-            with pytest.raises(TypeError, match=r"amap\(\) expected an iterable .* <[\w.<>]*BadIter object> of type 'BadIter'"):
+            with pytest.raises(
+                TypeError, match=r"amap\(\) expected an iterable .* <[\w.<>]*BadIter object> of type 'BadIter'"
+            ):
                 pool.amap(str, BadIter())
             with pytest.raises(TypeError, match=r"amap\(\) expected an iterable"):
                 pool.amap(str, None)  # type: ignore[arg-type]

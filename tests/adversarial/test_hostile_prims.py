@@ -17,7 +17,6 @@ import ferrio
 import pytest
 from conftest import run_or_fail
 
-
 # -- misbehaving __lt__ ---------------------------------------------------------------------------
 
 
@@ -72,6 +71,7 @@ def test_an_lt_whose_result_cannot_be_a_bool_and_an_item_whose_repr_raises() -> 
     q.sync_q.put(Odd(1))
     with pytest.raises(ArithmeticError, match="no truth here"):
         q.sync_q.put(Odd(0))
+
     class Unorderable:
         def __repr__(self) -> str:
             raise RuntimeError("no repr either")
