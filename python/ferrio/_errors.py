@@ -50,6 +50,15 @@ def not_callable(api: str, obj: object, expected: str) -> TypeError:
     return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
 
 
+def check_positive_int(api: str, name: str, value: object) -> int:
+    """Validates a count that must be a positive int (a worker count, a chunk size), naming the call."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{api} expected {name} to be an int, got {safe_repr(value)} of type '{type(value).__name__}'")
+    if value <= 0:
+        raise ValueError(f"{api}: {name} must be greater than 0, got {value}")
+    return value
+
+
 def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | None:
     """Validates a timeout as :mod:`threading` does, with a clear message naming the call.
 

@@ -26,8 +26,9 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
 
 from . import _ferrio
-from ._errors import safe_repr
-from ._threads import ThreadPool, _check_positive_int, _waker_for
+from ._errors import check_positive_int, safe_repr
+from ._threads import ThreadPool
+from ._wakers import waker_for
 
 _get_running_loop = asyncio.get_running_loop
 
@@ -54,7 +55,7 @@ def _always_run(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     """Queues ``fn`` on the I/O pool; it runs even if the returned future is cancelled first."""
     loop = _get_running_loop()
     fut = loop.create_future()
-    io_pool()._core.submit_async("ferrio.open_file()", _waker_for(loop), fut, fn, (), None, None, None, None, True)
+    io_pool()._core.submit_async("ferrio.open_file()", waker_for(loop), fut, fn, (), None, None, None, None, True)
     return fut
 
 
@@ -945,7 +946,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     """
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(f"read_files() takes an iterable of paths, got the single path {safe_repr(paths)}: pass [path]")
-    _check_positive_int("read_files()", "threads", threads)
+    check_positive_int("read_files()", "threads", threads)
     names = []
     for i, p in enumerate(paths):
         try:

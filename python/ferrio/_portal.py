@@ -261,9 +261,8 @@ class BlockingPortal:
             if self._state is not _OPEN:
                 return False
             self._state = _STOPPING
-        if sys.is_finalizing():
-            return False  # the portal's thread can never run again: there is nobody to wait for
-        return True
+        # Once the interpreter finalizes, the portal's thread can never run again: nobody to wait for.
+        return not sys.is_finalizing()
 
     def _shut_down(self, cancel_remaining: bool, timeout: float | None) -> None:
         """Drains the portal's tasks (within ``timeout``), then stops the loop and joins its thread."""

@@ -43,9 +43,9 @@ from typing import Any, TypeVar
 
 from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
-from ._errors import check_timeout, describe, not_callable
+from ._errors import check_positive_int, check_timeout, describe, not_callable
 from ._stats import Percentiles, ProcessPoolStatistics
-from ._threads import _check_positive_int, _waker_for
+from ._wakers import waker_for
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -1287,14 +1287,14 @@ class ProcessPool(concurrent.futures.Executor):
         api = "ProcessPool()"
         if max_workers is None:
             max_workers = min(os.cpu_count() or 1, _MAX_WORKERS)
-        _check_positive_int(api, "max_workers", max_workers)
+        check_positive_int(api, "max_workers", max_workers)
         if max_workers > _MAX_WORKERS:
             raise ValueError(
                 f"{api} got max_workers={max_workers}; a pool runs at most {_MAX_WORKERS} worker processes "
                 "(each is a whole interpreter); pass a smaller number, such as os.cpu_count()"
             )
         if max_tasks_per_child is not None:
-            _check_positive_int(api, "max_tasks_per_child", max_tasks_per_child)
+            check_positive_int(api, "max_tasks_per_child", max_tasks_per_child)
         if initializer is not None and not callable(initializer):
             raise TypeError(f"{api} expected initializer to be callable or None, got {initializer!r}")
         if inspect.iscoroutinefunction(initializer):
@@ -1404,7 +1404,7 @@ class ProcessPool(concurrent.futures.Executor):
         task = self._task(api, func, args, kwargs, _check_call_timeout(api, timeout))
         loop = _get_running_loop()
         fut = task.afut = loop.create_future()
-        task.waker = _waker_for(loop)
+        task.waker = waker_for(loop)
         self._core.submit(api, task)
         try:
             return await fut
@@ -1439,11 +1439,11 @@ class ProcessPool(concurrent.futures.Executor):
         if not callable(func):
             raise not_callable(api, func, "a callable as its first argument")
         window = (
-            self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
+            self._max_workers * 2 if max_in_flight is None else check_positive_int(api, "max_in_flight", max_in_flight)
         )
-        fixed = None if chunksize is None else _check_positive_int(api, "chunksize", chunksize)
+        fixed = None if chunksize is None else check_positive_int(api, "chunksize", chunksize)
         loop = _get_running_loop()
-        waker = _waker_for(loop)
+        waker = waker_for(loop)
 
         def submit(chunk: tuple[Any, ...]) -> Submitted:
             try:

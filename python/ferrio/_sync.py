@@ -30,7 +30,7 @@ from typing import Any, Generic, TypeVar
 
 from . import _ferrio
 from ._errors import check_timeout
-from ._threads import _waker_for
+from ._wakers import waker_for
 
 T = TypeVar("T")
 _get_running_loop = asyncio.get_running_loop
@@ -127,7 +127,7 @@ class _AsyncFace(_QueueView, Generic[T]):
             return
         loop = _get_running_loop()
         fut = loop.create_future()
-        held = core.put_async(_waker_for(loop), fut, item)
+        held = core.put_async(waker_for(loop), fut, item)
         if held is None:
             return
         try:
@@ -151,7 +151,7 @@ class _AsyncFace(_QueueView, Generic[T]):
             return item
         loop = _get_running_loop()
         fut = loop.create_future()
-        ready, item = core.get_async(_waker_for(loop), fut)
+        ready, item = core.get_async(waker_for(loop), fut)
         if ready:
             return item
         try:
@@ -169,7 +169,7 @@ class _AsyncFace(_QueueView, Generic[T]):
         core = self._core
         loop = _get_running_loop()
         fut = loop.create_future()
-        if core.join_async(_waker_for(loop), fut):
+        if core.join_async(waker_for(loop), fut):
             return
         try:
             await fut
@@ -372,7 +372,7 @@ class _AsyncAcquire:
             return True
         loop = _get_running_loop()
         fut = loop.create_future()
-        if self.acquire_async_(_waker_for(loop), fut):  # type: ignore[attr-defined]
+        if self.acquire_async_(waker_for(loop), fut):  # type: ignore[attr-defined]
             return True
         unqueue = self.cancel_acquire  # type: ignore[attr-defined]  # a late permit passes on
         return await _await_queued(loop, fut, timeout, unqueue) is not _TIMED_OUT
@@ -479,7 +479,7 @@ class Event(_ferrio.EventCore):
     async def _wait_async(self, timeout: float | None) -> bool:
         loop = _get_running_loop()
         fut = loop.create_future()
-        if self.wait_async_(_waker_for(loop), fut):
+        if self.wait_async_(waker_for(loop), fut):
             return True
         if await _await_queued(loop, fut, timeout, self.cancel_wait) is _TIMED_OUT:
             return self.is_set()

@@ -19,22 +19,16 @@ from typing import Any, TypeVar
 
 from . import _ferrio, _loops
 from ._chunks import Submitted, ordered_map
+from ._errors import check_positive_int
 from ._limiter import CapacityLimiter, limiter_core
 from ._stats import Percentiles, PoolStatistics
+from ._wakers import waker_for
 
 T = TypeVar("T")
 R = TypeVar("R")
 
 _get_running_loop = asyncio.get_running_loop
 _copy_context = contextvars.copy_context
-
-# One LoopWaker per event loop. The waker is held weakly where the loop's reader holds it: its
-# queued completions hold futures, which hold the loop, so a strong value here would keep every
-# loop closed with a job in flight (and its eventfd) alive for good.
-_wakers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Callable[[], _ferrio.LoopWaker | None]] = (
-    weakref.WeakKeyDictionary()
-)
-_wakers_lock = threading.Lock()
 
 # Every pool alive, so interpreter exit and fork can reach them.
 _pools: weakref.WeakSet[ThreadPool] = weakref.WeakSet()
@@ -58,32 +52,6 @@ def _coroutine_flag(func: object) -> bool | None:
     return None if type(func) in _READ_IN_RUST else _iscoroutinefunction(func)
 
 
-def _waker_for(loop: asyncio.AbstractEventLoop) -> _ferrio.LoopWaker:
-    ref = _wakers.get(loop)
-    waker = None if ref is None else ref()
-    if waker is not None:
-        return waker
-    with _wakers_lock:
-        ref = _wakers.get(loop)
-        waker = None if ref is None else ref()
-        if waker is None:
-            waker = _ferrio.LoopWaker()
-            try:
-                loop.add_reader(waker.fileno(), waker.drain)
-            except NotImplementedError:  # loops without add_reader (Windows' proactor)
-                # Nothing else holds this kind: keep it strongly (its loop is held by the waker's
-                # call_soon_threadsafe, so such loops live until exit).
-                waker = _ferrio.LoopWaker.threadsafe(loop.call_soon_threadsafe)
-                _wakers[loop] = functools.partial(_identity, waker)
-            else:
-                _wakers[loop] = weakref.ref(waker)
-        return waker
-
-
-def _identity(x: T) -> T:
-    return x
-
-
 def _default_max_workers() -> int:
     # Threads start lazily and retire when idle, so a generous cap costs nothing until used;
     # 40 is the default of anyio's and trio's thread limiters, sized for blocking I/O.
@@ -102,14 +70,6 @@ def default_pool() -> ThreadPool:
                 raise RuntimeError("ferrio.to_thread() cannot schedule new work after interpreter shutdown")
             _default = ThreadPool(_default_max_workers(), thread_name_prefix="ferrio-worker")
         return _default
-
-
-def _check_positive_int(api: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{api} expected {name} to be an int, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"{name} must be greater than 0, got {value}")
-    return value
 
 
 class ThreadPool(concurrent.futures.ThreadPoolExecutor):
@@ -161,7 +121,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         # machinery this class replaces.
         if max_workers is None:
             max_workers = min(32, (os.cpu_count() or 1) + 4)
-        _check_positive_int("ThreadPool()", "max_workers", max_workers)
+        check_positive_int("ThreadPool()", "max_workers", max_workers)
         if max_workers > sys.maxsize:
             raise OverflowError(f"ThreadPool() expected max_workers at most {sys.maxsize}, got {max_workers}")
         if not isinstance(thread_name_prefix, str):
@@ -215,7 +175,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         fut = loop.create_future()
         self._core.submit_async(
             "ThreadPool.run()",
-            _waker_for(loop),
+            waker_for(loop),
             fut,
             func,
             args,
@@ -257,11 +217,11 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         _ferrio.check_sync_callable(api, func, _coroutine_flag(func))
         core = limiter_core(api, limiter)
         window = (
-            self._max_workers * 2 if max_in_flight is None else _check_positive_int(api, "max_in_flight", max_in_flight)
+            self._max_workers * 2 if max_in_flight is None else check_positive_int(api, "max_in_flight", max_in_flight)
         )
-        fixed = None if chunksize is None else _check_positive_int(api, "chunksize", chunksize)
+        fixed = None if chunksize is None else check_positive_int(api, "chunksize", chunksize)
         loop = _get_running_loop()
-        waker = _waker_for(loop)
+        waker = waker_for(loop)
         context = _copy_context()
 
         def submit(chunk: tuple[Any, ...]) -> Submitted:
@@ -399,7 +359,7 @@ async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimi
     fut = loop.create_future()
     (_default or default_pool())._core.submit_async(
         "ferrio.to_thread()",
-        _waker_for(loop),
+        waker_for(loop),
         fut,
         func,
         args,
@@ -511,9 +471,7 @@ def _after_fork_in_child() -> None:
     # pool (the default one included) a fresh core, and every loop a fresh waker. The old cores
     # are leaked, never locked (the Rust side knows they belong to the parent). Nothing here may
     # drop the last reference to a pool before it was reset.
-    global _wakers, _wakers_lock, _default_lock
-    _wakers = weakref.WeakKeyDictionary()
-    _wakers_lock = threading.Lock()
+    global _default_lock
     _default_lock = threading.Lock()
     for pool in list(_pools):
         pool._reset_after_fork()
