@@ -131,7 +131,7 @@ def test_release_errors() -> None:
     with pytest.raises(ValueError, match="Semaphore released too many times"):
         sem.release()
     ferrio.Semaphore(0).release()  # unbounded: fine
-    with pytest.raises(ValueError, match=r"Semaphore\(\) expected value >= 0, got -1"):
+    with pytest.raises(ValueError, match=r"Semaphore\(\): value must be 0 or greater, got -1"):
         ferrio.Semaphore(-1)
 
 

@@ -1,9 +1,18 @@
-"""Exceptions ferrio defines: each subclasses what callers already catch."""
+"""Every exception class ferrio defines, and the builders of its error messages.
+
+Each exception subclasses what callers already catch (``RuntimeError``, ``queue.Empty`` and
+``asyncio.QueueEmpty``, ...). The message builders name the call, the argument, the value it got
+and what to do, and never raise themselves: a broken ``__repr__`` must not hide the error being
+reported. This module imports nothing else of ferrio, so every other module may import it.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import numbers
+import queue
 import sys
 import threading
 
@@ -22,6 +31,29 @@ class NoEventLoopError(RuntimeError):
             or f"{api} has no event loop to call into: it was called from a thread that is not running a "
             "job for an event loop. Pass token=ferrio.current_token(), taken on the loop's own thread"
         )
+
+
+class QueueEmpty(asyncio.QueueEmpty, queue.Empty):
+    """Raised by ``get_nowait()`` (or a timed-out ``get``) on an empty queue; both
+    :exc:`asyncio.QueueEmpty` and :exc:`queue.Empty`."""
+
+
+class QueueFull(asyncio.QueueFull, queue.Full):
+    """Raised by ``put_nowait()`` (or a timed-out ``put``) on a full queue; both
+    :exc:`asyncio.QueueFull` and :exc:`queue.Full`."""
+
+
+if sys.version_info >= (3, 13):
+
+    class QueueShutDown(asyncio.QueueShutDown, queue.ShutDown):
+        """Raised by ``put`` after ``shutdown()``, and by ``get`` once a shut-down queue is empty;
+        both :exc:`asyncio.QueueShutDown` and :exc:`queue.ShutDown`."""
+
+else:
+
+    class QueueShutDown(Exception):
+        """Raised by ``put`` after ``shutdown()``, and by ``get`` once a shut-down queue is empty
+        (on Python 3.13+ also :exc:`asyncio.QueueShutDown` and :exc:`queue.ShutDown`)."""
 
 
 def safe_repr(obj: object, limit: int = 200) -> str:
@@ -46,16 +78,35 @@ def describe(fn: object) -> str:
 
 def not_callable(api: str, obj: object, expected: str) -> TypeError:
     """The TypeError for a non-callable ``obj`` where ``api`` expected ``expected`` (such as "a
-    callable as its first argument"): what it got, safely printed, and of what type."""
+    callable as its first argument"): what it got, safely printed, and of what type; for a
+    coroutine (a function called where it should have been passed), how to pass it instead."""
+    if inspect.iscoroutine(obj):
+        return TypeError(
+            f"{api} expected {expected}, but got the coroutine {describe(obj)}() already called; pass the "
+            f"function and its arguments instead: {api[:-1]}afn, *args)"
+        )
     return TypeError(f"{api} expected {expected}, got {safe_repr(obj)} of type '{type(obj).__name__}'")
 
 
 def check_positive_int(api: str, name: str, value: object) -> int:
     """Validates a count that must be a positive int (a worker count, a chunk size), naming the call."""
+    n = _check_int(api, name, value)
+    if n <= 0:
+        raise ValueError(f"{api}: {name} must be greater than 0, got {n}")
+    return n
+
+
+def check_nonnegative_int(api: str, name: str, value: object) -> int:
+    """Validates a size that may be 0 (a queue's ``maxsize``, a semaphore's ``value``), naming the call."""
+    n = _check_int(api, name, value)
+    if n < 0:
+        raise ValueError(f"{api}: {name} must be 0 or greater, got {n}")
+    return n
+
+
+def _check_int(api: str, name: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{api} expected {name} to be an int, got {safe_repr(value)} of type '{type(value).__name__}'")
-    if value <= 0:
-        raise ValueError(f"{api}: {name} must be greater than 0, got {value}")
     return value
 
 
@@ -75,7 +126,7 @@ def check_timeout(api: str, value: object, *, name: str = "timeout") -> float | 
     try:
         seconds = float(value)
     except OverflowError:  # an int too large for a float: finite, so past TIMEOUT_MAX, not "no limit"
-        seconds = sys.float_info.max if value > 0 else -sys.float_info.max
+        seconds = -sys.float_info.max if value < 0 else sys.float_info.max
     if math.isnan(seconds) or seconds < 0:
         raise ValueError(
             f"{api} expected {name} to be a non-negative number of seconds or None, got {_number_repr(value)}"

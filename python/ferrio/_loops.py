@@ -26,31 +26,29 @@ import inspect
 import itertools
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar, cast
+
+if sys.version_info >= (3, 11):
+    from typing import TypeVarTuple, Unpack
+else:
+    from typing_extensions import TypeVarTuple, Unpack
 
 from . import _ferrio
 from ._errors import NoEventLoopError, describe, not_callable, safe_repr
 
 T = TypeVar("T")
+P = ParamSpec("P")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 _local = threading.local()
 # Loops whose thread is blocked in ferrio.run() waiting for another thread (with how many such
 # calls deep it is): calling into them from that other thread could only deadlock.
 _blocked_loops: dict[asyncio.AbstractEventLoop, int] = {}
-
-
-def not_callable_error(api: str, obj: object, expected: str) -> TypeError:
-    """The TypeError for a non-callable ``obj``, with a hint when it is a coroutine (a common slip)."""
-    if inspect.iscoroutine(obj):
-        return TypeError(
-            f"{api} expected {expected}, but got the coroutine {getattr(obj, '__qualname__', 'object')}() "
-            f"already called; pass the function and its arguments instead: {api[:-1]}afn, *args)"
-        )
-    return not_callable(api, obj, expected)
 
 
 def _cancel_threadsafe(loop: asyncio.AbstractEventLoop, task: asyncio.Future[Any]) -> None:
@@ -100,13 +98,14 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
         state = inspect.getcoroutinestate(obj)
         if state != inspect.CORO_CREATED:
             done = "already ran to its end" if state == inspect.CORO_CLOSED else "already started elsewhere"
-            name = getattr(obj, "__qualname__", "coroutine")
+            name = describe(obj)
             raise RuntimeError(
                 f"{api} got the coroutine {name}(), which {done}; a coroutine runs once: pass a new one, "
                 f"{api[:-1]}{name}(...))"
             )
         return obj
     if isinstance(obj, asyncio.Future):
+        fut: asyncio.Future[Any] = obj
         # The loop the awaitable will run on: this thread's, unless one is running here (then a host's).
         try:
             asyncio.get_running_loop()
@@ -114,12 +113,12 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
         except RuntimeError:
             holder = getattr(_local, "holder", None)
             own = holder.loop if holder is not None and not holder.loop.is_closed() else None
-        if obj.get_loop() is not own:
+        if fut.get_loop() is not own:
             raise RuntimeError(
-                f"{api} got {safe_repr(obj)}, a future of another event loop ({obj.get_loop()!r}); a future can "
+                f"{api} got {safe_repr(fut)}, a future of another event loop ({fut.get_loop()!r}); a future can "
                 "only be awaited on its own loop: await it there, or pass ferrio.run() a coroutine"
             )
-        return obj
+        return fut
     if inspect.isawaitable(obj):
         return obj
     if inspect.iscoroutinefunction(obj):
@@ -483,7 +482,7 @@ def _forget_hosts_in_child() -> None:
 
 
 def _cancel_requested(task: asyncio.Task[Any]) -> bool:
-    cancelling = getattr(task, "cancelling", None)  # 3.11+
+    cancelling: Callable[[], int] | None = getattr(task, "cancelling", None)  # 3.11+
     if cancelling is not None:
         return cancelling() > 0
     return bool(getattr(task, "_must_cancel", False))  # 3.10: the flag Task.cancel() sets
@@ -751,7 +750,9 @@ def call_in_loop(
     return call.result(api)
 
 
-def from_thread_run(afn: Callable[..., Awaitable[T]], /, *args: Any, token: EventLoopToken | None = None) -> T:
+def from_thread_run(
+    afn: Callable[[Unpack[PosArgsT]], Awaitable[T]], /, *args: Unpack[PosArgsT], token: EventLoopToken | None = None
+) -> T:
     """Run ``afn(*args)`` on the event loop and return its result, blocking this thread.
 
     Raises:
@@ -763,11 +764,13 @@ def from_thread_run(afn: Callable[..., Awaitable[T]], /, *args: Any, token: Even
     """
     api = "ferrio.from_thread.run()"
     if not callable(afn):
-        raise not_callable_error(api, afn, "an async function")
-    return call_in_loop(api, _target_loop(api, token), afn, args, True, give_up_if_frozen=True)
+        raise not_callable(api, afn, "an async function")
+    return cast(T, call_in_loop(api, _target_loop(api, token), afn, args, True, give_up_if_frozen=True))
 
 
-def from_thread_run_sync(fn: Callable[..., T], /, *args: Any, token: EventLoopToken | None = None) -> T:
+def from_thread_run_sync(
+    fn: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT], token: EventLoopToken | None = None
+) -> T:
     """Call ``fn(*args)`` on the event loop's thread and return its result, blocking this thread.
 
     Raises:
@@ -779,19 +782,19 @@ def from_thread_run_sync(fn: Callable[..., T], /, *args: Any, token: EventLoopTo
     """
     api = "ferrio.from_thread.run_sync()"
     if not callable(fn):
-        raise not_callable_error(api, fn, "a callable")
+        raise not_callable(api, fn, "a callable")
     if inspect.iscoroutinefunction(fn):
         raise TypeError(
             f"{api} expected a sync function, but '{describe(fn)}' is a coroutine function; "
             "use ferrio.from_thread.run()"
         )
-    return call_in_loop(api, _target_loop(api, token), fn, args, False, give_up_if_frozen=True)
+    return cast(T, call_in_loop(api, _target_loop(api, token), fn, args, False, give_up_if_frozen=True))
 
 
 # -- decorators --------------------------------------------------------------------------------------
 
 
-def syncify(afn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
+def syncify(afn: Callable[P, Awaitable[T]]) -> Callable[P, T]:
     """Turn an async function into a plain function that runs it with :func:`ferrio.run`.
 
     ::
@@ -808,7 +811,7 @@ def syncify(afn: Callable[..., Awaitable[T]]) -> Callable[..., T]:
         raise TypeError(f"ferrio.syncify expected an async function, got {safe_repr(afn)}")
 
     @functools.wraps(afn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
         return run(afn(*args, **kwargs))
 
     return wrapper

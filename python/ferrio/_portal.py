@@ -23,14 +23,20 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast, overload
 
-from ._errors import safe_repr
-from ._loops import LoopCall, not_callable_error, waits_for_this_thread
+if sys.version_info >= (3, 11):
+    from typing import TypeVarTuple, Unpack
+else:
+    from typing_extensions import TypeVarTuple, Unpack
+
+from ._errors import not_callable, safe_repr
+from ._loops import LoopCall, waits_for_this_thread
 
 T = TypeVar("T")
+PosArgsT = TypeVarTuple("PosArgsT")
 
 #: Seconds interpreter exit gives each portal left open to cancel its tasks and stop.
 _EXIT_TIMEOUT = 5.0
@@ -53,7 +59,7 @@ def _cancel_all_tasks(loop: asyncio.AbstractEventLoop) -> None:
 
 def _check_callable(api: str, fn: object) -> None:
     if not callable(fn):
-        raise not_callable_error(api, fn, "a callable (a sync or async function)")
+        raise not_callable(api, fn, "a callable (a sync or async function)")
 
 
 class BlockingPortal:
@@ -71,9 +77,7 @@ class BlockingPortal:
     def __init__(self, loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> None:
         api = "ferrio.start_blocking_portal()"
         if loop_factory is not None and not callable(loop_factory):
-            raise TypeError(
-                f"{api} expected loop_factory to be a callable that makes an event loop, got {safe_repr(loop_factory)}"
-            )
+            raise not_callable(api, loop_factory, "loop_factory to be a callable that makes an event loop")
         loop = (loop_factory or asyncio.new_event_loop)()
         if not isinstance(loop, asyncio.AbstractEventLoop):
             raise TypeError(
@@ -148,7 +152,11 @@ class BlockingPortal:
                 raise RuntimeError(f"{api} was called on a blocking portal that has stopped; start a new one")
             call.submit(api)
 
-    def call(self, fn: Callable[..., Awaitable[T] | T], /, *args: Any) -> T:
+    @overload
+    def call(self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T]], /, *args: Unpack[PosArgsT]) -> T: ...
+    @overload
+    def call(self, fn: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]) -> T: ...
+    def call(self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T] | T], /, *args: Unpack[PosArgsT]) -> T:
         """Call ``fn(*args)`` on the portal's loop and return its result, blocking this thread.
 
         Ctrl-C while waiting gives up a call that has not started (it never runs) and cancels the
@@ -166,9 +174,19 @@ class BlockingPortal:
         _check_callable(api, fn)
         call = LoopCall(self._loop, fn, args, None, track=self._tasks)
         self._send(api, call)
-        return call.result(api)  # type: ignore[no-any-return]
+        return cast(T, call.result(api))
 
-    def submit(self, fn: Callable[..., Awaitable[T] | T], /, *args: Any) -> concurrent.futures.Future[T]:
+    @overload
+    def submit(
+        self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T]], /, *args: Unpack[PosArgsT]
+    ) -> concurrent.futures.Future[T]: ...
+    @overload
+    def submit(
+        self, fn: Callable[[Unpack[PosArgsT]], T], /, *args: Unpack[PosArgsT]
+    ) -> concurrent.futures.Future[T]: ...
+    def submit(
+        self, fn: Callable[[Unpack[PosArgsT]], Awaitable[T] | T], /, *args: Unpack[PosArgsT]
+    ) -> concurrent.futures.Future[T]:
         """Start ``fn(*args)`` on the portal's loop; return a :class:`concurrent.futures.Future`.
 
         Cancelling the future before the call starts means it never runs; after, it cancels the
@@ -224,7 +242,7 @@ class BlockingPortal:
         """A sync context manager that enters and exits ``cm`` on the portal's loop."""
 
         @contextlib.contextmanager
-        def wrapped() -> Iterator[T]:
+        def wrapped() -> Generator[T, None, None]:
             value = self.call(cm.__aenter__)
             try:
                 yield value
@@ -309,7 +327,7 @@ def _stop_all_at_exit() -> None:
 @contextlib.contextmanager
 def start_blocking_portal(
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None,
-) -> Iterator[BlockingPortal]:
+) -> Generator[BlockingPortal, None, None]:
     """Start an event loop in a new thread and yield a portal to it, for sync applications.
 
     ::

@@ -21,52 +21,25 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import queue as _queue
 import time
 import warnings
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from . import _ferrio
-from ._errors import check_timeout
+from ._errors import QueueEmpty, QueueFull, QueueShutDown, check_nonnegative_int, check_timeout
 from ._wakers import waker_for
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+T_contra = TypeVar("T_contra", contravariant=True)
 _get_running_loop = asyncio.get_running_loop
 _running_loop = asyncio.events._get_running_loop  # None where no loop runs; asyncio's own cheap check
 
 
-def _bases(*names: tuple[object, str]) -> tuple[type, ...]:
-    found = tuple(getattr(mod, name) for mod, name in names if hasattr(mod, name))
-    return found or (Exception,)
-
-
-class QueueEmpty(asyncio.QueueEmpty, _queue.Empty):
-    """Raised by ``get_nowait()`` (or a timed-out ``get``) on an empty queue; both
-    :exc:`asyncio.QueueEmpty` and :exc:`queue.Empty`."""
-
-
-class QueueFull(asyncio.QueueFull, _queue.Full):
-    """Raised by ``put_nowait()`` (or a timed-out ``put``) on a full queue; both
-    :exc:`asyncio.QueueFull` and :exc:`queue.Full`."""
-
-
-class QueueShutDown(*_bases((asyncio, "QueueShutDown"), (_queue, "ShutDown"))):  # type: ignore[misc]
-    """Raised by ``put`` after ``shutdown()``, and by ``get`` once a shut-down queue is empty;
-    on Python 3.13+ both :exc:`asyncio.QueueShutDown` and :exc:`queue.ShutDown`."""
-
-
 _SHUTDOWN = object()  # what a waiting getter's future receives when the queue shuts down
 _ERRORS = (QueueEmpty, QueueFull, QueueShutDown)
-
-
-def _nonneg_int(api: str, name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{api} expected {name} to be an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{api} expected {name} >= 0, got {value}")
-    return value
 
 
 class _QueueView:
@@ -94,27 +67,68 @@ class _QueueView:
         self._core.shutdown(immediate)
 
 
+class _Put(Protocol[T_contra]):
+    def __call__(self, item: T_contra, block: bool = True, timeout: float | None = None) -> None: ...
+
+
+class _Get(Protocol[T_co]):
+    def __call__(self, block: bool = True, timeout: float | None = None) -> T_co: ...
+
+
+class _PutNowait(Protocol[T_contra]):
+    def __call__(self, item: T_contra) -> None: ...
+
+
+class _Join(Protocol):
+    def __call__(self, timeout: float | None = None) -> bool: ...
+
+
 class _SyncFace(_QueueView, Generic[T]):
     """``queue.Queue``'s API over a :class:`ferrio.Queue`, usable from any thread."""
 
-    __slots__ = ("get", "get_nowait", "join", "put", "put_nowait", "qsize", "task_done")
+    __slots__ = ("get", "get_nowait", "join", "put", "put_nowait", "task_done")
+
+    # Bound Rust methods, set per instance (a call from a thread goes straight to Rust), typed here.
+    put: _Put[T]
+    """Put ``item``, blocking (the GIL released) while the queue is full; :exc:`QueueFull` after
+    ``timeout`` or at once with ``block=False``, :exc:`QueueShutDown` after ``shutdown()``."""
+    get: _Get[T]
+    """Remove and return an item, blocking (the GIL released) while the queue is empty;
+    :exc:`QueueEmpty` after ``timeout`` or at once with ``block=False``, :exc:`QueueShutDown` once
+    a shut-down queue is empty."""
+    put_nowait: _PutNowait[T]
+    """``put(item, block=False)``."""
+    get_nowait: Callable[[], T]
+    """``get(block=False)``."""
+    task_done: Callable[[], None]
+    """Marks one item got as processed, for ``join()``."""
+    join: _Join
+    """Blocks until every item put was marked done with ``task_done()``; ``False`` if ``timeout``
+    passed first."""
 
     def __init__(self, core: _ferrio.QueueCore) -> None:
         self._core = core
         # Bound Rust methods: a call from a thread goes straight to Rust.
         self.put, self.get, self.put_nowait, self.get_nowait = core.put, core.get, core.put_nowait, core.get_nowait
-        self.task_done, self.qsize, self.join = core.task_done, core.qsize, core.join
+        self.task_done, self.join = core.task_done, core.join
 
 
 class _AsyncFace(_QueueView, Generic[T]):
     """``asyncio.Queue``'s API over a :class:`ferrio.Queue`, usable from any event loop."""
 
-    __slots__ = ("get_nowait", "put_nowait", "qsize", "task_done")
+    __slots__ = ("get_nowait", "put_nowait", "task_done")
+
+    put_nowait: _PutNowait[T]
+    """Put ``item`` if there is room; :exc:`QueueFull` if not, :exc:`QueueShutDown` after ``shutdown()``."""
+    get_nowait: Callable[[], T]
+    """Remove and return an item if one is there; :exc:`QueueEmpty` if not."""
+    task_done: Callable[[], None]
+    """Marks one item got as processed, for ``join()``."""
 
     def __init__(self, core: _ferrio.QueueCore) -> None:
         self._core = core
         self.put_nowait, self.get_nowait = core.put_nowait, core.get_nowait
-        self.task_done, self.qsize = core.task_done, core.qsize
+        self.task_done = core.task_done
 
     async def put(self, item: T) -> None:
         """Put ``item``, waiting (without blocking the loop) while the queue is full.
@@ -148,12 +162,12 @@ class _AsyncFace(_QueueView, Generic[T]):
         core = self._core
         ready, item = core.try_get()
         if ready:
-            return item
+            return cast(T, item)
         loop = _get_running_loop()
         fut = loop.create_future()
         ready, item = core.get_async(waker_for(loop), fut)
         if ready:
-            return item
+            return cast(T, item)
         try:
             item = await fut
         except asyncio.CancelledError:
@@ -162,7 +176,7 @@ class _AsyncFace(_QueueView, Generic[T]):
         if item is _SHUTDOWN:
             raise QueueShutDown("the queue was shut down")
         core.got_item()  # the item counted against maxsize until now, in case we gave it back
-        return item
+        return cast(T, item)
 
     async def join(self) -> None:
         """Wait until every item put has been marked done with ``task_done()``."""
@@ -201,7 +215,7 @@ class Queue(_QueueView, Generic[T]):
 
     def __init__(self, maxsize: int = 0) -> None:
         api = f"{type(self).__name__}()"
-        self._core = _ferrio.QueueCore(_nonneg_int(api, "maxsize", maxsize), self._order, _SHUTDOWN, _ERRORS)
+        self._core = _ferrio.QueueCore(check_nonnegative_int(api, "maxsize", maxsize), self._order, _SHUTDOWN, _ERRORS)
         self.sync_q: _SyncFace[T] = _SyncFace(self._core)
         self.async_q: _AsyncFace[T] = _AsyncFace(self._core)
 
@@ -303,7 +317,7 @@ class _Pending:
 
     __slots__ = ("_api", "_args", "_awaited", "_start")
 
-    def __init__(self, api: str, start: Callable[..., Any], *args: object) -> None:
+    def __init__(self, api: str, start: Callable[..., Awaitable[Any]], *args: object) -> None:
         self._api, self._start, self._args, self._awaited = api, start, args, False
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -337,7 +351,10 @@ def _lock_timeout(api: str, timeout: object, *, minus_one_is_forever: bool) -> f
     return check_timeout(api, timeout)
 
 
-class _AsyncAcquire:
+class _AsyncAcquire(_ferrio.SemaphoreCore):
+    """The acquire of :class:`Lock` and :class:`Semaphore`: threading's in a plain thread,
+    asyncio's where an event loop runs."""
+
     _api = "Semaphore.acquire()"
     _minus_one_is_forever = False
 
@@ -356,7 +373,7 @@ class _AsyncAcquire:
             TypeError: ``timeout`` is not a number; or the awaitable was used as a bool.
         """
         if not blocking or _running_loop() is None:
-            return _ferrio.SemaphoreCore.acquire(self, blocking, timeout)  # type: ignore[arg-type]
+            return _ferrio.SemaphoreCore.acquire(self, blocking, timeout)
         t = _lock_timeout(self._api, timeout, minus_one_is_forever=self._minus_one_is_forever)
         return _Pending(self._api, self._acquire_async, t)
 
@@ -368,28 +385,28 @@ class _AsyncAcquire:
         return await self._acquire_async(None)
 
     async def _acquire_async(self, timeout: float | None) -> bool:
-        if self.acquire_nowait():  # type: ignore[attr-defined]
+        if self.acquire_nowait():
             return True
         loop = _get_running_loop()
         fut = loop.create_future()
-        if self.acquire_async_(waker_for(loop), fut):  # type: ignore[attr-defined]
+        if self.acquire_async_(waker_for(loop), fut):
             return True
-        unqueue = self.cancel_acquire  # type: ignore[attr-defined]  # a late permit passes on
-        return await _await_queued(loop, fut, timeout, unqueue) is not _TIMED_OUT
+        # A cancelled or timed-out waiter is unqueued; a permit that reached it late passes on.
+        return await _await_queued(loop, fut, timeout, self.cancel_acquire) is not _TIMED_OUT
 
     async def __aenter__(self) -> None:
-        if not self.acquire_nowait():  # type: ignore[attr-defined]
+        if not self.acquire_nowait():
             await self._acquire_async(None)
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.release()  # type: ignore[attr-defined]
+        self.release()
 
     def statistics(self) -> LockStatistics:
-        free, waiting = self.stats()  # type: ignore[attr-defined]
+        free, waiting = self.stats()
         return LockStatistics(locked=free == 0, waiting=waiting)
 
 
-class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
+class Lock(_AsyncAcquire):
     """A mutual-exclusion lock for threads and tasks at once.
 
     ::
@@ -416,14 +433,14 @@ class Lock(_AsyncAcquire, _ferrio.SemaphoreCore):
     def __new__(cls) -> Lock:
         return super().__new__(cls, 1, 1, True)
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> Any:
+    def acquire(self, blocking: bool = True, timeout: float | None = -1) -> Any:
         return _AsyncAcquire.acquire(self, blocking, timeout)
 
     def locked(self) -> bool:
         return self.stats()[0] == 0
 
 
-class Semaphore(_AsyncAcquire, _ferrio.SemaphoreCore):
+class Semaphore(_AsyncAcquire):
     """A counting semaphore for threads and tasks at once: ``threading.Semaphore``'s API in a
     plain thread, ``asyncio.Semaphore``'s (``await sem.acquire()``, ``async with sem:``) on a
     thread whose event loop is running; ``await acquire_async()`` is the async acquire anywhere.
@@ -436,7 +453,7 @@ class Semaphore(_AsyncAcquire, _ferrio.SemaphoreCore):
     _bounded = False
 
     def __new__(cls, value: int = 1) -> Semaphore:
-        value = _nonneg_int(f"{cls.__name__}()", "value", value)
+        value = check_nonnegative_int(f"{cls.__name__}()", "value", value)
         return super().__new__(cls, value, value if cls._bounded else None)
 
     def locked(self) -> bool:

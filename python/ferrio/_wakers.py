@@ -36,8 +36,10 @@ def waker_for(loop: asyncio.AbstractEventLoop) -> _ferrio.LoopWaker:
         waker = None if ref is None else ref()
         if waker is None:
             waker = _ferrio.LoopWaker()
+            fd = waker.fileno()
+            assert fd is not None  # for the type checker: a LoopWaker() made here always has its pipe
             try:
-                loop.add_reader(waker.fileno(), waker.drain)
+                loop.add_reader(fd, waker.drain)
             except NotImplementedError:  # loops without add_reader (Windows' proactor)
                 # Nothing else holds this kind: keep it strongly (its loop is held by the waker's
                 # call_soon_threadsafe, so such loops live until exit).
