@@ -10,10 +10,9 @@ import types
 import typing
 from importlib.metadata import version
 
-import pytest
-
 import ferrio
 import ferrio.from_thread
+import pytest
 
 PUBLIC_MODULES = [ferrio, ferrio.from_thread]
 

@@ -5,15 +5,10 @@
     data = await ferrio.to_thread(blocking_io, "a.txt")     # asyncio.to_thread, on a Rust pool
 """
 
-from __future__ import annotations
+import importlib.metadata as _metadata
 
-from importlib.metadata import PackageNotFoundError, version
-
-from . import (
-    _ferrio,
-    from_thread,
-)
-from ._errors import NoEventLoopError
+from . import _ferrio, from_thread
+from ._errors import NoEventLoopError, QueueEmpty, QueueFull, QueueShutDown
 from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
@@ -25,6 +20,7 @@ from ._process import (
     default_process_pool,
     to_process,
 )
+from ._public import fixup_module_metadata as _fixup_module_metadata
 from ._shared import SharedCounter, SharedValue
 from ._stats import LimiterStatistics, Percentiles, PoolStatistics, ProcessPoolStatistics
 from ._sync import (
@@ -37,9 +33,6 @@ from ._sync import (
     LockStatistics,
     PriorityQueue,
     Queue,
-    QueueEmpty,
-    QueueFull,
-    QueueShutDown,
     QueueStatistics,
     Semaphore,
 )
@@ -47,15 +40,20 @@ from ._threads import ThreadPool, asyncify, check_cancelled, default_pool, is_ca
 
 __version__: str = _ferrio.__version__
 
-try:
-    _installed = version("ferrio")
-except PackageNotFoundError:  # running from a source tree with only the extension built
-    _installed = __version__
-if _installed != __version__:
-    raise ImportError(
-        f"ferrio's Python package is version {_installed} but its compiled module ferrio._ferrio is "
-        f"version {__version__}; reinstall ferrio (pip install --force-reinstall ferrio) so they match"
-    )
+
+def _check_installed_version() -> None:
+    try:
+        installed = _metadata.version("ferrio")
+    except _metadata.PackageNotFoundError:  # running from a source tree with only the extension built
+        return
+    if installed != __version__:
+        raise ImportError(
+            f"ferrio's Python package is version {installed} but its compiled module ferrio._ferrio is "
+            f"version {__version__}; reinstall ferrio (pip install --force-reinstall ferrio) so they match"
+        )
+
+
+_check_installed_version()
 
 __all__ = (
     "AsyncFile",
@@ -104,3 +102,6 @@ __all__ = (
     "to_process",
     "to_thread",
 )
+
+
+_fixup_module_metadata("ferrio", globals(), __all__)
