@@ -355,7 +355,8 @@ def test_ctrl_c_interrupts_the_exit_time_join_without_crashing() -> None:
     assert proc.returncode >= 0, proc.stderr  # not killed by a signal (SIGABRT, SIGSEGV)
     assert proc.stdout == "main done\n"
     assert "KeyboardInterrupt" in proc.stderr
-    assert "FATAL" not in proc.stderr and "panicked" not in proc.stderr, proc.stderr
+    assert "FATAL" not in proc.stderr, proc.stderr
+    assert "panicked" not in proc.stderr, proc.stderr
 
 
 def test_pools_and_submissions_are_refused_once_the_interpreter_exits() -> None:
@@ -380,7 +381,8 @@ def test_pools_and_submissions_are_refused_once_the_interpreter_exits() -> None:
     for _ in range(3):
         proc = run_python(code, timeout=60)
         assert proc.returncode == 0, proc.stderr
-        assert "FATAL" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert "FATAL" not in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr, proc.stderr
 
 
 def test_after_exit_begins_new_pools_and_jobs_raise_naming_the_call() -> None:

@@ -222,8 +222,10 @@ def test_calls_of_junk_are_refused_at_the_call(loop_factory) -> None:
 def test_a_coroutine_passed_instead_of_its_function_gets_a_hint(loop_factory) -> None:
     coro = double(1)
     try:
-        with ferrio.start_blocking_portal(loop_factory) as portal:
-            with pytest.raises(TypeError, match=r"got the coroutine double\(\) already called; pass the function"):
-                portal.call(coro)  # type: ignore[arg-type]
+        with (
+            ferrio.start_blocking_portal(loop_factory) as portal,
+            pytest.raises(TypeError, match=r"got the coroutine double\(\) already called; pass the function"),
+        ):
+            portal.call(coro)  # type: ignore[arg-type]
     finally:
         coro.close()

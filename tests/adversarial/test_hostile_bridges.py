@@ -350,7 +350,7 @@ def test_cancel_storm_on_portal_futures(loop_factory) -> None:
             t.start()
         for t in threads:
             t.join(10)
-        done, pending = concurrent.futures.wait(futs, timeout=10)
+        _, pending = concurrent.futures.wait(futs, timeout=10)
         assert not pending, "futures never resolved"
     assert all(count == 1 for count in runs.values()), "a call ran twice"
     for i, f in enumerate(futs):
@@ -408,7 +408,7 @@ def test_a_task_that_ends_the_portals_loop_leaves_no_call_hanging(loop_factory) 
         portal.submit(spawn_death_then_wait)
         late = [portal.submit(len, "queued behind the death") for _ in range(5)]
         gate.set()
-        done, pending = concurrent.futures.wait(late, timeout=10)
+        _, pending = concurrent.futures.wait(late, timeout=10)
         assert not pending, "a call was left pending by a loop that ended"
         portal._thread.join(10)
         refused = r"BlockingPortal.call\(\) was called on a blocking portal that has stopped"
@@ -534,9 +534,11 @@ def test_junk_with_a_hostile_repr_still_gets_a_clear_error(loop_factory, huge: b
     with pytest.raises(TypeError, match=r"expected loop_factory to be a callable") as info:
         ferrio.BlockingPortal(junk)  # type: ignore[arg-type]
     assert len(str(info.value)) < 1000  # a huge repr is cut short
-    with ferrio.start_blocking_portal(loop_factory) as portal:
-        with pytest.raises(TypeError, match=r"BlockingPortal.submit\(\) expected a callable .* of type 'BrokenRepr'"):
-            portal.submit(junk)  # type: ignore[arg-type]
+    with (
+        ferrio.start_blocking_portal(loop_factory) as portal,
+        pytest.raises(TypeError, match=r"BlockingPortal.submit\(\) expected a callable .* of type 'BrokenRepr'"),
+    ):
+        portal.submit(junk)  # type: ignore[arg-type]
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -7,6 +7,7 @@ whole interpreter (holding the GIL) run in a subprocess so that the hang fails o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import sys
@@ -174,7 +175,8 @@ def test_a_slow_lt_holds_up_only_its_own_queue() -> None:
     go.set()
     putter.join(10)
     waiter.join(10)
-    assert not putter.is_alive() and not waiter.is_alive()
+    assert not putter.is_alive()
+    assert not waiter.is_alive()
     assert sizes in ([1], [2])
     assert [q.sync_q.get_nowait().v for _ in range(2)] == [0, 1]
 
@@ -312,10 +314,8 @@ async def test_threads_and_cancelled_tasks_at_once_lose_nothing() -> None:
 
     def thread_consumer() -> None:
         while not stop.is_set():
-            try:
+            with contextlib.suppress(ferrio.QueueEmpty):
                 got.append(q.sync_q.get(timeout=0.01))
-            except ferrio.QueueEmpty:
-                pass
 
     threads = [threading.Thread(target=producer), threading.Thread(target=thread_consumer)]
     for t in threads:
@@ -331,7 +331,7 @@ async def test_threads_and_cancelled_tasks_at_once_lose_nothing() -> None:
         for t in tasks:
             if rng.random() < 0.6:
                 t.cancel()
-        done, pending = await asyncio.wait(tasks, timeout=0.05)
+        _, pending = await asyncio.wait(tasks, timeout=0.05)
         for t in pending:
             t.cancel()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 5)
@@ -507,5 +507,5 @@ def test_negative_infinity_is_refused_or_only_tries_as_the_stdlib(api: str, call
 async def test_bad_timeouts_on_a_loop_thread_raise_at_the_call(timeout: object) -> None:
     lock, ev, sem = ferrio.Lock(), ferrio.Event(), ferrio.Semaphore(1)
     for call in (lambda: lock.acquire(timeout=timeout), lambda: ev.wait(timeout), lambda: sem.acquire(timeout=timeout)):
-        with pytest.raises((ValueError, TypeError, OverflowError), match="expected timeout|more than"):
+        with pytest.raises((ValueError, TypeError, OverflowError), match=r"expected timeout|more than"):
             call()
