@@ -45,6 +45,7 @@ from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
 from ._errors import check_positive_int, check_timeout, describe, not_callable
 from ._stats import Percentiles, ProcessPoolStatistics
+from ._threads import to_thread
 from ._wakers import waker_for
 
 T = TypeVar("T")
@@ -1479,8 +1480,6 @@ class ProcessPool(concurrent.futures.Executor):
         self.shutdown(wait=False)
         thread = self._core.thread
         if thread is not None:
-            from ._threads import to_thread
-
             await asyncio.shield(to_thread(thread.join))
 
     # -- concurrent.futures.Executor ------------------------------------------------------------

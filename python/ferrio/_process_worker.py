@@ -21,7 +21,7 @@ import traceback
 import types
 from typing import Any
 
-from . import _wire
+from . import _ferrio, _wire
 from ._errors import describe
 
 
@@ -122,8 +122,6 @@ def _let_the_forkserver_go() -> None:
 def main(sock: socket.socket) -> None:
     """Runs the worker until the parent says exit or goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    from . import _ferrio
-
     _let_the_forkserver_go()
     parent = os.getppid()
     _ferrio.set_parent_death_signal(signal.SIGKILL)
