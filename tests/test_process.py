@@ -295,7 +295,7 @@ async def test_unpicklable_argument_is_named_at_the_call_site(pool: ferrio.Proce
 async def test_unpicklable_result_fails_the_call_and_the_worker_lives(pool: ferrio.ProcessPool) -> None:
     await pool.run(square, 1)  # a worker is up
     pids = set(pool.worker_pids())
-    with pytest.raises(TypeError, match="^'returns_lock' returned 'lock', which cannot be pickled") as info:
+    with pytest.raises(TypeError, match=r"^'returns_lock' returned 'lock', which cannot be pickled") as info:
         await pool.run(returns_lock)
     assert "''" not in str(info.value)  # the name is quoted once
     assert await pool.run(square, 4) == 16
@@ -347,7 +347,7 @@ async def test_bad_calls_fail_at_the_call_site(pool: ferrio.ProcessPool) -> None
         await pool.run(square, 1, timeout=0)
     with pytest.raises(TypeError, match=r"ProcessPool.run\(\) expected timeout to be a number of seconds"):
         await pool.run(square, 1, timeout="5")
-    with pytest.raises(OverflowError, match="more than threading.TIMEOUT_MAX"):
+    with pytest.raises(OverflowError, match=r"more than threading\.TIMEOUT_MAX"):
         await pool.run(square, 1, timeout=1e300)
     assert await pool.run(square, 3, timeout=float("inf")) == 9  # no limit, and the manager lives
 

@@ -64,7 +64,10 @@ def test_lifo_order() -> None:
 
 @pytest.mark.parametrize(
     ("maxsize", "exc", "match"),
-    [(-1, ValueError, r"Queue\(\): maxsize must be 0 or greater, got -1"), ("8", TypeError, r"expected maxsize to be an int")],
+    [
+        (-1, ValueError, r"Queue\(\): maxsize must be 0 or greater, got -1"),
+        ("8", TypeError, r"expected maxsize to be an int"),
+    ],
 )
 def test_bad_maxsize(maxsize: object, exc: type[Exception], match: str) -> None:
     with pytest.raises(exc, match=match):

@@ -258,7 +258,7 @@ def test_loops_closed_with_a_job_in_flight_are_freed_with_their_eventfds(kind: s
         loop = new_loop(kind)
 
         async def submit() -> None:
-            asyncio.ensure_future(pool.run(gate.wait, 10))
+            asyncio.ensure_future(pool.run(gate.wait, 10))  # noqa: RUF006 - left pending as the loop closes
             await asyncio.sleep(0)
 
         loop.run_until_complete(submit())

@@ -9,6 +9,8 @@ import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from typing_extensions import Self
+
 _T = TypeVar("_T", str, bytes)
 
 __version__: str
@@ -200,7 +202,7 @@ class SemaphoreCore:
     Blocking calls release the GIL and wake every 50 ms to run signal handlers.
     """
 
-    def __new__(cls, value: int, bound: int | None = None, is_lock: bool = False) -> SemaphoreCore: ...
+    def __new__(cls, value: int, bound: int | None = None, is_lock: bool = False) -> Self: ...
     def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
         """``threading``'s blocking acquire. For a lock ``-1`` (or ``None``) is no limit and other
         negatives are refused; for a semaphore a negative timeout only tries. Raises:

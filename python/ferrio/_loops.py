@@ -105,7 +105,7 @@ def _check_awaitable(api: str, obj: object) -> Awaitable[Any]:
             )
         return obj
     if isinstance(obj, asyncio.Future):
-        fut: asyncio.Future[Any] = obj
+        fut: asyncio.Future[Any] = obj  # pyright: ignore[reportUnknownVariableType]  # any result type
         # The loop the awaitable will run on: this thread's, unless one is running here (then a host's).
         try:
             asyncio.get_running_loop()

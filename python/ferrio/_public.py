@@ -39,9 +39,9 @@ def fixup_module_metadata(module_name: str, namespace: dict[str, object], names:
         except (AttributeError, TypeError):  # a compiled class: Rust sets its module
             return
         if hasattr(obj, "__qualname__"):
-            obj.__qualname__ = qualname
+            obj.__qualname__ = qualname  # pyright: ignore[reportAttributeAccessIssue]  # checked just above
         if hasattr(obj, "__name__") and not isinstance(obj, type):
-            obj.__name__ = name
+            obj.__name__ = name  # pyright: ignore[reportAttributeAccessIssue]  # a function: writable
         if isinstance(obj, type):
             for attr_name, attr in list(obj.__dict__.items()):
                 fix_one(f"{qualname}.{attr_name}", attr_name, attr)

@@ -49,7 +49,7 @@ def _wait_for_fds(expected: set[str]) -> set[str]:
 
 
 @pytest.mark.parametrize("via", ["fifo", "symlink to fifo"])
-@pytest.mark.parametrize("mode,buffering", [("rb", -1), ("rb", 0), ("r", -1)])
+@pytest.mark.parametrize(("mode", "buffering"), [("rb", -1), ("rb", 0), ("r", -1)])
 async def test_fifo_opens_and_reads_never_block_the_loop(
     tmp_path: SyncPath, via: str, mode: str, buffering: int
 ) -> None:
@@ -111,7 +111,7 @@ async def test_a_socket_through_proc_self_fd_raises_as_open_does() -> None:
     a, b = socket.socketpair()
     try:
         path = f"/proc/self/fd/{a.fileno()}"
-        with pytest.raises(OSError) as builtin:
+        with pytest.raises(OSError) as builtin:  # noqa: PT011 - its errno is checked next
             open(path, "rb")  # noqa: SIM115 - it raises
         assert builtin.value.errno == errno.ENXIO
         for mode in ("rb", "r"):
@@ -260,7 +260,7 @@ def test_descriptor_limit_gives_the_builtin_s_emfile(tmp_path: SyncPath, loop: s
 # -- cancellation storms ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode,buffering", [("wb", -1), ("wb", 0), ("w", -1), ("w", 1)])
+@pytest.mark.parametrize(("mode", "buffering"), [("wb", -1), ("wb", 0), ("w", -1), ("w", 1)])
 async def test_a_cancellation_storm_loses_and_repeats_no_write(tmp_path: SyncPath, mode: str, buffering: int) -> None:
     rng = random.Random(1234)
     p = tmp_path / "out"
@@ -436,7 +436,7 @@ async def test_misbehaving_and_out_of_range_arguments_get_the_builtin_s_errors(t
                 fmode = "r+b" if op == "truncate" and mode == "rb" else ("r+" if op == "truncate" else mode)
                 p.write_bytes(b"0123456789\n" * 10)
                 with open(p, fmode, **kw) as builtin:
-                    want = _outcome(lambda: getattr(builtin, op)(arg))
+                    want = _outcome(lambda op=op, arg=arg: getattr(builtin, op)(arg))
                 p.write_bytes(b"0123456789\n" * 10)
                 async with ferrio.open_file(p, fmode, **kw) as f:
                     got = await _aoutcome(getattr(f, op)(arg))
@@ -444,7 +444,7 @@ async def test_misbehaving_and_out_of_range_arguments_get_the_builtin_s_errors(t
     async with ferrio.open_file(p, "wb") as f:
         for data in (memoryview(b"abcdef")[::2], array.array("i", [1, 2]), memoryview(b"abcd").cast("B", (2, 2))):
             with open(tmp_path / "builtin", "wb") as builtin:
-                want = _outcome(lambda: builtin.write(data))
+                want = _outcome(lambda data=data: builtin.write(data))
             assert await _aoutcome(f.write(data)) == want, data
     for threads in (float("inf"), float("nan"), -(10**100), "8"):
         with pytest.raises((TypeError, ValueError), match="threads"):
@@ -477,7 +477,7 @@ async def test_open_file_refuses_what_open_refuses_with_the_same_error(tmp_path:
         ((_BadPath(), "rb"), {}),
     ]
     for args, kwargs in calls:
-        want = _outcome(lambda: open(*args, **kwargs).close())
+        want = _outcome(lambda args=args, kwargs=kwargs: open(*args, **kwargs).close())
         got = await _aoutcome(_open_and_close(*args, **kwargs))
         assert got == want, (args, kwargs)
 
