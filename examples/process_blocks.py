@@ -1,9 +1,9 @@
-"""The commissioning notes' ``blocks(n)`` example, with worker processes instead of threads.
+"""CPU-bound calls on worker processes, with their log lines shown by the parent.
 
 Six calls of ``blocks(n)`` run on a pool of three worker processes. Each call logs through
 ``logging`` in its worker; ferrio hands the records to the parent's loggers, so the format's
-``%(process)5s`` shows which worker ran each call, as it does in the original with
-``ProcessPoolExecutor`` when the workers inherit the logging set-up.
+``%(process)5s`` shows which worker ran each call, as ``ProcessPoolExecutor`` shows it when the
+workers inherit the logging set-up. Run it with ``python examples/process_blocks.py``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""The commissioning notes' process-pool scenario, done with ferrio.
+"""A counter shared by worker processes, where one killed worker fails only its own call.
 
-The original shares a ``multiprocessing.Value`` with ``ProcessPoolExecutor`` workers through an
-initializer and bumps it under ``get_lock()``. Here the counter is a ``ferrio.SharedCounter``:
-one atomic add in shared memory, no lock, usable from the parent's threads at the same time.
-The calls go through ``run_in_executor`` exactly as in the original, then through
-``pool.run``; a worker killed half way through fails only its own call.
+With ``ProcessPoolExecutor`` one would share a ``multiprocessing.Value`` through an initializer
+and bump it under ``get_lock()``. Here the counter is a ``ferrio.SharedCounter``: one atomic add
+in shared memory, no lock, usable from the parent's threads at the same time. The calls go
+through ``loop.run_in_executor`` first, then through ``pool.run``; a worker killed half way
+through fails only its own call. Run it with ``python examples/process_shared_counter.py``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
-"""The notes' "read a file without blocking the loop" scenario, with ferrio.open_file.
+"""Reading and writing files from async code without blocking the event loop.
 
-The original calls open() inside a coroutine (blocking the loop) or sends each read through
-run_in_executor. Here the loop keeps ticking while a file is written and read back line by line,
-and a batch of files is read at once in Rust.
+Calling open() inside a coroutine blocks the loop; sending each read through run_in_executor
+costs a thread hand-off per call. Here, with ``ferrio.open_file``, the loop keeps ticking (a
+heartbeat counts it) while a file is written and read back line by line, and a batch of files is
+read at once in Rust with ``ferrio.read_files``.
 """
 
 from __future__ import annotations

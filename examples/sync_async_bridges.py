@@ -1,8 +1,9 @@
-"""Every direction of the commissioning documents' sync/async bridges, done with ferrio.
+"""Every direction between sync and async code, each in a few lines of ferrio.
 
-The five use cases of the ``to_thread`` article, then the patterns of the sync/async notes
-(a decorator, a sync wrapper, a nested call from inside a running loop, a thread with its own
-loop). Each prints one line; nothing here creates, patches or closes an event loop by hand.
+Blocking calls offloaded from async code (``ferrio.to_thread``), worker threads calling back
+into the loop (``ferrio.from_thread``), async functions called from sync code (``ferrio.run``,
+``@ferrio.syncify``), a nested call from inside a running loop, and a thread with its own loop.
+Each prints one line; nothing here creates, patches or closes an event loop by hand.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def sync_runs_coroutine_on_worker() -> int:
     return POOL.submit(sample_coroutine, 2, 3).result(timeout=10)
 
 
-# The notes' decorator, sync wrapper, nested call and thread with its own loop.
+# A decorator, a sync wrapper, a nested call from a running loop, and a thread with its own loop.
 @ferrio.asyncify
 def read_file(path: str) -> int:
     with open(path, "rb") as f:

@@ -1,8 +1,9 @@
-"""The notes' sync producer feeding an async consumer, with one ferrio.Queue.
+"""A sync producer thread feeding an async consumer through one ferrio.Queue.
 
-The original parks a pool thread per item (``await loop.run_in_executor(None, q.get)``); here the
-producer thread blocks only while the bounded queue is full, the consumer awaits without any
-thread, and a shared lock and counter work from both sides.
+With a ``queue.Queue`` the consumer would park a pool thread per item
+(``await loop.run_in_executor(None, q.get)``). Here the producer thread blocks only while the
+bounded queue is full, the consumer awaits without any thread, and a shared lock and counter
+work from both sides.
 """
 
 from __future__ import annotations

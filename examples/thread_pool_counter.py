@@ -1,4 +1,4 @@
-"""The commissioning notes' thread-pool scenarios, done with ferrio.
+"""Worker threads printing words and bumping a shared counter, run four ways with ferrio.
 
 Four words printed from worker threads, a shared counter under a lock, run four ways: on an
 explicit pool, on the default executor, with ferrio set as the loop's default executor, and with
