@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 
+use ferrio_core::limiter::INFINITE_TOKENS;
 use ferrio_core::Limiter;
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::errors;
 use crate::job::{dispose, PyJob};
-use crate::pool::tokens_from;
 
 #[pyclass(frozen, module = "ferrio._ferrio")]
 pub struct LimiterCore {
@@ -34,5 +36,26 @@ impl LimiterCore {
     fn stats(&self) -> (usize, usize, usize) {
         let s = self.inner.stats();
         (s.total_tokens, s.borrowed_tokens, s.waiting)
+    }
+}
+
+/// `total_tokens` for `api` as the limiter stores it (`math.inf`: [`INFINITE_TOKENS`]), or a clear error.
+pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
+    if let Ok(f) = value.extract::<f64>() {
+        if f.is_infinite() && f > 0.0 {
+            return Ok(INFINITE_TOKENS);
+        }
+    }
+    match value.extract::<i64>() {
+        Ok(n) if n >= 1 && !value.is_instance_of::<pyo3::types::PyBool>() => {
+            Ok(usize::try_from(n).unwrap_or(INFINITE_TOKENS))
+        }
+        Ok(n) => Err(PyValueError::new_err(format!(
+            "{api} total_tokens must be at least 1, got {n}"
+        ))),
+        Err(_) => Err(PyTypeError::new_err(format!(
+            "{api} total_tokens must be an int or math.inf, got {}",
+            errors::repr_or_empty(value)
+        ))),
     }
 }

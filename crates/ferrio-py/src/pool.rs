@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrio_core::{Pool, PoolConfig};
-use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
@@ -352,25 +352,4 @@ pub(crate) fn refuse_new_work() {
 #[pyfunction]
 pub(crate) fn forget_orphans_after_fork() {
     ferrio_core::pool::forget_orphans_after_fork();
-}
-
-/// Used by `CapacityLimiter` for a clear error on a bad `total_tokens`.
-pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
-    if let Ok(f) = value.extract::<f64>() {
-        if f.is_infinite() && f > 0.0 {
-            return Ok(usize::MAX / 2);
-        }
-    }
-    match value.extract::<i64>() {
-        Ok(n) if n >= 1 && !value.is_instance_of::<pyo3::types::PyBool>() => {
-            Ok(usize::try_from(n).unwrap_or(usize::MAX / 2))
-        }
-        Ok(n) => Err(PyValueError::new_err(format!(
-            "{api} total_tokens must be at least 1, got {n}"
-        ))),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "{api} total_tokens must be an int or math.inf, got {}",
-            errors::repr_or_empty(value)
-        ))),
-    }
 }
