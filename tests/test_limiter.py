@@ -85,3 +85,12 @@ def test_bad_total_tokens(value: object, exc: type[Exception], match: str) -> No
     limiter = ferrio.CapacityLimiter(1)
     with pytest.raises(exc):
         limiter.total_tokens = value  # type: ignore[assignment]
+
+
+def test_infinite_total_is_the_constant_rust_exports() -> None:
+    from ferrio import _ferrio
+
+    limiter = ferrio.CapacityLimiter(math.inf)
+    assert limiter._core.stats()[0] == _ferrio.INFINITE_TOKENS
+    assert limiter.total_tokens == math.inf
+    assert limiter.statistics().total_tokens == math.inf

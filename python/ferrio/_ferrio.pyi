@@ -14,6 +14,10 @@ from typing_extensions import Self
 _T = TypeVar("_T", str, bytes)
 
 __version__: str
+#: The total a ``LimiterCore`` stores for ``math.inf`` tokens.
+INFINITE_TOKENS: int
+#: The most threads :func:`read_files_blocking` starts.
+MAX_READ_THREADS: int
 
 class LoopWaker:
     """One per event loop: workers push finished jobs into it, the loop drains them in batches.

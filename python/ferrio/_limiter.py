@@ -6,10 +6,8 @@ import math
 import os
 import weakref
 
-from ._ferrio import LimiterCore
+from ._ferrio import INFINITE_TOKENS, LimiterCore
 from ._stats import LimiterStatistics
-
-_INFINITE = 2**62  # what the Rust side stores for math.inf
 
 # Every limiter alive, so a forked child can give each a fresh core.
 _limiters: weakref.WeakSet[CapacityLimiter] = weakref.WeakSet()
@@ -38,7 +36,7 @@ class CapacityLimiter:
     def total_tokens(self) -> float:
         """How many jobs may hold a token at once (``math.inf`` for no limit). Settable."""
         total = self._core.stats()[0]
-        return math.inf if total >= _INFINITE else total
+        return math.inf if total >= INFINITE_TOKENS else total
 
     @total_tokens.setter
     def total_tokens(self, value: float) -> None:
@@ -58,7 +56,7 @@ class CapacityLimiter:
         """A frozen snapshot: total and borrowed tokens, and how many jobs wait."""
         total, borrowed, waiting = self._core.stats()
         return LimiterStatistics(
-            total_tokens=math.inf if total >= _INFINITE else total,
+            total_tokens=math.inf if total >= INFINITE_TOKENS else total,
             borrowed_tokens=borrowed,
             tasks_waiting=waiting,
         )
@@ -77,7 +75,7 @@ def _after_fork_in_child() -> None:
     # parent reads the total without locking; the old core is leaked, never locked.
     for limiter in list(_limiters):
         total = limiter._core.stats()[0]
-        limiter._core = LimiterCore(math.inf if total >= _INFINITE else total)
+        limiter._core = LimiterCore(math.inf if total >= INFINITE_TOKENS else total)
 
 
 if hasattr(os, "register_at_fork"):

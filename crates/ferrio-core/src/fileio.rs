@@ -157,6 +157,9 @@ const READ_ROOM: usize = 64 * 1024;
 /// Files a reading thread claims at a time, and sends together; [`read_batch`] reads this many.
 pub const READ_BATCH: usize = 32;
 
+/// The most threads [`read_each`] starts, whatever it is asked for.
+pub const MAX_READ_THREADS: usize = 64;
+
 /// Batch buffers kept for the next batches and calls, so that reading does not fault in fresh
 /// memory for every batch: at most `BUFFERS_KEPT_BYTES` of them in all.
 const BUFFERS_KEPT_BYTES: usize = 16 * 1024 * 1024;
@@ -395,7 +398,7 @@ pub fn read_each<'scope, P: AsRef<std::path::Path> + Sync>(
 
     let (tx, rx) = std::sync::mpsc::channel();
     let next = Arc::new(AtomicUsize::new(0));
-    for k in 0..threads.clamp(1, 64).min(paths.len().div_ceil(READ_BATCH)) {
+    for k in 0..threads.clamp(1, MAX_READ_THREADS).min(paths.len().div_ceil(READ_BATCH)) {
         let (tx, next) = (tx.clone(), Arc::clone(&next));
         let reader = move || loop {
             let first = next.fetch_add(READ_BATCH, Ordering::Relaxed);

@@ -17,6 +17,9 @@ use std::sync::{Mutex, MutexGuard};
 use crate::fork::Owner;
 use crate::pool::{PoolHandle, RejectReason, Rejected};
 
+/// The total a limiter without a limit stores (what `math.inf` tokens become).
+pub const INFINITE_TOKENS: usize = usize::MAX / 2;
+
 /// A snapshot of a limiter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LimiterStats {

@@ -2,6 +2,13 @@
 //!
 //! Each file wraps one area; `python/ferrio` holds the typed public API and `_ferrio.pyi` the
 //! docstrings of everything defined here.
+//!
+//! Layers (a module uses only modules of the layers below it, never one above or beside it):
+//! 1. `statics`, `finalize`: fork-safe cells and the attach/detach gate; no `crate::` imports.
+//! 2. `errors`: every message, on `statics`.
+//! 3. `waker`: per-loop completion queues.
+//! 4. `job`: one unit of work and the worker body, on `waker`, `errors`, `finalize`.
+//! 5. `limiter`, then `pool` (which uses `limiter`); `prims`, `files`, `process` beside them.
 
 mod errors;
 mod files;
@@ -42,6 +49,11 @@ mod _ferrio {
         m.add("PanicException", m.py().get_type::<pyo3::panic::PanicException>())?;
         // Nothing pyo3 does lazily may be left half-done in a forked child (see `statics`).
         super::statics::settle_at_import(m.py());
+        // Made now rather than by the first `LoopWaker.threadsafe` (see `statics`): not exported.
+        m.py().get_type::<super::waker::Drainer>();
+        // Shared with the Python side rather than copied there.
+        m.add("INFINITE_TOKENS", ferrio_core::limiter::INFINITE_TOKENS)?;
+        m.add("MAX_READ_THREADS", ferrio_core::fileio::MAX_READ_THREADS)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
 }

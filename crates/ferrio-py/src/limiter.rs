@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use ferrio_core::limiter::INFINITE_TOKENS;
 use ferrio_core::Limiter;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -38,16 +39,16 @@ impl LimiterCore {
     }
 }
 
-/// `total_tokens` as the core stores it (`math.inf` is `usize::MAX / 2`), or a clear error naming `api`.
+/// `total_tokens` for `api` as the limiter stores it (`math.inf`: [`INFINITE_TOKENS`]), or a clear error.
 pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize> {
     if let Ok(f) = value.extract::<f64>() {
         if f.is_infinite() && f > 0.0 {
-            return Ok(usize::MAX / 2);
+            return Ok(INFINITE_TOKENS);
         }
     }
     match value.extract::<i64>() {
         Ok(n) if n >= 1 && !value.is_instance_of::<pyo3::types::PyBool>() => {
-            Ok(usize::try_from(n).unwrap_or(usize::MAX / 2))
+            Ok(usize::try_from(n).unwrap_or(INFINITE_TOKENS))
         }
         Ok(n) => Err(PyValueError::new_err(format!(
             "{api} total_tokens must be at least 1, got {n}"

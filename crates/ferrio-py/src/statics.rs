@@ -106,12 +106,11 @@ macro_rules! interned {
     }};
 }
 
-/// Completes, at import, what `pyo3` would otherwise do lazily under a `Once` or a lock in whichever
-/// thread first needs it (module docs).
+/// Completes, at import, what `pyo3` would otherwise do lazily under a `Once` in whichever thread
+/// first needs it (module docs). Type objects of classes that are not exported are made by the
+/// module's init in `lib.rs`, which knows them, so this module imports no other of the crate.
 pub(crate) fn settle_at_import(py: Python<'_>) {
     // Attaching from a detached thread is what runs pyo3's start-up `Once`; workers would be the
     // first to do so.
     py.detach(|| Python::try_attach(|_| ()));
-    // Made now rather than by the first `LoopWaker.threadsafe`, since it is not exported.
-    py.get_type::<crate::waker::Drainer>();
 }
