@@ -14,16 +14,7 @@ cd "$(dirname "$0")/.."
 
 venv=${VENV:-.venv-lint}
 
-failed=()
-step() {  # step NAME COMMAND...: runs COMMAND, records NAME if it fails
-    local name=$1
-    shift
-    echo "== $name"
-    if ! "$@"; then
-        echo "== FAILED: $name"
-        failed+=("$name")
-    fi
-}
+. scripts/steps.sh  # step NAME COMMAND...: runs COMMAND, records NAME in failed if it fails
 
 setup() {
     { [ -x "$venv/bin/python" ] || python3 -m venv "$venv"; } &&

@@ -11,16 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
-failed=()
-step() {  # step NAME COMMAND...: runs COMMAND, records NAME if it fails
-    local name=$1
-    shift
-    echo "== $name"
-    if ! "$@"; then
-        echo "== FAILED: $name"
-        failed+=("$name")
-    fi
-}
+. scripts/steps.sh  # step NAME COMMAND...: runs COMMAND, records NAME in failed if it fails
 
 if cargo nextest --version >/dev/null 2>&1; then
     step "Rust: ferrio-core" cargo nextest run -p ferrio-core --locked
