@@ -28,7 +28,6 @@ from typing import Any
 from . import _ferrio
 from ._errors import check_positive_int, safe_repr
 from ._threads import ThreadPool
-from ._wakers import waker_for
 
 _get_running_loop = asyncio.get_running_loop
 
@@ -53,10 +52,7 @@ _io_pool: ThreadPool | None = None
 
 def _always_run(fn: Callable[[], Any]) -> asyncio.Future[Any]:
     """Queues ``fn`` on the I/O pool; it runs even if the returned future is cancelled first."""
-    loop = _get_running_loop()
-    fut = loop.create_future()
-    io_pool()._core.submit_async("ferrio.open_file()", waker_for(loop), fut, fn, (), None, None, None, None, True)
-    return fut
+    return io_pool()._run_always("ferrio.open_file()", fn)
 
 
 def io_pool() -> ThreadPool:

@@ -187,6 +187,15 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         )
         return await fut
 
+    def _run_always(self, api: str, fn: Callable[[], R], /) -> asyncio.Future[R]:
+        """Queue ``fn()`` and return a future for its result; ``fn`` runs even if the future is
+        cancelled before it starts (for ferrio's own jobs that must not be lost, such as a file's
+        close). ``api`` names the public call in error messages."""
+        loop = _get_running_loop()
+        fut: asyncio.Future[R] = loop.create_future()
+        self._core.submit_async(api, waker_for(loop), fut, fn, (), None, None, None, None, True)
+        return fut
+
     def amap(
         self,
         func: Callable[[T], R],
