@@ -952,8 +952,8 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
                 f"read_files() expected paths (str, bytes or os.PathLike), got {safe_repr(p)} at index {i}"
             ) from None
         names.append(_checked_name("read_files()", name, f" at index {i}"))
-    # More threads than the reader starts (64) change nothing, and a huge int would not fit Rust's.
-    return await io_pool().run(_ferrio.read_files_blocking, names, min(threads, 64))
+    # More threads than the reader starts change nothing, and a huge int would not fit Rust's.
+    return await io_pool().run(_ferrio.read_files_blocking, names, min(threads, _ferrio.MAX_READ_THREADS))
 
 
 _PurePath = type(pathlib.PurePath())
