@@ -731,6 +731,28 @@ async def test_cancelling_a_read_leaves_the_file_consistent(tmp_path: SyncPath) 
         assert await f.read(3) == bytes(range(256))[pos % 256 : pos % 256 + 3]
 
 
+async def test_operations_queued_on_one_file_hold_one_io_thread(tmp_path: SyncPath) -> None:
+    # A pipe's read waits for its writer on an I/O thread; more reads than the pool has threads
+    # queue behind it. They wait in the file's queue, not on pool threads: other files still get
+    # I/O threads, and the reads run in the order they were asked for once the bytes come.
+    r, w = os.pipe()
+    pool = _files.io_pool()
+    more_than_the_pool = pool._max_workers + 4
+    (tmp_path / "other").write_bytes(b"other")
+    try:
+        async with ferrio.open_file(r, "rb", buffering=0) as f:
+            reads = [asyncio.ensure_future(f.read(1)) for _ in range(more_than_the_pool)]
+            assert await asyncio.wait_for(ferrio.read_files([tmp_path / "other"]), 10) == [b"other"]
+            async with ferrio.open_file(tmp_path / "other", "r+b") as other:  # a hop per call
+                assert await asyncio.wait_for(other.read(), 10) == b"other"
+            assert not any(t.done() for t in reads)
+            os.write(w, bytes(range(more_than_the_pool)))
+            got = await asyncio.wait_for(asyncio.gather(*reads), 10)
+        assert got == [bytes([i]) for i in range(more_than_the_pool)]
+    finally:
+        os.close(w)
+
+
 async def test_many_files_open_at_once(tmp_path: SyncPath) -> None:
     paths = [tmp_path / f"{i}.txt" for i in range(300)]
     for i, p in enumerate(paths):

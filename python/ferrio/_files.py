@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import io
 import os
 import pathlib
@@ -28,6 +29,7 @@ from typing import Any
 from . import _ferrio
 from ._errors import check_positive_int, safe_repr
 from ._threads import ThreadPool
+from ._wakers import waker_for
 
 _get_running_loop = asyncio.get_running_loop
 
@@ -131,12 +133,14 @@ class AsyncFile:
         "_chunk",
         "_chunk_eof",
         "_direct",
+        "_draining",
         "_dropped",
         "_empty",
         "_extend_by",
         "_f",
         "_fd",
         "_gather",
+        "_head",
         "_i",
         "_kind",
         "_lines",
@@ -146,20 +150,18 @@ class AsyncFile:
         "_nl",
         "_off",
         "_partial",
+        "_pending",
         "_piece_bytes",
         "_piece_size",
         "_pieces",
+        "_queue_lock",
         "_regular",
-        "_running",
         "_seekable",
-        "_serving",
         "_shadow",
         "_start",
         "_strict_encoding",
         "_taking",
         "_text",
-        "_tickets",
-        "_turn",
         "_wbuf",
         "_whole_lines",
         "_wlen",
@@ -198,12 +200,15 @@ class AsyncFile:
         self._gather = (
             self._writable and regular and not isinstance(f, io.RawIOBase) and not getattr(f, "line_buffering", False)
         )
-        # Operations run on I/O threads one at a time, in the order they were asked for: each
-        # takes a ticket on the loop's thread and waits for its turn on the I/O thread.
-        self._turn = threading.Condition(threading.Lock())
-        self._tickets = 0
-        self._serving = 0
-        self._running = _ferrio.AtomicInt(0)  # operations asked for and not yet finished
+        # Operations run on I/O threads one at a time, in the order they were asked for: a FIFO
+        # of pending ones, which at most one pool job at a time (the drainer) runs; `_draining`
+        # is true from the first operation's submission until the drainer finds the FIFO empty.
+        self._queue_lock = threading.Lock()
+        self._pending: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any], _ferrio.LoopWaker]] = (
+            collections.deque()
+        )
+        self._draining = False
+        self._head: Any = None  # the running drainer's own future and its loop's waker
         # Read-ahead: kind is None, "lines", "chunk", "pieces" or "direct" (read through _source());
         # `start` is a binary file's position before the batch.
         self._kind: str | None = None
@@ -266,7 +271,7 @@ class AsyncFile:
 
     def _idle(self) -> bool:
         """No operation is running or pending: memory-only fast paths may touch the state."""
-        return self._running.get() == 0
+        return not self._draining
 
     def _sync(self, rewind: bool = True) -> None:
         """On an I/O thread: write what was gathered, then rewind any read-ahead (module docs);
@@ -335,25 +340,57 @@ class AsyncFile:
         return await self._submit(fn)
 
     def _submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
-        """:meth:`_run`, queued now: returns the future of ``fn``'s result."""
-        ticket = self._tickets
-        self._tickets = ticket + 1
-        self._running.add(1)
-        turn = self._turn
+        """:meth:`_run`, queued now: returns the future of ``fn``'s result.
 
-        def job() -> Any:
-            with turn:
-                while self._serving != ticket:
-                    turn.wait()
+        With nothing in flight, ``fn`` starts a drainer on the I/O pool, whose job's future is
+        ``fn``'s own; behind a running drainer, ``fn`` joins the file's FIFO with a future of its
+        own. No pool thread ever waits for its turn: one drainer runs the operations in order."""
+        with self._queue_lock:
+            loop = _get_running_loop()
+            if self._draining:
+                fut = loop.create_future()
+                self._pending.append((fn, fut, waker_for(loop)))
+                return fut
+            # The lock is held until `_head` is set: the drainer reads it, under the lock, only
+            # once it has run `fn` and found more to run (the job then outlives its own result).
+            fut = _always_run(functools.partial(self._drain, fn))
+            self._head = (fut, waker_for(loop))
+            self._draining = True
+            return fut
+
+    def _drain(self, fn: Callable[[], Any]) -> Any:
+        """On an I/O thread: run ``fn``, then the operations queued behind it, one after another,
+        each outcome resolving its future as it finishes, until none is left. The first one's
+        outcome is this job's when it is the only one (the common case: one hop, one completion);
+        otherwise each is posted. Each runs even if its future was cancelled (its outcome is then
+        dropped), so what was asked for happens, once, in order."""
+        lock, pending = self._queue_lock, self._pending
+        fut: asyncio.Future[Any] | None = None  # None: the outcome is this job's
+        waker: _ferrio.LoopWaker | None = None
+        while True:
             try:
-                return fn()
-            finally:
-                with turn:
-                    self._serving = ticket + 1
-                    turn.notify_all()
-                self._running.add(-1)
-
-        return _always_run(job)
+                value, failed = fn(), False
+            except BaseException as e:  # delivered to the awaiting task, as the pool delivers a job's
+                value, failed = e, True
+            with lock:
+                if fut is None:
+                    (fut, waker), self._head = self._head, None
+                    if not pending:
+                        self._draining = False
+                        fut = None
+                        break
+                op = pending.popleft() if pending else None
+                if op is None:
+                    self._draining = False  # before the post: the operation's effects are all done
+            assert waker is not None
+            waker.post(fut, value, failed)
+            if op is None:
+                return None
+            fn, fut, waker = op
+            del op, value  # hold no result (or exception and its frames) while the next one runs
+        if failed:
+            raise value
+        return value
 
     def _source(self) -> Any:
         """On an I/O thread, after ``_sync()``: what a new read-ahead batch reads from. A binary
