@@ -15,7 +15,7 @@ from pathlib import Path as SyncPath
 import ferrio
 import pytest
 from conftest import FifoWriter, LoopTicker
-from ferrio import _ferrio, _files
+from ferrio import _ferrio, _files, _files_readahead
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -79,8 +79,8 @@ async def _aoutcome(coro):
 def batch_sizes(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if request.param == "tiny batches":
         # Tiny read-ahead and line batches: every small file crosses many batch edges and rewinds.
-        monkeypatch.setattr(_files, "_SMALL_CHUNK", 3)
-        monkeypatch.setattr(_files, "_SEQUENTIAL_CHUNK", 7)
+        monkeypatch.setattr(_files_readahead, "_SMALL_CHUNK", 3)
+        monkeypatch.setattr(_files_readahead, "_SEQUENTIAL_CHUNK", 7)
         monkeypatch.setattr(_files, "_LINES_HINT", 2)
         monkeypatch.setattr(_files, "_WRITE_BATCH", 4)
         monkeypatch.setattr(_files, "_PIECE_MIN", 5)
@@ -612,13 +612,13 @@ async def test_a_long_line_is_read_in_pieces_that_double(
     p.write_bytes(b"x" * (16 << 20) + b"\n" + b"tail")
     kw = {} if mode == "rb" else {"encoding": "ascii"}
     pieces = []
-    read_more = _files.AsyncFile._read_more
+    read_more = _files_readahead.Chunk._read_more
 
     def counted(self):  # the real method, counted: how many pieces the line took
         pieces.append(1)
         return read_more(self)
 
-    monkeypatch.setattr(_files.AsyncFile, "_read_more", counted)
+    monkeypatch.setattr(_files_readahead.Chunk, "_read_more", counted)
     for how in ("readline", "iter"):
         pieces.clear()
         async with ferrio.open_file(p, mode, **kw) as f:

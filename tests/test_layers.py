@@ -20,7 +20,7 @@ PACKAGE = ROOT / "python" / "ferrio"
 # Lower layers first. A module not named here takes the layer of the first entry its name starts with.
 LAYERS: list[tuple[str, ...]] = [
     ("_errors", "_public", "_ferrio"),  # exceptions and messages, module metadata, the compiled core
-    ("_stats", "_wakers", "_chunks", "_wire"),  # small pieces over the core
+    ("_stats", "_wakers", "_chunks", "_wire", "_files_readahead"),  # small pieces over the core
     ("_limiter",),
     ("_loops",),  # event loops on threads: ferrio.run, calls into a loop, the coroutine runner
     ("_threads",),  # the thread pools; registers the hooks the core calls back

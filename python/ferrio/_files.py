@@ -9,7 +9,11 @@ the next piece; writes are gathered and written together. Before any other opera
 read-ahead is *rewound*, so that the builtin object stands exactly where it would without it:
 a binary file seeks to where the batch started plus what was consumed; a text file, whose
 positions are cookies recording the decoder's history, was never moved (its read-ahead went
-through a second reader of the same descriptor) and replays the calls that were served.
+through a second reader of the same descriptor) and replays the calls that were served. Each
+kind of read-ahead is a small class of ``_files_readahead``, with its own rewind.
+
+The operations on one file run in the order they were asked for, one at a time: the file keeps
+a FIFO of pending operations, and at most one job on the I/O pool (its drainer) runs them.
 """
 
 from __future__ import annotations
@@ -18,27 +22,43 @@ import asyncio
 import collections
 import functools
 import io
+import operator
 import os
 import pathlib
 import stat
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, AnyStr, Generic, TypeAlias, TypeVar, cast, overload
 
 from . import _ferrio
+from . import _files_readahead as _readahead
 from ._errors import check_positive_int, safe_repr
+from ._files_readahead import NO_READ_AHEAD, BinaryChunk, Chunk, Direct, Pieces, ReadAhead, TextChunk, TextLines
 from ._threads import ThreadPool
 from ._wakers import waker_for
 
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorOrPath, OpenBinaryMode, OpenTextMode
+if sys.version_info >= (3, 11):
+    from io import text_encoding as _text_encoding
+else:  # 3.10's io has it too, from the same C module; typeshed lists io's from 3.11 on
+    from _io import text_encoding as _text_encoding
+if sys.version_info >= (3, 12):
+    from collections.abc import Buffer
+elif TYPE_CHECKING:
+    from typing_extensions import Buffer
+else:  # a stand-in, so that typing.get_type_hints() resolves the annotations that name it
+    Buffer = bytes | bytearray | memoryview
+
+T = TypeVar("T")
+# An operation queued behind a running one: what to run, its future, and its loop's waker.
+_Op: TypeAlias = "tuple[Callable[[], Any], asyncio.Future[Any], _ferrio.LoopWaker]"
+
 _get_running_loop = asyncio.get_running_loop
 
+# (The read-ahead's own sizes, _SMALL_CHUNK and _SEQUENTIAL_CHUNK, are _files_readahead's.)
 _LINES_HINT = 64 * 1024  # bytes (or characters) of lines fetched per hop
-_SMALL_CHUNK = 64 * 1024  # read-ahead for small reads
-# Each extension of a chunk read on sequentially doubles, up to this: measured on a 100,000-line
-# file, a hop costs about 50-90 us here, and splitting 256 KiB of lines is as cheap per line as
-# 64 KiB (1 MiB is twice as dear: the lines no longer fit in the cache).
-_SEQUENTIAL_CHUNK = 256 * 1024
 _BIG_CHUNK = 4 * 1024 * 1024  # read-ahead ceiling for large sequential reads
 _WRITE_BATCH = 4 * 1024 * 1024  # gathered writes are flushed past this
 _PIECE_MIN = 16 * 1024  # binary reads this large are read ahead as whole pieces, not sliced
@@ -108,12 +128,14 @@ def _size_or_none(size: Any) -> int | None:
     return None
 
 
-class AsyncFile:
+class AsyncFile(Generic[AnyStr]):
     """A file opened by :func:`ferrio.open_file`: the builtin file object's methods, as coroutines.
 
     Everything the builtin object does, this does identically, in the same order; only the
     hops are batched (see the module docstring). ``name``, ``mode``, ``closed``, ``encoding``,
-    ``errors`` and ``newlines`` are the builtin's attributes.
+    ``errors`` and ``newlines`` are the builtin's attributes. ``AsyncFile[str]`` for a file
+    opened in text mode, ``AsyncFile[bytes]`` in binary mode: what ``read()`` returns and
+    ``async for`` yields.
 
     Cancellation: every operation that was asked for happens, once, in the order asked, even if
     its awaiting task is cancelled (the task gets ``CancelledError`` at once; the result is
@@ -130,40 +152,25 @@ class AsyncFile:
     # Slots: a file is opened per small read in some programs; this makes opening it cheaper.
     __slots__ = (
         "_ahead",
-        "_chunk",
-        "_chunk_eof",
         "_direct",
         "_draining",
-        "_dropped",
         "_empty",
-        "_extend_by",
         "_f",
         "_fd",
         "_gather",
         "_head",
-        "_i",
-        "_kind",
-        "_lines",
-        "_log",
-        "_more",
         "_newline",
         "_nl",
-        "_off",
-        "_partial",
         "_pending",
-        "_piece_bytes",
-        "_piece_size",
-        "_pieces",
         "_queue_lock",
+        "_ra",
         "_regular",
         "_seekable",
         "_shadow",
-        "_start",
         "_strict_encoding",
         "_taking",
         "_text",
         "_wbuf",
-        "_whole_lines",
         "_wlen",
         "_writable",
     )
@@ -180,69 +187,44 @@ class AsyncFile:
         self._regular = regular
         self._text = isinstance(f, io.TextIOBase)
         self._newline = newline
-        self._shadow: Any = None  # text: the second reader that read-ahead goes through
-        self._empty: Any = "" if self._text else b""
+        self._shadow: io.TextIOWrapper | None = None  # text: the second reader that read-ahead goes through
+        self._empty: AnyStr = "" if self._text else b""  # type: ignore[assignment]  # the mode decides
         # Where lines end at "\n" in what read() returns (binary; text with newline None, which
         # read() has already translated, or "\n"), lines are cut from a read-ahead chunk.
         self._nl: Any = (None if newline not in (None, "\n") else "\n") if self._text else b"\n"
-        self._seekable = f.seekable()
+        self._seekable: bool = f.seekable()
         # Read-ahead needs a position to rewind to, and must not call tell() between a write and
         # a read (it flushes, and the builtin's read-after-write differs with and without it):
         # so it is for seekable read-only files; others make one hop per call.
-        self._writable = f.writable()
+        self._writable: bool = f.writable()
         # The builtin raises UnicodeEncodeError at write() under errors="strict": check the same.
-        self._strict_encoding = f.encoding if self._text and f.errors == "strict" else None
+        self._strict_encoding: str | None = f.encoding if self._text and f.errors == "strict" else None
         self._ahead = self._seekable and not self._writable
         # Writes are gathered only where that changes nothing the builtin lets anyone see: a
         # regular file behind a buffer that is not flushed per line. An unbuffered file's write()
         # is one os.write(), whose count (maybe short, on a pipe) is the result; a pipe's or a
         # socket's reader, and a line-buffered file's, sees each write as the builtin makes it.
-        self._gather = (
+        self._gather: bool = (
             self._writable and regular and not isinstance(f, io.RawIOBase) and not getattr(f, "line_buffering", False)
         )
         # Operations run on I/O threads one at a time, in the order they were asked for: a FIFO
         # of pending ones, which at most one pool job at a time (the drainer) runs; `_draining`
         # is true from the first operation's submission until the drainer finds the FIFO empty.
         self._queue_lock = threading.Lock()
-        self._pending: collections.deque[tuple[Callable[[], Any], asyncio.Future[Any], _ferrio.LoopWaker]] = (
-            collections.deque()
-        )
+        self._pending: collections.deque[_Op] = collections.deque()
         self._draining = False
-        self._head: Any = None  # the running drainer's own future and its loop's waker
-        # Read-ahead: kind is None, "lines", "chunk", "pieces" or "direct" (read through _source());
-        # `start` is a binary file's position before the batch.
-        self._kind: str | None = None
-        self._start: Any = None
-        self._lines: list[Any] = []
-        self._i = 0  # lines consumed whole
-        self._partial: dict[int, list[int]] = {}  # line index -> sizes of readline(size) cut from it
-        self._chunk: Any = self._empty
-        self._off = 0
-        self._chunk_eof = False
-        self._extend_by = _SMALL_CHUNK  # what the next _extend() reads
-        # The chunk's next piece, read ahead by `async for` while it hands out the chunk's lines:
-        # (data, at EOF) or the exception reading it raised. The reader (see _source()) stands
-        # past it; _extend() appends it, a rewind drops it.
-        self._more: tuple[Any, bool] | BaseException | None = None
-        # Lines `async for` is taking from the chunk without updating `_off` and `_whole_lines`
-        # line by line: (the lines cut from `_off` on, their iterator, where they end); see _settle().
-        self._taking: tuple[list[Any], Iterator[Any], int] | None = None
-        # Text chunks: the calls served since the chunk's start, to replay them on the builtin
-        # when rewinding (its position cookie depends on them, not just on how much was read):
-        # ("r", n) for read(n), ("l", n) for readline(n), and a trailing count of readline() calls.
-        self._log: list[tuple[str, int]] = []
-        self._whole_lines = 0
-        self._dropped = 0  # consumed text/bytes dropped from the chunk's front since its start
-        # Binary read-ahead of whole pieces: kind "pieces"; each is what f.read(piece_size) gave.
-        self._pieces: collections.deque[bytes] = collections.deque()
-        self._piece_size = 0
-        self._piece_bytes = 0  # bytes handed out since the batch started (pieces and direct)
+        self._head: tuple[asyncio.Future[Any], _ferrio.LoopWaker] | None = None  # the drainer's own
+        # The read-ahead (see _files_readahead), replaced whole and rewound by _sync().
+        self._ra: ReadAhead[AnyStr] = NO_READ_AHEAD
+        # Lines `async for` is taking from a chunk without updating it line by line: (the chunk,
+        # the lines cut from its `off` on, their iterator, where they end); see _settle().
+        self._taking: tuple[Chunk[AnyStr], list[AnyStr], Iterator[AnyStr], int] | None = None
         # Large binary reads of cached data are copied on the loop's thread by a read that cannot
-        # wait for the disk (kind "direct": `start` plus the bytes handed out is the position).
-        self._fd = f.fileno() if self._ahead and not self._text else -1
+        # wait for the disk (read-ahead kind Direct).
+        self._fd: int = f.fileno() if self._ahead and not self._text else -1
         self._direct = self._fd >= 0 and regular
         # Gathered writes.
-        self._wbuf: list[Any] = []
+        self._wbuf: list[AnyStr] = []
         self._wlen = 0
 
     # -- attributes ----------------------------------------------------------------------------
@@ -253,16 +235,16 @@ class AsyncFile:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def readable(self) -> bool:
-        return self._f.readable()
+        return bool(self._f.readable())
 
     def writable(self) -> bool:
-        return self._f.writable()  # the builtin's: raises on a closed file
+        return bool(self._f.writable())  # the builtin's: raises on a closed file
 
     def seekable(self) -> bool:
         return self._seekable
 
     def fileno(self) -> int:
-        return self._f.fileno()
+        return int(self._f.fileno())
 
     def __repr__(self) -> str:
         return f"<ferrio.AsyncFile wrapping {self._f!r}>"
@@ -281,65 +263,18 @@ class AsyncFile:
             chunks, self._wbuf, self._wlen = self._wbuf, [], 0
             for data in chunks:  # one by one: joining would copy (and fault in) it all again
                 f.write(data)
-        kind = self._kind
-        if kind is None:
-            return
-        self._kind = None
-        more, self._more = self._more, None
-        if not rewind:
-            self._lines, self._i, self._partial, self._chunk, self._off = [], 0, {}, self._empty, 0
-            self._log, self._whole_lines, self._dropped = [], 0, 0
-            self._pieces, self._piece_bytes = collections.deque(), 0
-            return
-        if kind == "direct":
-            f.seek(self._start + self._piece_bytes)
-            self._piece_bytes = 0
-            return
-        if kind == "lines":
-            consumed, partial = self._i, self._partial
-            self._lines, self._i, self._partial = [], 0, {}
-            # (Text only: replay the calls served, even all of them, as the builtin never moved.)
-            for idx in range(consumed + (1 if consumed in partial else 0)):
-                for size in partial.get(idx, ()):
-                    f.readline(size)
-                if idx < consumed:
-                    f.readline()
-        elif kind == "pieces":
-            left, handed = self._pieces, self._piece_bytes
-            self._pieces, self._piece_bytes = collections.deque(), 0
-            if left:
-                f.seek(self._start + handed)  # binary positions are byte offsets
-        else:
-            chunk, off = self._chunk, self._off
-            self._chunk, self._off = self._empty, 0
-            if off == len(chunk) and not self._text and more is None:
-                self._dropped = 0
-                return  # binary: reading it all left the position exactly there
-            dropped, self._dropped = self._dropped, 0
-            if not self._text:
-                f.seek(self._start + dropped + off)  # binary positions are byte offsets
-                return
-            # Text: the builtin's position cookie records decoder state that depends on which
-            # calls read the text (reaching EOF, a pending "\r"), so replay the very calls made.
-            log, whole = self._log, self._whole_lines
-            self._log, self._whole_lines = [], 0
-            for op, n in log:
-                if op == "r":
-                    f.read(n)
-                elif op == "l":
-                    f.readline(n)
-                else:
-                    for _ in range(n):
-                        f.readline()
-            for _ in range(whole):
-                f.readline()
+        ra = self._ra
+        if ra is not NO_READ_AHEAD:
+            self._ra = NO_READ_AHEAD
+            if rewind:
+                ra.rewind(f)
 
-    async def _run(self, fn: Callable[[], Any]) -> Any:
+    async def _run(self, fn: Callable[[], T]) -> T:
         """Runs ``fn`` (which may touch the builtin object and the state) on an I/O thread, after
         every operation asked for before it; it runs even if the awaiting task is cancelled."""
         return await self._submit(fn)
 
-    def _submit(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+    def _submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
         """:meth:`_run`, queued now: returns the future of ``fn``'s result.
 
         With nothing in flight, ``fn`` starts a drainer on the I/O pool, whose job's future is
@@ -348,7 +283,7 @@ class AsyncFile:
         with self._queue_lock:
             loop = _get_running_loop()
             if self._draining:
-                fut = loop.create_future()
+                fut: asyncio.Future[T] = loop.create_future()
                 self._pending.append((fn, fut, waker_for(loop)))
                 return fut
             # The lock is held until `_head` is set: the drainer reads it, under the lock, only
@@ -365,29 +300,33 @@ class AsyncFile:
         otherwise each is posted. Each runs even if its future was cancelled (its outcome is then
         dropped), so what was asked for happens, once, in order."""
         lock, pending = self._queue_lock, self._pending
-        fut: asyncio.Future[Any] | None = None  # None: the outcome is this job's
-        waker: _ferrio.LoopWaker | None = None
+        head: tuple[asyncio.Future[Any], _ferrio.LoopWaker] | None = None  # None: still this job's
+        op: _Op | None = None
         while True:
+            value: Any
             try:
                 value, failed = fn(), False
             except BaseException as e:  # delivered to the awaiting task, as the pool delivers a job's
                 value, failed = e, True
             with lock:
-                if fut is None:
-                    (fut, waker), self._head = self._head, None
+                if head is None:
+                    head, self._head = self._head, None
                     if not pending:
                         self._draining = False
-                        fut = None
                         break
+                    assert head is not None  # set by _submit() before it let go of the lock
+                    fut, waker = head
+                else:
+                    assert op is not None
+                    _, fut, waker = op
                 op = pending.popleft() if pending else None
                 if op is None:
                     self._draining = False  # before the post: the operation's effects are all done
-            assert waker is not None
             waker.post(fut, value, failed)
             if op is None:
                 return None
-            fn, fut, waker = op
-            del op, value  # hold no result (or exception and its frames) while the next one runs
+            fn = op[0]
+            del fut, value  # hold no result (or exception and its frames) while the next one runs
         if failed:
             raise value
         return value
@@ -402,16 +341,16 @@ class AsyncFile:
         if self._text:
             shadow = self._shadow
             if shadow is None:
-                raw = io.BufferedReader(_PositionalReader(f.fileno()), _SMALL_CHUNK)
+                raw = io.BufferedReader(_PositionalReader(f.fileno()), _readahead._SMALL_CHUNK)
                 shadow = io.TextIOWrapper(raw, encoding=f.encoding, errors=f.errors, newline=self._newline)
-                shadow._CHUNK_SIZE = _SMALL_CHUNK  # fewer, larger refills; the text is the same
+                shadow._CHUNK_SIZE = _readahead._SMALL_CHUNK  # type: ignore[attr-defined]  # fewer, larger refills
                 self._shadow = shadow
             shadow.seek(f.tell())  # the cookie restores the decoder's state too
             return shadow
         return f
 
-    def _after_sync(self, op: Callable[[], Any]) -> Callable[[], Any]:
-        def run() -> Any:
+    def _after_sync(self, op: Callable[[], T]) -> Callable[[], T]:
+        def run() -> T:
             self._sync()
             return op()
 
@@ -423,159 +362,82 @@ class AsyncFile:
 
     # -- reading -----------------------------------------------------------------------------------
 
-    def _note(self, op: str, n: int) -> None:
-        """Log a text-chunk call other than readline() for the replay."""
-        if self._text:
-            if self._whole_lines:
-                self._log.append(("L", self._whole_lines))
-                self._whole_lines = 0
-            self._log.append((op, n))
-
-    def _begin_chunk(self, size: int) -> None:
+    def _begin_chunk(self, size: int) -> Chunk[AnyStr]:
         """On an I/O thread, after ``_sync()``: a new read-ahead chunk of ``size`` from where the
         file stands."""
-        start = None if self._text else self._f.tell()
-        chunk = self._source().read(size)
-        self._new_chunk(start, chunk, len(chunk) < size)
-
-    def _new_chunk(self, start: Any, chunk: Any, eof: bool) -> None:
-        self._kind, self._start, self._chunk, self._off, self._chunk_eof = "chunk", start, chunk, 0, eof
-        self._log, self._whole_lines, self._dropped = [], 0, 0
-        self._extend_by, self._more = _SMALL_CHUNK, None
-
-    def _read_more(self) -> tuple[Any, bool]:
-        """On an I/O thread: the chunk's next piece, from the reader the chunk came from (see
-        _source(); it stands at the chunk's end), and whether it reached EOF. Pieces grow as
-        reading goes on."""
-        want = self._extend_by
-        self._extend_by = min(2 * want, _SEQUENTIAL_CHUNK)
-        # A line longer than that (or endless, as in /dev/zero) doubles what is kept of the chunk
-        # with each piece: the copies that _extend() makes add up to a few times the line, as the
-        # builtin's do, where pieces of a fixed size would copy the whole line per piece.
-        want = max(want, len(self._chunk) - self._off)
-        more = (self._shadow if self._text else self._f).read(want)
-        return more, len(more) < want
+        source = self._source()
+        ra: Any  # the mode decides: TextChunk when AnyStr is str, BinaryChunk when bytes
+        if self._text:
+            chunk = source.read(size)
+            ra = TextChunk(source, chunk, len(chunk) < size, self._nl)
+        else:
+            start = source.tell()
+            chunk = source.read(size)
+            ra = BinaryChunk(source, start, chunk, len(chunk) < size)
+        began: Chunk[AnyStr] = ra
+        self._ra = began
+        return began
 
     def _prefetch(self) -> None:
-        """On an I/O thread, queued by ``async for``: read the chunk's next piece into ``_more``
-        while the loop hands out the lines already in memory."""
-        if self._kind != "chunk" or self._chunk_eof or self._more is not None:
-            return  # rewound or replaced meanwhile, or nothing left to read
-        try:
-            self._more = self._read_more()
-        except Exception as e:  # raised by the _extend() that takes it, as a plain read would
-            self._more = e
+        """On an I/O thread, queued by ``async for``: the current read-ahead's next piece."""
+        self._ra.prefetch()
 
-    def _extend(self) -> None:
-        """Append the next piece to the chunk, dropping what was consumed; the start and the log
-        still describe the rewind. On an I/O thread, or (memory only) the loop's thread when the
-        piece was read ahead and nothing is in flight."""
-        more = self._more
-        if more is None:
-            more = self._read_more()
-        else:
-            self._more = None
-            if isinstance(more, BaseException):
-                raise more
-        data, self._chunk_eof = more
-        off = self._off
-        self._dropped += off
-        self._chunk = self._chunk[off:] + data
-        self._off = 0
-
-    def _chunk_line(self, size: int) -> Any:
-        """The next line cut from the read-ahead chunk, or ``None`` if the chunk cannot tell yet
-        (no line end in it and more of the file to read). Memory only."""
-        if self._kind != "chunk":
-            return None
-        chunk, off = self._chunk, self._off
-        j = chunk.find(self._nl, off)
-        if j >= 0:
-            end = j + 1
-        elif self._chunk_eof:
-            end = len(chunk)
-        elif size >= 0 and len(chunk) - off >= size:
-            end = off + size
-        else:
-            return None
-        if size >= 0:
-            end = min(end, off + size)
-            self._note("l", size)
-        else:
-            self._whole_lines += 1
-        self._off = end
-        return chunk[off:end]
-
-    def _line_via_chunk(self, size: int) -> Any:
-        """On an I/O thread: the next line, reading (more) ahead as needed."""
-        if self._kind != "chunk":
-            self._sync()
-            self._begin_chunk(_SMALL_CHUNK)
-        while (line := self._chunk_line(size)) is None:
-            self._extend()
-        return line
-
-    def _line(self, size: int) -> Any:
-        """The next line (at most ``size`` characters or bytes if ``size >= 0``): from the batch
-        when one is there, else from a new batch. Needs an I/O thread unless ``_has_line()``."""
-        if self._nl is not None:
-            return self._line_via_chunk(size)
-        if not self._has_line():
-            self._sync()
-            lines = self._source().readlines(_LINES_HINT)
-            if not lines:
-                return self._empty
-            self._kind, self._lines, self._i, self._partial = "lines", lines, 0, {}
-        i = self._i
-        line = self._lines[i]
-        if size < 0 or size >= len(line):
-            self._i = i + 1
+    def _line(self, size: int) -> AnyStr:
+        """On an I/O thread: the next line (at most ``size`` characters or bytes if ``size >= 0``),
+        from the read-ahead when it has it, else from a new batch."""
+        line = self._ra.line(size)
+        if line is not None:
             return line
-        self._lines[i] = line[size:]
-        self._partial.setdefault(i, []).append(size)
-        if self._newline == "\r\n" and line[size - 1 : size + 1] == "\r\n":
-            # The cut split the line's "\r\n": what is left ("\n") ends no line, the builtin reads
-            # on past it. End the batch here; the next readline() rewinds and reads anew.
-            del self._lines[i:]
-        return line[:size]
+        if self._nl is not None:  # lines are cut from a chunk, extended as needed
+            ra = self._ra
+            if not isinstance(ra, Chunk):
+                self._sync()
+                ra = self._begin_chunk(_readahead._SMALL_CHUNK)
+            while (line := ra.line(size)) is None:
+                ra.extend()
+            return line
+        self._sync()
+        lines = self._source().readlines(_LINES_HINT)
+        if not lines:
+            return self._empty
+        batch: Any = TextLines(lines, self._newline)  # text only: AnyStr is str
+        self._ra = batch
+        first: AnyStr = batch.line(size)  # a line: the batch is not empty
+        return first
 
-    def _has_line(self) -> bool:
-        return self._kind == "lines" and self._i < len(self._lines)
-
-    async def readline(self, size: int | None = -1) -> Any:
+    async def readline(self, size: int | None = -1) -> AnyStr:
         """The builtin ``readline``, served from a batch of lines when one is there."""
         self._settle()
         # (n None: not an int in range, or None for a text file's readline, which refuses it.)
         n = None if size is None and self._text else _size_or_none(size)
         if not self._ahead or n is None:
-            return await self._run(self._after_sync(lambda: self._f.readline(size)))
+            f = self._f
+            return await self._run(self._after_sync(lambda: cast("AnyStr", f.readline(size))))
         if self._idle():
-            if self._nl is not None:
-                line = self._chunk_line(n)
-                if line is not None:
-                    return line
-            elif self._has_line():
-                return self._line(n)
+            line = self._ra.line(n)
+            if line is not None:
+                return line
         return await self._run(lambda: self._line(n))
 
-    def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> AsyncIterator[AnyStr]:
         return self._iterate()
 
-    async def _iterate(self) -> AsyncIterator[Any]:
+    async def _iterate(self) -> AsyncIterator[AnyStr]:
         nl = self._nl
         while True:
             # The hot loops: lines already in memory and nothing else in flight on this file. (As
             # with the builtin, iterating a file while other tasks operate on it is not meaningful.)
-            if nl is not None and self._kind == "chunk" and self._idle():
+            ra = self._ra
+            if nl is not None and isinstance(ra, Chunk) and self._idle():
                 self._settle()  # another iterator's lines, if any
-                if self._more is not None:
-                    self._extend()  # the piece read ahead: memory only
-                lines, end = _ferrio.split_lines(self._chunk, self._off)
+                if ra.more is not None:
+                    ra.extend()  # the piece read ahead: memory only
+                lines, end = _ferrio.split_lines(ra.chunk, ra.off)
                 if lines:
                     # While the loop hands these out, an I/O thread reads the next piece.
-                    ahead = None if self._chunk_eof else self._submit(self._prefetch)
+                    ahead = None if ra.eof else self._submit(self._prefetch)
                     it = iter(lines)
-                    self._taking = armed = (lines, it, end)
+                    self._taking = armed = (ra, lines, it, end)
                     # Nothing is counted per line: _settle() works out from `it` how many were
                     # taken when anything else touches the file, and empties `lines` so that
                     # this loop ends at its next step.
@@ -584,12 +446,14 @@ class AsyncFile:
                     if self._taking is armed:
                         self._settle()
                     if ahead is not None:
-                        await ahead  # never raises: a read error is kept for the next _extend()
+                        await ahead  # never raises: a read error is kept for the next extend()
                     continue
-            while self._kind == "lines" and self._i < len(self._lines) and self._idle():
-                i = self._i
-                self._i = i + 1
-                yield self._lines[i]
+            if isinstance(ra, TextLines):
+                batch: Any = ra  # text only: AnyStr is str
+                while self._idle() and (whole := batch.next_whole()) is not None:
+                    yield whole
+                    if self._ra is not batch:
+                        break
             line = await self.readline()
             if not line:
                 return
@@ -602,77 +466,41 @@ class AsyncFile:
         if armed is None:
             return
         self._taking = None
-        lines, it, end = armed
-        taken = len(lines) - it.__length_hint__()
-        self._off = end if taken == len(lines) else self._off + sum(map(len, lines[:taken]))
-        self._whole_lines += taken
+        chunk, lines, it, end = armed
+        chunk.took_lines(lines, len(lines) - operator.length_hint(it), end)
         lines.clear()
 
-    def _chunk_serves(self, size: int) -> bool:
-        """Whether the read-ahead answers ``read(size)`` exactly as the builtin would."""
-        if self._kind == "pieces":
-            return size == self._piece_size and bool(self._pieces)
-        if self._kind != "chunk":
-            return False
-        if size < 0:
-            return self._chunk_eof
-        return self._off + size <= len(self._chunk) or self._chunk_eof
-
-    def _read(self, size: int) -> Any:
+    def _read(self, size: int) -> AnyStr:
         """``read(size)``: from the read-ahead when it serves, else rewind and read ahead."""
-        if self._kind == "pieces" and self._chunk_serves(size):
-            piece = self._pieces.popleft()
-            self._piece_bytes += len(piece)
-            return piece
-        if self._kind == "chunk" and size >= 0 and (self._text or size < _PIECE_MIN):
-            while not self._chunk_serves(size):
-                self._extend()
-        if self._chunk_serves(size):
-            off, chunk = self._off, self._chunk
-            end = len(chunk) if size < 0 else min(off + size, len(chunk))
-            self._off = end
-            self._note("r", size)
-            return chunk[off:end]
+        ra = self._ra
+        if ra.serves(size):
+            return ra.take(size)
+        if isinstance(ra, Chunk) and size >= 0 and (self._text or size < _PIECE_MIN):
+            while not ra.serves(size):
+                ra.extend()
+            taken: AnyStr = ra.take(size)
+            return taken
         self._sync()
         f = self._f
         if size < 0 or not self._ahead:
-            return f.read(size)
+            return cast("AnyStr", f.read(size))
         if not self._text and size >= _PIECE_MIN:
             # Large binary reads: read ahead whole pieces of the size asked for, so that each one
             # handed out is the very object the builtin would have returned (no slicing copy).
-            start = f.tell()
-            pieces: collections.deque[bytes] = collections.deque()
-            for _ in range(max(1, _PIECES_BYTES // size)):
-                piece = f.read(size)
-                pieces.append(piece)
-                if len(piece) < size:
-                    break
-            first = pieces.popleft()
-            self._kind, self._start, self._pieces, self._piece_size = "pieces", start, pieces, size
-            self._piece_bytes = len(first)
-            return first
-        want = max(size, _SMALL_CHUNK) if size < _SMALL_CHUNK else max(size, min(size * 64, _BIG_CHUNK))
-        self._begin_chunk(want)
-        self._off = min(size, len(self._chunk))
-        self._note("r", size)
-        return self._chunk[: self._off]
+            pieces, first = Pieces.read(f, size, _PIECES_BYTES)
+            self._ra = cast(Any, pieces)  # binary only: AnyStr is bytes
+            piece: AnyStr = cast(Any, first)
+            return piece
+        small = _readahead._SMALL_CHUNK
+        want = max(size, small) if size < small else max(size, min(size * 64, _BIG_CHUNK))
+        return self._begin_chunk(want).take(size)
 
     def _read_cached(self, size: int) -> bytes | None:
         """On the loop's thread, with nothing else in flight: ``read(size)`` of a binary file if the
         page cache holds those bytes, else ``None`` (then an I/O thread reads them)."""
-        kind = self._kind
-        if kind == "direct":
-            pos = self._start + self._piece_bytes
-        elif kind is None:
-            try:
-                pos = self._f.tell()  # the builtin's own position, its buffer included
-            except (OSError, ValueError):
-                return None  # closed, or unusual: the I/O thread raises what the builtin raises
-        elif kind == "chunk" and self._off == len(self._chunk):  # binary positions are byte offsets
-            pos = self._start + self._dropped + self._off
-        elif kind == "pieces" and not self._pieces:
-            pos = self._start + self._piece_bytes
-        else:
+        ra = self._ra
+        pos = ra.consumed_at(self._f)
+        if pos is None:
             return None  # read-ahead left over: served from it, or rewound on an I/O thread
         data = _ferrio.read_cached(self._fd, size, pos)
         if data is None:
@@ -680,16 +508,16 @@ class AsyncFile:
         if data is False:
             self._direct = False  # this file system cannot read without waiting: stop trying
             return None
+        assert isinstance(data, bytes)
         if len(data) < size and pos + len(data) < os.fstat(self._fd).st_size:
             return None  # the cache ended part-way: the builtin would have read on
-        if kind != "direct":  # the old read-ahead is consumed: its rewind is this one's
-            self._kind, self._start, self._piece_bytes = "direct", pos, 0
-            self._more = None  # a piece read ahead after the chunk: "direct" rewinds by seeking
-            self._chunk, self._off, self._dropped, self._pieces = self._empty, 0, 0, collections.deque()
-        self._piece_bytes += len(data)
+        direct = ra if isinstance(ra, Direct) else Direct(pos)
+        if direct is not ra:  # the old read-ahead is consumed: its rewind is this one's
+            self._ra = cast(Any, direct)  # binary only: AnyStr is bytes
+        direct.position += len(data)
         return data
 
-    async def read(self, size: int | None = -1) -> Any:
+    async def read(self, size: int | None = -1) -> AnyStr:
         """The builtin ``read``; small reads are served from a read-ahead chunk, large binary
         reads of cached data straight from the page cache on the loop's thread (a read that
         cannot wait for the disk), and everything else on an I/O thread."""
@@ -700,35 +528,45 @@ class AsyncFile:
             # Not an int in range: the builtin says how (TypeError, OverflowError, ...). Larger than
             # any read-ahead: the builtin allocates `n` up front, and its MemoryError (or not) is
             # the answer, even where the read-ahead happens to hold the rest of the file.
-            return await self._run(self._after_sync(lambda: self._f.read(size)))
-        if self._kind == "direct" and _PIECE_MIN <= n <= _DIRECT_MAX and self._idle():
+            f = self._f
+            return await self._run(self._after_sync(lambda: cast("AnyStr", f.read(size))))
+        ra = self._ra
+        if type(ra) is Direct and _PIECE_MIN <= n <= _DIRECT_MAX and self._idle():
             # The hot path of a large sequential read of cached data: _read_cached(), inlined.
-            data = _ferrio.read_cached(self._fd, n, self._start + self._piece_bytes)
+            data = _ferrio.read_cached(self._fd, n, ra.position)
             if type(data) is bytes and len(data) == n:
-                self._piece_bytes += n
-                return data
-        if self._chunk_serves(n) and self._idle():
+                ra.position += n
+                got: AnyStr = cast(Any, data)
+                return got
+        if ra.serves(n) and self._idle():
             return self._read(n)
         if _PIECE_MIN <= n <= _DIRECT_MAX and self._direct and self._idle():
-            data = self._read_cached(n)
-            if data is not None:
-                return data
+            cached: AnyStr | None = cast(Any, self._read_cached(n))
+            if cached is not None:
+                return cached
         return await self._run(lambda: self._read(n))
 
-    async def read1(self, size: int = -1) -> Any:
+    async def read1(self, size: int = -1) -> AnyStr:
         self._settle()
-        return await self._run(self._after_sync(lambda: self._f.read1(size)))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast("AnyStr", f.read1(size))))
 
-    async def readinto(self, buffer: Any) -> int:
+    async def readinto(self, buffer: Buffer) -> int:
         self._settle()
-        return await self._run(self._after_sync(lambda: self._f.readinto(buffer)))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast(int, f.readinto(buffer))))
 
-    async def readlines(self, hint: int = -1) -> list[Any]:
+    async def readlines(self, hint: int = -1) -> list[AnyStr]:
         self._settle()
-        return await self._run(self._after_sync(lambda: self._f.readlines(hint)))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast("list[AnyStr]", f.readlines(hint))))
 
     # -- writing -----------------------------------------------------------------------------------
 
+    @overload
+    async def write(self: AsyncFile[str], data: str) -> int: ...
+    @overload
+    async def write(self: AsyncFile[bytes], data: Buffer) -> int | None: ...
     async def write(self, data: Any) -> int | None:
         """The builtin ``write``: checked here, and gathered and written with the next batch where
         that changes nothing visible (a buffered regular file not flushed per line); elsewhere
@@ -755,25 +593,32 @@ class AsyncFile:
                 data = view.tobytes()  # a mutable buffer may change after we return, as with the builtin
         if not self._writable:
             raise io.UnsupportedOperation("not writable")
+        checked: Any = data  # a str for a text file, bytes for a binary one, as AnyStr says
         if not self._gather:
             f = self._f
-            return await self._run(self._after_sync(lambda: f.write(data)))
-        if self._kind is None and self._idle():
-            self._wbuf.append(data)
+            return await self._run(self._after_sync(lambda: cast("int | None", f.write(checked))))
+        if self._ra is NO_READ_AHEAD and self._idle():
+            self._wbuf.append(checked)
             self._wlen += n
             if self._wlen >= _WRITE_BATCH:
                 await self._run(self._sync)
         else:  # a read-ahead to rewind, or operations in flight that own the state: queue behind them
-            await self._run(lambda: (self._sync(), self._wbuf.append(data)))
+
+            def gather() -> None:
+                self._sync()
+                self._wbuf.append(checked)
+
+            await self._run(gather)
         return n
 
-    async def writelines(self, lines: Iterable[Any]) -> None:
+    async def writelines(self, lines: Iterable[AnyStr]) -> None:
         """The builtin ``writelines``: ``write()`` for each line, its result ignored (as the
         builtin ignores a short write)."""
         self._settle()
         self._check_open()  # as the builtin, even for no lines
+        writer: Any = self  # write()'s overloads bind AsyncFile[str] or [bytes], not AnyStr
         for line in lines:
-            await self.write(line)
+            await writer.write(line)
 
     async def flush(self) -> None:
         self._settle()
@@ -783,15 +628,18 @@ class AsyncFile:
 
     async def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         self._settle()
-        return await self._run(self._after_sync(lambda: self._f.seek(offset, whence)))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast(int, f.seek(offset, whence))))
 
     async def tell(self) -> int:
         self._settle()
-        return await self._run(self._after_sync(self._f.tell))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast(int, f.tell())))
 
     async def truncate(self, size: int | None = None) -> int:
         self._settle()
-        return await self._run(self._after_sync(lambda: self._f.truncate(size)))
+        f = self._f
+        return await self._run(self._after_sync(lambda: cast(int, f.truncate(size))))
 
     async def close(self) -> None:
         """Flush what was gathered and close. Idempotent. If the awaiting task is cancelled, the
@@ -801,7 +649,7 @@ class AsyncFile:
             return
         if not self._writable and self._regular and self._idle():
             # Nothing to flush: closing a read-only regular file does not wait on the disk.
-            self._kind = None
+            self._ra = NO_READ_AHEAD
             self._close_now()
             return
 
@@ -821,24 +669,31 @@ class AsyncFile:
             if self._shadow is not None:
                 self._shadow.close()  # its raw reader leaves the descriptor to the builtin
 
-    async def __aenter__(self) -> AsyncFile:
+    async def __aenter__(self) -> AsyncFile[AnyStr]:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()  # runs to the end on its I/O thread even if this task is cancelled
 
 
-class _Opening:
+_Opener: TypeAlias = Callable[[str, int], int]
+# What open() takes as its file; the overloads say it as typeshed's open() does.
+_FileArg: TypeAlias = int | str | bytes | os.PathLike[str] | os.PathLike[bytes]
+# open()'s arguments, in order.
+_OpenArgs: TypeAlias = "tuple[_FileArg, str, int, str | None, str | None, str | None, bool, _Opener | None]"
+
+
+class _Opening(Generic[AnyStr]):
     """What ``open_file()`` returns: await it for the file, or use it with ``async with``."""
 
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def __init__(self, args: _OpenArgs, kwargs: dict[str, Any]) -> None:
         self._args, self._kwargs = args, kwargs
-        self._file: AsyncFile | None = None
+        self._file: AsyncFile[AnyStr] | None = None
 
-    def __await__(self) -> Any:
+    def __await__(self) -> Generator[Any, None, AsyncFile[AnyStr]]:
         return self._open().__await__()
 
-    def _open_cached(self) -> AsyncFile | None:
+    def _open_cached(self) -> AsyncFile[AnyStr] | None:
         """``open(path, "rb")`` on the loop's thread when neither the lookup nor the first read
         needs the disk (``openat2`` with ``RESOLVE_CACHED``, then a non-waiting read); else
         ``None``, and the open goes to an I/O thread, which also reports any error as ``open()``
@@ -849,41 +704,42 @@ class _Opening:
         if encoding is not None or errors is not None or newline is not None:
             return None  # open() refuses these in binary mode: let it say so
         try:
-            path = os.fspath(file)
+            path: str | bytes = os.fspath(file)
         except TypeError:
             return None
         fd = _ferrio.open_cached(os.fsdecode(path))
         if fd is None:
             return None
         try:
-            f = open(fd, "rb", buffering)  # noqa: SIM115 - closed by AsyncFile.close()
+            f: Any = open(fd, "rb", buffering)  # noqa: SIM115 - closed by AsyncFile.close()
         except BaseException:
             os.close(fd)
             return None  # a directory, say: the I/O thread's open() raises the builtin's error
         try:
             getattr(f, "raw", f).name = path  # what open(path) would show (buffering=0 gives a FileIO)
-            chunk = _ferrio.read_cached(fd, _SMALL_CHUNK, 0)
-            af = AsyncFile(f, regular=True)  # open_cached() opens nothing else
-            if isinstance(chunk, bytes) and (len(chunk) == _SMALL_CHUNK or len(chunk) >= os.fstat(fd).st_size):
-                f.seek(len(chunk))  # where f.read(_SMALL_CHUNK) would have left it
-                af._new_chunk(0, chunk, len(chunk) < _SMALL_CHUNK)
+            small = _readahead._SMALL_CHUNK
+            chunk = _ferrio.read_cached(fd, small, 0)
+            af: AsyncFile[AnyStr] = AsyncFile(f, regular=True)  # open_cached() opens nothing else
+            if isinstance(chunk, bytes) and (len(chunk) == small or len(chunk) >= os.fstat(fd).st_size):
+                f.seek(len(chunk))  # where f.read(small) would have left it
+                af._ra = cast("ReadAhead[AnyStr]", BinaryChunk(f, 0, chunk, len(chunk) < small))
             return af
         except BaseException:
             f.close()
             raise
 
-    async def _open(self) -> AsyncFile:
+    async def _open(self) -> AsyncFile[AnyStr]:
         args, kwargs = self._args, self._kwargs
         cached = self._open_cached()
         if cached is not None:
             return cached
 
-        def open_and_prefetch() -> AsyncFile:
-            f = open(*args, **kwargs)  # noqa: SIM115 - closed by AsyncFile.close()
+        def open_and_prefetch() -> AsyncFile[AnyStr]:
+            f: Any = open(*args, **kwargs)  # noqa: SIM115 - closed by AsyncFile.close()
             try:
-                af = AsyncFile(f, newline=args[5])
+                af: AsyncFile[AnyStr] = AsyncFile(f, newline=args[5])
                 if af._ahead and f.readable():
-                    af._begin_chunk(_SMALL_CHUNK)  # the first read of a small file needs no hop
+                    af._begin_chunk(_readahead._SMALL_CHUNK)  # the first read of a small file needs no hop
                 return af
             except BaseException:
                 f.close()
@@ -894,7 +750,7 @@ class _Opening:
         handshake = threading.Lock()
         state: dict[str, Any] = {"cancelled": False, "file": None}
 
-        def run() -> AsyncFile:
+        def run() -> AsyncFile[AnyStr]:
             af = open_and_prefetch()
             with handshake:
                 if state["cancelled"]:
@@ -904,7 +760,8 @@ class _Opening:
             return af
 
         try:
-            return await _always_run(run)
+            af: AsyncFile[AnyStr] = await _always_run(run)
+            return af
         except asyncio.CancelledError:
             with handshake:
                 state["cancelled"] = True
@@ -913,7 +770,7 @@ class _Opening:
                 opened._close_now()  # nothing was written through it: nothing to flush
             raise
 
-    async def __aenter__(self) -> AsyncFile:
+    async def __aenter__(self) -> AsyncFile[AnyStr]:
         self._file = await self._open()
         return self._file
 
@@ -923,16 +780,49 @@ class _Opening:
         await self._file.__aexit__(*exc_info)
 
 
+@overload
 def open_file(
-    file: Any,
+    file: FileDescriptorOrPath,
+    mode: OpenTextMode = "r",
+    buffering: int = -1,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    closefd: bool = True,
+    opener: _Opener | None = None,
+) -> _Opening[str]: ...
+@overload
+def open_file(
+    file: FileDescriptorOrPath,
+    mode: OpenBinaryMode,
+    buffering: int = -1,
+    encoding: None = None,
+    errors: None = None,
+    newline: None = None,
+    closefd: bool = True,
+    opener: _Opener | None = None,
+) -> _Opening[bytes]: ...
+@overload
+def open_file(
+    file: FileDescriptorOrPath,
+    mode: str,
+    buffering: int = -1,
+    encoding: str | None = None,
+    errors: str | None = None,
+    newline: str | None = None,
+    closefd: bool = True,
+    opener: _Opener | None = None,
+) -> _Opening[Any]: ...
+def open_file(
+    file: _FileArg,
     mode: str = "r",
     buffering: int = -1,
     encoding: str | None = None,
     errors: str | None = None,
     newline: str | None = None,
     closefd: bool = True,
-    opener: Callable[[str, int], int] | None = None,
-) -> _Opening:
+    opener: _Opener | None = None,
+) -> _Opening[Any]:
     """Open a file for async use: exactly the builtin ``open()``'s arguments and behaviour.
 
     ::
@@ -944,13 +834,15 @@ def open_file(
 
     The open itself, and every batch of reads and writes, runs on ferrio's I/O threads; errors are
     the builtin's (``FileNotFoundError`` with its errno and filename, and so on), raised here.
+    As with the builtin, the mode gives the file's type: ``AsyncFile[str]`` for a text mode,
+    ``AsyncFile[bytes]`` for a binary one (``"b"`` in it).
     """
     return _Opening((file, mode, buffering, encoding, errors, newline, closefd, opener), {})
 
 
-def _checked_name(api: str, name: Any, where: str = "") -> str:
-    """``name`` as a ``str`` path for the Rust reader, refusing a NUL in it as ``open()`` does."""
-    name = os.fsdecode(name)
+def _checked_name(api: str, path: str | bytes | os.PathLike[str] | os.PathLike[bytes], where: str = "") -> str:
+    """``path`` as a ``str`` for the Rust reader, refusing a NUL in it as ``open()`` does."""
+    name = os.fsdecode(path)
     if "\0" in name:
         raise ValueError(f"{api}: embedded null byte in the path{where}: {name!r}")
     return name
@@ -980,7 +872,7 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     if isinstance(paths, (str, bytes, os.PathLike)):
         raise TypeError(f"read_files() takes an iterable of paths, got the single path {safe_repr(paths)}: pass [path]")
     check_positive_int("read_files()", "threads", threads)
-    names = []
+    names: list[str] = []
     for i, p in enumerate(paths):
         try:
             name = os.fsdecode(p)  # bytes paths too, as open() takes them
@@ -993,10 +885,13 @@ async def read_files(paths: Iterable[str | os.PathLike[str]], *, threads: int = 
     return await io_pool().run(_ferrio.read_files_blocking, names, min(threads, _ferrio.MAX_READ_THREADS))
 
 
-_PurePath = type(pathlib.PurePath())
+if TYPE_CHECKING:
+    _PurePath = pathlib.PurePath
+else:
+    _PurePath = type(pathlib.PurePath())  # this system's flavour, as pathlib.Path() picks
 
 
-class Path(_PurePath):  # type: ignore[valid-type, misc]
+class Path(_PurePath):
     """``pathlib``'s pure path operations, with async versions of the ones that touch the disk.
 
     ::
@@ -1011,10 +906,6 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
     def _blocking(self) -> pathlib.Path:
         return pathlib.Path(self)
 
-    async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        method = getattr(self._blocking(), name)
-        return await io_pool().run(method, *args, **kwargs)
-
     # read_bytes() and read_text() read through read_files' reader rather than pathlib's open():
     # the same bytes and errors, but a cancelled read stops, even one waiting for a FIFO's writer.
 
@@ -1024,7 +915,7 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
 
     async def read_text(self, encoding: str | None = None, errors: str | None = None) -> str:
         name = _checked_name("Path.read_text()", self)
-        encoding = io.text_encoding(encoding)  # as pathlib: its EncodingWarning, at the call
+        encoding = _text_encoding(encoding)  # as pathlib: its EncodingWarning, at the call
 
         def read() -> str:
             (data,) = _ferrio.read_files_blocking([name], 1)
@@ -1033,32 +924,32 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
 
         return await io_pool().run(read)
 
-    async def write_bytes(self, data: bytes) -> int:
-        return await self._call("write_bytes", bytes(memoryview(data)))
+    async def write_bytes(self, data: Buffer) -> int:
+        return await io_pool().run(self._blocking().write_bytes, bytes(memoryview(data)))
 
     async def write_text(self, data: str, encoding: str | None = None, errors: str | None = None) -> int:
-        return await self._call("write_text", data, encoding, errors)
+        return await io_pool().run(self._blocking().write_text, data, encoding, errors)
 
     async def stat(self) -> os.stat_result:
-        return await self._call("stat")
+        return await io_pool().run(self._blocking().stat)
 
     async def exists(self) -> bool:
-        return await self._call("exists")
+        return await io_pool().run(self._blocking().exists)
 
     async def is_file(self) -> bool:
-        return await self._call("is_file")
+        return await io_pool().run(self._blocking().is_file)
 
     async def is_dir(self) -> bool:
-        return await self._call("is_dir")
+        return await io_pool().run(self._blocking().is_dir)
 
     async def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
-        await self._call("mkdir", mode, parents, exist_ok)
+        await io_pool().run(self._blocking().mkdir, mode, parents, exist_ok)
 
     async def unlink(self, missing_ok: bool = False) -> None:
-        await self._call("unlink", missing_ok)
+        await io_pool().run(self._blocking().unlink, missing_ok)
 
     async def rename(self, target: str | os.PathLike[str]) -> Path:
-        return Path(await self._call("rename", os.fspath(target)))
+        return Path(await io_pool().run(self._blocking().rename, os.fspath(target)))
 
     async def iterdir(self) -> AsyncIterator[Path]:
         for p in await io_pool().run(lambda: list(self._blocking().iterdir())):
@@ -1068,14 +959,41 @@ class Path(_PurePath):  # type: ignore[valid-type, misc]
         for p in await io_pool().run(lambda: list(self._blocking().glob(pattern))):
             yield Path(p)
 
+    @overload
     def open(
+        self,
+        mode: OpenTextMode = "r",
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> _Opening[str]: ...
+    @overload
+    def open(
+        self,
+        mode: OpenBinaryMode,
+        buffering: int = -1,
+        encoding: None = None,
+        errors: None = None,
+        newline: None = None,
+    ) -> _Opening[bytes]: ...
+    @overload
+    def open(
+        self,
+        mode: str,
+        buffering: int = -1,
+        encoding: str | None = None,
+        errors: str | None = None,
+        newline: str | None = None,
+    ) -> _Opening[Any]: ...
+    def open(  # pyright: ignore[reportIncompatibleMethodOverride]  # async, unlike PurePath's (none)
         self,
         mode: str = "r",
         buffering: int = -1,
         encoding: str | None = None,
         errors: str | None = None,
         newline: str | None = None,
-    ) -> _Opening:
+    ) -> _Opening[Any]:
         """``ferrio.open_file(self, ...)``."""
         return open_file(self, mode, buffering, encoding, errors, newline)
 
