@@ -21,7 +21,7 @@ from . import _ferrio, _loops
 from ._chunks import Submitted, ordered_map
 from ._errors import check_positive_int
 from ._limiter import CapacityLimiter, limiter_core
-from ._stats import Percentiles, PoolStatistics
+from ._stats import PoolStatistics
 from ._wakers import waker_for
 
 T = TypeVar("T")
@@ -173,16 +173,16 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         """
         loop = _get_running_loop()
         fut = loop.create_future()
-        self._core.submit_async(
-            "ThreadPool.run()",
-            waker_for(loop),
-            fut,
-            func,
-            args,
-            kwargs or None,
-            _copy_context(),
-            limiter_core("ThreadPool.run()", limiter),
-            _loops.run_coroutine_function,
+        self._core.submit(
+            api="ThreadPool.run()",
+            fut=fut,
+            func=func,
+            args=args,
+            kwargs=kwargs or None,
+            context=_copy_context(),
+            limiter=limiter_core("ThreadPool.run()", limiter),
+            waker=waker_for(loop),
+            run_coroutines=True,
             coroutine=_coroutine_flag(func),
         )
         return await fut
@@ -193,7 +193,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         close). ``api`` names the public call in error messages."""
         loop = _get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        self._core.submit_async(api, waker_for(loop), fut, fn, (), None, None, None, None, True)
+        self._core.submit(api=api, fut=fut, func=fn, args=(), waker=waker_for(loop), always_run=True)
         return fut
 
     def amap(
@@ -235,7 +235,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
         def submit(chunk: tuple[Any, ...]) -> Submitted:
             fut = loop.create_future()
-            self._core.submit_map(api, waker, fut, func, chunk, context.copy(), core)
+            self._core.submit_map(
+                api=api, waker=waker, fut=fut, func=func, items=chunk, context=context.copy(), limiter=core
+            )
             return fut, fut.cancel
 
         # About 1 ms of work per chunk: one GIL hold runs it back to back.
@@ -272,16 +274,14 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._core.submit_sync(
-            "ThreadPool.submit()",
-            fut,
-            fn,
-            args,
-            kwargs or None,
-            None,
-            None,
-            _loops.run_coroutine_function,
-            _coroutine_flag(fn),
+        self._core.submit(
+            api="ThreadPool.submit()",
+            fut=fut,
+            func=fn,
+            args=args,
+            kwargs=kwargs or None,
+            run_coroutines=True,
+            coroutine=_coroutine_flag(fn),
         )
         return fut
 
@@ -305,19 +305,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     def stats(self) -> PoolStatistics:
         """A frozen snapshot of the pool's workers, jobs and latencies."""
-        mw, alive, idle, queued, running, completed, failed, cancelled, qw, rt = self._core.stats()
-        return PoolStatistics(
-            max_workers=mw,
-            workers_alive=alive,
-            workers_idle=idle,
-            queued=queued,
-            running=running,
-            completed=completed,
-            failed=failed,
-            cancelled=cancelled,
-            queue_wait=Percentiles(*qw),
-            run_time=Percentiles(*rt),
-        )
+        return PoolStatistics.of(self._core.counts())
 
     def _reset_after_fork(self) -> None:
         # A parent thread may have held the lock at the fork (in shutdown()); nobody holds it here.
@@ -366,15 +354,15 @@ async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimi
     """
     loop = _get_running_loop()
     fut = loop.create_future()
-    (_default or default_pool())._core.submit_async(
-        "ferrio.to_thread()",
-        waker_for(loop),
-        fut,
-        func,
-        args,
-        kwargs or None,
-        _copy_context(),
-        limiter_core("ferrio.to_thread()", limiter),
+    (_default or default_pool())._core.submit(
+        api="ferrio.to_thread()",
+        fut=fut,
+        func=func,
+        args=args,
+        kwargs=kwargs or None,
+        context=_copy_context(),
+        limiter=limiter_core("ferrio.to_thread()", limiter),
+        waker=waker_for(loop),
         coroutine=_coroutine_flag(func),
     )
     return await fut
@@ -487,6 +475,11 @@ def _after_fork_in_child() -> None:
     _ferrio.forget_orphans_after_fork()
 
 
+_ferrio.install_hooks(
+    worker_started=_worker_started,
+    worker_exiting=_worker_exiting,
+    run_coroutine_function=_loops.run_coroutine_function,
+)
 threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]
 # The last at-exit hook (the first registered runs last): from then on a worker thread that
 # comes back to the interpreter parks for good instead of being unwound by finalization.

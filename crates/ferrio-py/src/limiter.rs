@@ -7,6 +7,7 @@ use ferrio_core::Limiter;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::counts::LimiterCounts;
 use crate::errors;
 use crate::job::{dispose, PyJob};
 
@@ -32,10 +33,9 @@ impl LimiterCore {
         Ok(())
     }
 
-    /// `(total_tokens, borrowed_tokens, waiting)`.
-    fn stats(&self) -> (usize, usize, usize) {
-        let s = self.inner.stats();
-        (s.total_tokens, s.borrowed_tokens, s.waiting)
+    /// Total and borrowed tokens, and how many jobs wait.
+    fn counts(&self) -> LimiterCounts {
+        self.inner.stats().into()
     }
 }
 

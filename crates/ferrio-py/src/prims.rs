@@ -21,6 +21,7 @@ use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError}
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
+use crate::counts::{QueueCounts, SemaphoreCounts};
 use crate::errors;
 use crate::waker::{resolve, Completions, GiveBack, LoopWaker, Resolution};
 
@@ -230,7 +231,8 @@ impl SemaphoreCore {
 
     /// Async acquire, part 1: `True` if taken at once; else `fut` is queued and resolves (to
     /// `None`) when a permit is handed to it.
-    fn acquire_async_(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
+    #[pyo3(name = "_queue_acquire")]
+    fn queue_acquire(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
         matches!(
             self.inner.acquire(Some(TaskWaiter::new(waker, fut))),
             Attempt::Ready(())
@@ -240,6 +242,7 @@ impl SemaphoreCore {
     /// The awaiting task was cancelled (or its wait timed out, resolving `fut` to something other
     /// than `None`): unqueue `fut`, or, if a permit already reached it (`fut` resolved to
     /// `None`), pass the permit on.
+    #[pyo3(name = "_cancel_acquire")]
     fn cancel_acquire(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
         // Dropped after the semaphore's lock is released: dropping a future can run Python code.
         let forgotten = self.inner.forget(|t| t.is(fut));
@@ -279,9 +282,10 @@ impl SemaphoreCore {
         self.release_inner(py)
     }
 
-    /// `(free permits, waiters)`.
-    fn stats(&self) -> (usize, usize) {
-        self.inner.stats()
+    /// Free permits and waiters.
+    #[pyo3(name = "_counts")]
+    fn counts(&self) -> SemaphoreCounts {
+        SemaphoreCounts::new(self.inner.stats())
     }
 }
 
@@ -352,10 +356,12 @@ impl EventCore {
     }
 
     /// `True` if set; else `fut` is queued until `set()`.
-    fn wait_async_(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
+    #[pyo3(name = "_queue_wait")]
+    fn queue_wait(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
         matches!(self.inner.wait(Some(TaskWaiter::new(waker, fut))), Attempt::Ready(()))
     }
 
+    #[pyo3(name = "_cancel_wait")]
     fn cancel_wait(&self, fut: &Bound<'_, PyAny>) {
         // Dropped after the event's lock is released: dropping a future can run Python code.
         drop(self.inner.forget(|t| t.is(fut)));
@@ -846,9 +852,12 @@ impl QueueCore {
         self.inner.maxsize()
     }
 
-    /// `(items, unfinished, getters waiting, putters waiting)`.
-    fn stats(&self, py: Python<'_>) -> PyResult<(usize, usize, usize, usize)> {
-        self.inner.stats().map_err(|e| self.error(py, "statistics()", e, None))
+    /// Items, unfinished tasks and waiters.
+    fn counts(&self, py: Python<'_>) -> PyResult<QueueCounts> {
+        self.inner
+            .stats()
+            .map(QueueCounts::new)
+            .map_err(|e| self.error(py, "statistics()", e, None))
     }
 }
 

@@ -10,6 +10,8 @@ use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
+use crate::counts::LatencyCounts;
+
 /// A 64-bit int or float in shared memory, changed only with atomic operations.
 #[pyclass(frozen, module = "ferrio._ferrio")]
 pub struct SharedCell {
@@ -132,9 +134,8 @@ impl LatencyHistogram {
             .record(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX));
     }
 
-    /// `(count, p50, p90, p99, max)` in seconds.
-    fn percentiles(&self) -> (u64, f64, f64, f64, f64) {
-        let p = self.inner.percentiles();
-        (p.count, p.p50, p.p90, p.p99, p.max)
+    /// The percentiles in seconds.
+    fn percentiles(&self) -> LatencyCounts {
+        self.inner.percentiles().into()
     }
 }
