@@ -16,7 +16,6 @@ use std::time::Instant;
 
 use ferrio_core::pool::Outcome;
 use ferrio_core::{Limiter, PoolHandle, Rejected, WorkerCtx};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
@@ -260,10 +259,7 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
 fn current_cancelled(py: Python<'_>, api: &str) -> PyResult<bool> {
     CURRENT.with(|c| match &*c.borrow() {
         Some(fut) => fut.bind(py).call_method0(interned!(py, "cancelled"))?.is_truthy(),
-        None => Err(PyRuntimeError::new_err(format!(
-            "{api} was called outside a job running on a ferrio worker thread; \
-             call it only from functions passed to ferrio.to_thread() or a ThreadPool"
-        ))),
+        None => Err(errors::outside_job(api)),
     })
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrio_core::{Pool, PoolConfig};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
@@ -151,22 +150,16 @@ impl ThreadPoolCore {
     #[pyo3(signature = (max_workers, thread_name_prefix, idle_timeout, stack_size=0))]
     fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64, stack_size: usize) -> PyResult<Self> {
         if ferrio_core::pool::refusing_new_work() {
-            return Err(PyRuntimeError::new_err(
-                "ThreadPool() cannot create a pool after interpreter shutdown has begun",
-            ));
+            return Err(errors::pool_after_exit_began());
         }
         if max_workers == 0 {
-            return Err(PyValueError::new_err("max_workers must be greater than 0, got 0"));
+            return Err(errors::no_workers());
         }
         if thread_name_prefix.contains('\0') {
-            return Err(PyValueError::new_err(format!(
-                "ThreadPool() expected thread_name_prefix without NUL characters, got {thread_name_prefix:?}"
-            )));
+            return Err(errors::nul_in_thread_name_prefix(&thread_name_prefix));
         }
         if idle_timeout.is_nan() || idle_timeout < 0.0 {
-            return Err(PyValueError::new_err(format!(
-                "idle_timeout must be a non-negative number of seconds, got {idle_timeout}"
-            )));
+            return Err(errors::bad_idle_timeout(idle_timeout));
         }
         // Longer than a Duration holds (math.inf included): workers never retire.
         let idle_timeout = Duration::try_from_secs_f64(idle_timeout).unwrap_or(Duration::MAX);
