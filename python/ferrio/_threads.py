@@ -14,8 +14,8 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _ferrio, _loops
 from ._chunks import Submitted, ordered_map
@@ -26,6 +26,7 @@ from ._wakers import waker_for
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 _get_running_loop = asyncio.get_running_loop
 _copy_context = contextvars.copy_context
@@ -148,9 +149,22 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     # -- async ---------------------------------------------------------------------------------
 
+    @overload
+    async def run(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        /,
+        *args: Any,
+        limiter: CapacityLimiter | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+    @overload
     async def run(
         self, func: Callable[..., R], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any
-    ) -> R:
+    ) -> R: ...
+    async def run(
+        self, func: Callable[..., Any], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any
+    ) -> Any:
         """Run ``func(*args, **kwargs)`` on a worker thread and return its result.
 
         ``func`` may be a coroutine function: it then runs on the worker thread's own event loop
@@ -172,7 +186,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         loop = _get_running_loop()
-        fut = loop.create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         self._core.submit(
             api="ThreadPool.run()",
             fut=fut,
@@ -312,7 +326,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         self._shutdown_lock = threading.Lock()
         self._core.forget_after_fork()
         self._core = _ferrio.ThreadPoolCore(
-            self._max_workers, self._thread_name_prefix, self._idle_timeout, self._stack_size
+            self._max_workers, self._thread_name_prefix or "", self._idle_timeout, self._stack_size
         )
         if self._shutdown:
             self._core.shutdown(False)
@@ -353,7 +367,7 @@ async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimi
         RuntimeError: called during interpreter shutdown.
     """
     loop = _get_running_loop()
-    fut = loop.create_future()
+    fut: asyncio.Future[R] = loop.create_future()
     (_default or default_pool())._core.submit(
         api="ferrio.to_thread()",
         fut=fut,
@@ -387,9 +401,15 @@ def is_cancelled() -> bool:
     return _ferrio.is_cancelled()
 
 
+@overload
+def asyncify(func: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+@overload
 def asyncify(
-    func: Callable[..., R] | None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
-) -> Any:
+    func: None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
+) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]: ...
+def asyncify(
+    func: Callable[P, R] | None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
+) -> Callable[P, Coroutine[Any, Any, R]] | Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
     """Turn a blocking function into an async one that runs it on a thread pool.
 
     ::
@@ -410,14 +430,14 @@ def asyncify(
         TypeError: ``func`` is not callable, or is a coroutine function.
     """
 
-    def decorate(f: Callable[..., R]) -> Callable[..., Any]:
+    def decorate(f: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         _ferrio.check_sync_callable("ferrio.asyncify", f, _coroutine_flag(f))
         limiter_core("ferrio.asyncify", limiter)
         if pool is not None and not isinstance(pool, ThreadPool):
             raise TypeError(f"ferrio.asyncify expected pool= to be a ferrio.ThreadPool or None, got {pool!r}")
 
         @functools.wraps(f)
-        async def wrapper(*args: Any, **kwargs: Any) -> R:
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             return await (pool or _default or default_pool()).run(f, *args, limiter=limiter, **kwargs)
 
         return wrapper
