@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned lint tools (the `lint` extra of pyproject.toml) and runs every check:
-# rustfmt, clippy (warnings are errors), ruff check and format, and mypy and pyright in strict mode
+# rustfmt, clippy (warnings are errors), ruff check and format, mypy and pyright in strict mode
 # on the package (less the modules pyproject.toml lists as not yet converted) and on the
-# user-style programs of tests/typing.
+# user-style programs of tests/typing, and stubtest of the compiled module's stub.
 #
 # The tools live in their own venv, .venv-lint, or in $VENV when it is given (`make lint
 # VENV=.venv` after `make build-dev`). ferrio is built into it with `maturin develop`, because
@@ -34,9 +34,8 @@ step "ruff check" "$py" -m ruff check python tests examples
 step "ruff format --check" "$py" -m ruff format --check python tests examples
 step "mypy --strict (python/ferrio, tests/typing)" "$py" -m mypy
 step "pyright --strict (python/ferrio, tests/typing)" "$py" -m pyright --pythonpath "$py"
-# Not yet: `python -m mypy.stubtest ferrio._ferrio --allowlist .config/stubtest-allowlist.txt`
-# reports 40 differences between _ferrio.pyi and the compiled module; it joins these steps when
-# the stub is complete (issue 12's remaining work).
+step "stubtest (_ferrio.pyi against the compiled module)" \
+    "$py" -m mypy.stubtest ferrio._ferrio --allowlist .config/stubtest-allowlist.txt
 
 if [ ${#failed[@]} -gt 0 ]; then
     echo "== ${#failed[@]} lint step(s) failed:"

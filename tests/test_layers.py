@@ -204,3 +204,16 @@ def test_rust_modules_of_each_crate_have_no_cycle(crate: str) -> None:
     graph = _rust_edges(ROOT / "crates" / crate / "src")
     assert graph, f"no Rust modules found for {crate}"
     assert _cycle(graph) is None, f"{crate}: " + " -> ".join(_cycle(graph) or [])
+
+
+def test_every_python_exception_of_the_bindings_is_built_in_errors_rs() -> None:
+    """errors.rs is the one place the bindings word their exceptions (issue 12)."""
+    src = ROOT / "crates" / "ferrio-py" / "src"
+    elsewhere = [
+        f"{path.name}:{n}"
+        for path in sorted(src.rglob("*.rs"))
+        if path.name != "errors.rs"
+        for n, line in enumerate(_RUST_COMMENT.sub("", path.read_text()).splitlines(), 1)
+        if "::new_err(" in line
+    ]
+    assert not elsewhere, f"build these in errors.rs instead: {elsewhere}"

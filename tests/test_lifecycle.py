@@ -146,7 +146,7 @@ def test_fork_while_a_thread_fills_a_process_wide_cache_leaves_the_child_working
 
         def unclassified():
             fut = concurrent.futures.Future()
-            pool._core.submit_sync("test", fut, functools.partial(pow, 2, 3), (), None, None, None)
+            pool._core.submit(api="test", fut=fut, func=functools.partial(pow, 2, 3), args=())
             fut.result(30)
 
         first = threading.Thread(target=unclassified)

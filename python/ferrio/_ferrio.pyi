@@ -7,11 +7,49 @@ import concurrent.futures
 import contextvars
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, final
 
-from typing_extensions import Self
+from typing_extensions import Self, disjoint_base
 
 _T = TypeVar("_T", str, bytes)
+
+__all__ = [
+    "INFINITE_TOKENS",
+    "MAX_READ_THREADS",
+    "AtomicInt",
+    "EventCore",
+    "LatencyCounts",
+    "LatencyHistogram",
+    "LimiterCore",
+    "LimiterCounts",
+    "LoopWaker",
+    "PanicException",
+    "PoolCounts",
+    "QueueCore",
+    "QueueCounts",
+    "SemaphoreCore",
+    "SemaphoreCounts",
+    "SharedCell",
+    "ThreadPoolCore",
+    "__version__",
+    "after_fork_in_child",
+    "after_fork_in_parent",
+    "before_fork",
+    "check_cancelled",
+    "check_sync_callable",
+    "current_job_future",
+    "forget_orphans_after_fork",
+    "install_hooks",
+    "is_cancelled",
+    "join_orphans",
+    "open_cached",
+    "read_cached",
+    "read_files_blocking",
+    "refuse_new_work",
+    "set_parent_death_signal",
+    "split_lines",
+    "stop_attaching",
+]
 
 __version__: str
 #: The total a ``LimiterCore`` stores for ``math.inf`` tokens.
@@ -19,6 +57,7 @@ INFINITE_TOKENS: int
 #: The most threads :func:`read_files_blocking` starts.
 MAX_READ_THREADS: int
 
+@final
 class LoopWaker:
     """One per event loop: workers push finished jobs into it, the loop drains them in batches.
 
@@ -27,7 +66,7 @@ class LoopWaker:
     GIL hold and skips futures already cancelled.
     """
 
-    def __init__(self) -> None:
+    def __new__(cls) -> Self:
         """Creates the waker and its eventfd (close-on-exec, non-blocking).
 
         Raises:
@@ -44,21 +83,109 @@ class LoopWaker:
         """Queues ``fut.set_result(value)``, or ``fut.set_exception(value)`` when ``failed``, for
         the loop's next drain; callable from any thread. A future done by then is skipped."""
 
+@final
 class LimiterCore:
     """The Rust capacity limiter behind :class:`ferrio.CapacityLimiter`."""
 
-    def __init__(self, total_tokens: float) -> None:
+    def __new__(cls, total_tokens: float) -> Self:
         """Raises:
         ValueError: ``total_tokens`` is less than 1.
         TypeError: ``total_tokens`` is neither an int nor ``math.inf``.
         """
     def set_total_tokens(self, total_tokens: float) -> None:
         """Changes the number of tokens; growing admits waiting jobs at once."""
-    def stats(self) -> tuple[int, int, int]:
-        """``(total_tokens, borrowed_tokens, waiting)``."""
+    def counts(self) -> LimiterCounts:
+        """Total and borrowed tokens, and how many jobs wait."""
 
-_Percentiles = tuple[int, float, float, float, float]
+@final
+class LatencyCounts:
+    """Latency percentiles in seconds (within 12.5%) over ``count`` samples."""
 
+    @property
+    def count(self) -> int: ...
+    @property
+    def p50(self) -> float: ...
+    @property
+    def p90(self) -> float: ...
+    @property
+    def p99(self) -> float: ...
+    @property
+    def max(self) -> float: ...
+
+@final
+class PoolCounts:
+    """A thread pool's workers, jobs and latencies, from :meth:`ThreadPoolCore.counts`."""
+
+    @property
+    def max_workers(self) -> int: ...
+    @property
+    def workers_alive(self) -> int: ...
+    @property
+    def workers_idle(self) -> int: ...
+    @property
+    def queued(self) -> int: ...
+    @property
+    def running(self) -> int: ...
+    @property
+    def completed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def cancelled(self) -> int: ...
+    @property
+    def queue_wait(self) -> LatencyCounts: ...
+    @property
+    def run_time(self) -> LatencyCounts: ...
+
+@final
+class LimiterCounts:
+    """A limiter's tokens (``INFINITE_TOKENS`` for no limit) and waiting jobs."""
+
+    @property
+    def total_tokens(self) -> int: ...
+    @property
+    def borrowed_tokens(self) -> int: ...
+    @property
+    def tasks_waiting(self) -> int: ...
+
+@final
+class SemaphoreCounts:
+    """A semaphore's free permits and waiting acquirers."""
+
+    @property
+    def free(self) -> int: ...
+    @property
+    def waiting(self) -> int: ...
+
+@final
+class QueueCounts:
+    """A queue's items, unfinished tasks and waiters."""
+
+    @property
+    def items(self) -> int: ...
+    @property
+    def unfinished_tasks(self) -> int: ...
+    @property
+    def getters_waiting(self) -> int: ...
+    @property
+    def putters_waiting(self) -> int: ...
+
+def install_hooks(
+    *,
+    worker_started: Callable[[str], object],
+    worker_exiting: Callable[[], object],
+    run_coroutine_function: Callable[[Callable[..., Any], tuple[Any, ...], dict[str, Any] | None], Any],
+) -> None:
+    """Registers the Python functions the Rust side calls back into (``ferrio._threads`` does, at
+    import): ``worker_started(name)`` and ``worker_exiting()`` on each worker thread as it starts
+    and exits, and ``run_coroutine_function(func, args, kwargs)`` to run a coroutine function on
+    a worker's own loop. A later call replaces them.
+
+    Raises:
+        TypeError: a hook is not callable.
+    """
+
+@final
 class ThreadPoolCore:
     """The Rust pool behind :class:`ferrio.ThreadPool`.
 
@@ -66,7 +193,7 @@ class ThreadPoolCore:
     public call in error messages.
     """
 
-    def __init__(self, max_workers: int, thread_name_prefix: str, idle_timeout: float, stack_size: int = 0) -> None:
+    def __new__(cls, max_workers: int, thread_name_prefix: str, idle_timeout: float, stack_size: int = 0) -> Self:
         """``stack_size`` is each worker's stack in bytes, 0 for what a new thread gets by default.
 
         Raises:
@@ -76,59 +203,45 @@ class ThreadPoolCore:
         """
     @property
     def max_workers(self) -> int: ...
-    def submit_async(
+    def submit(
         self,
+        *,
         api: str,
-        waker: LoopWaker,
-        fut: asyncio.Future[Any],
+        fut: asyncio.Future[Any] | concurrent.futures.Future[Any],
         func: Callable[..., Any],
         args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        context: contextvars.Context | None,
-        limiter: LimiterCore | None,
-        coroutine_runner: Callable[..., Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        context: contextvars.Context | None = None,
+        limiter: LimiterCore | None = None,
+        waker: LoopWaker | None = None,
+        run_coroutines: bool = False,
+        coroutine: bool | None = None,
         always_run: bool = False,
-        coroutine: bool | None = None,
     ) -> None:
-        """Queues ``func(*args, **kwargs)``; its outcome resolves ``fut`` on its loop through ``waker``.
+        """Queues ``func(*args, **kwargs)``, run in ``context`` if given. Its outcome resolves
+        ``fut``: an asyncio future, on its loop through ``waker``, or, without a ``waker``, a
+        ``concurrent.futures.Future``, from the worker.
 
-        ``coroutine``: whether ``func`` is a coroutine function, if the caller worked it out (None:
-        asked here; pass it for anything but plain functions, methods and builtins, see
-        ``_threads._coroutine_flag``).
+        ``run_coroutines``: run a coroutine function on the worker's own loop (the hook given to
+        :func:`install_hooks`) instead of refusing it. ``coroutine``: whether ``func`` is a
+        coroutine function, if the caller worked it out (None: asked here; pass it for anything
+        but plain functions, methods and builtins, see ``_threads._coroutine_flag``).
+        ``always_run``: run even if ``fut`` was cancelled before the job started.
 
         Raises:
-            TypeError: ``func`` is not callable, or is a coroutine function.
-            RuntimeError: the pool was shut down.
-        """
-    def submit_sync(
-        self,
-        api: str,
-        fut: concurrent.futures.Future[Any],
-        func: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any] | None,
-        context: contextvars.Context | None,
-        limiter: LimiterCore | None,
-        coroutine_runner: Callable[..., Any] | None = None,
-        coroutine: bool | None = None,
-    ) -> None:
-        """Queues ``func(*args, **kwargs)``; its outcome resolves the ``concurrent.futures.Future``.
-
-        ``coroutine``: as for :meth:`submit_async`.
-
-        Raises:
-            TypeError: ``func`` is not callable, or is a coroutine function.
+            TypeError: ``func`` is not callable, or is a coroutine function that may not run.
             RuntimeError: the pool was shut down.
         """
     def submit_map(
         self,
+        *,
         api: str,
         waker: LoopWaker,
         fut: asyncio.Future[tuple[list[Any], BaseException | None]],
         func: Callable[[Any], Any],
         items: tuple[Any, ...],
-        context: contextvars.Context | None,
-        limiter: LimiterCore | None,
+        context: contextvars.Context | None = None,
+        limiter: LimiterCore | None = None,
     ) -> None:
         """Queues ``[func(x) for x in items]`` as one job, stopping at the first exception.
 
@@ -146,13 +259,13 @@ class ThreadPoolCore:
             KeyboardInterrupt: Ctrl-C during the wait (whatever a signal handler raises); checked
                 every 50 ms.
         """
-    def stats(self) -> tuple[int, int, int, int, int, int, int, int, _Percentiles, _Percentiles]:
-        """``(max_workers, alive, idle, queued, running, completed, failed, cancelled, queue_wait, run_time)``."""
+    def counts(self) -> PoolCounts:
+        """The pool's workers, jobs and latencies."""
     def forget_after_fork(self) -> None:
         """In a forked child: abandon this pool without touching its locks or threads."""
 
 def check_sync_callable(api: str, func: object, coroutine: bool | None = None) -> None:
-    """``coroutine``: as for :meth:`ThreadPoolCore.submit_async`.
+    """``coroutine``: as for :meth:`ThreadPoolCore.submit`.
 
     Raises:
     TypeError: ``func`` is not callable, or is a coroutine function.
@@ -200,6 +313,7 @@ def after_fork_in_child() -> None:
 def current_job_future() -> asyncio.Future[Any] | concurrent.futures.Future[Any] | None:
     """The future of the job running on this thread, or ``None`` outside a ferrio job."""
 
+@disjoint_base
 class SemaphoreCore:
     """The Rust semaphore behind ``ferrio.Lock``, ``Semaphore`` and ``BoundedSemaphore``.
 
@@ -215,9 +329,9 @@ class SemaphoreCore:
         """
     def acquire_nowait(self) -> bool:
         """Take a free permit if nobody is queued; never waits."""
-    def acquire_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
+    def _queue_acquire(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
         """``True`` if taken at once; else ``fut`` is queued and resolves when a permit reaches it."""
-    def cancel_acquire(self, fut: asyncio.Future[Any]) -> None:
+    def _cancel_acquire(self, fut: asyncio.Future[Any]) -> None:
         """The awaiting task was cancelled, or its wait timed out (``fut`` resolved to something
         other than ``None``): unqueue ``fut``, or pass on a permit that reached it."""
     def release(self) -> None:
@@ -229,9 +343,10 @@ class SemaphoreCore:
         """Blocks as ``acquire()``; on a running event loop's thread, raises RuntimeError rather
         than wait for a permit that is not free at once."""
     def __exit__(self, *args: object) -> None: ...
-    def stats(self) -> tuple[int, int]:
-        """``(free permits, waiters)``."""
+    def _counts(self) -> SemaphoreCounts:
+        """Free permits and waiters."""
 
+@disjoint_base
 class EventCore:
     """The Rust event behind ``ferrio.Event``."""
 
@@ -241,10 +356,11 @@ class EventCore:
     def wait(self, timeout: float | None = None) -> bool:
         """``threading.Event.wait``: blocks with the GIL released; returns the flag. A negative
         timeout only looks; NaN is a ValueError, a non-number a TypeError."""
-    def wait_async_(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
+    def _queue_wait(self, waker: LoopWaker, fut: asyncio.Future[Any]) -> bool:
         """``True`` if set; else ``fut`` is queued until ``set()``."""
-    def cancel_wait(self, fut: asyncio.Future[Any]) -> None: ...
+    def _cancel_wait(self, fut: asyncio.Future[Any]) -> None: ...
 
+@disjoint_base
 class QueueCore:
     """The Rust queue behind ``ferrio.Queue``, ``LifoQueue`` and ``PriorityQueue``.
 
@@ -253,7 +369,7 @@ class QueueCore:
     classes to raise.
     """
 
-    def __init__(self, maxsize: int, order: str, shutdown_marker: object, errors: tuple[type, type, type]) -> None: ...
+    def __new__(cls, maxsize: int, order: str, shutdown_marker: object, errors: tuple[type, type, type]) -> Self: ...
     @property
     def maxsize(self) -> int: ...
     def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
@@ -290,14 +406,15 @@ class QueueCore:
     def is_shutdown(self) -> bool: ...
     def qsize(self) -> int: ...
     def full(self) -> bool: ...
-    def stats(self) -> tuple[int, int, int, int]:
-        """``(items, unfinished, getters waiting, putters waiting)``."""
+    def counts(self) -> QueueCounts:
+        """Items, unfinished tasks and waiters."""
 
+@final
 class AtomicInt:
     """A lock-free 64-bit integer shared by threads and tasks (wraps on overflow). Arguments
     must be ints within 64 bits: TypeError or OverflowError naming the call otherwise."""
 
-    def __init__(self, value: int = 0) -> None: ...
+    def __new__(cls, value: int = 0) -> Self: ...
     def get(self) -> int: ...
     def set(self, value: int) -> None: ...
     def add(self, delta: int = 1) -> int:
@@ -308,11 +425,12 @@ class AtomicInt:
         """Stores ``new`` if the value is ``expected``; returns ``(succeeded, value before)``."""
     def __int__(self) -> int: ...
 
+@final
 class SharedCell:
     """A 64-bit int or float in shared memory (the first 8 bytes of a file descriptor's file),
     changed only with atomic operations; the memory behind :class:`ferrio.SharedValue`."""
 
-    def __init__(self, fd: int, float: bool) -> None:
+    def __new__(cls, fd: int, float: bool) -> Self:
         """Maps the file; ``fd`` may be closed afterwards.
 
         Raises:
@@ -337,14 +455,15 @@ def set_parent_death_signal(signal: int) -> bool:
         OSError: the kernel refused.
     """
 
+@final
 class LatencyHistogram:
     """A lock-free latency histogram (percentiles within 12.5%), as the thread pool keeps in Rust."""
 
     def __init__(self) -> None: ...
     def record(self, seconds: float) -> None:
         """Records one sample (negative counts as zero)."""
-    def percentiles(self) -> tuple[int, float, float, float, float]:
-        """``(count, p50, p90, p99, max)`` in seconds."""
+    def percentiles(self) -> LatencyCounts:
+        """The percentiles in seconds."""
 
 def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
     """Up to ``size`` bytes at ``offset`` of ``fd`` if the page cache holds them, read without

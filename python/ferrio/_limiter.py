@@ -6,11 +6,16 @@ import math
 import os
 import weakref
 
-from ._ferrio import INFINITE_TOKENS, LimiterCore
+from ._ferrio import INFINITE_TOKENS, LimiterCore, LimiterCounts
 from ._stats import LimiterStatistics
 
 # Every limiter alive, so a forked child can give each a fresh core.
 _limiters: weakref.WeakSet[CapacityLimiter] = weakref.WeakSet()
+
+
+def _total(counts: LimiterCounts) -> float:
+    """The total as users see it: the Rust side stores "no limit" as ``INFINITE_TOKENS``."""
+    return math.inf if counts.total_tokens >= INFINITE_TOKENS else counts.total_tokens
 
 
 class CapacityLimiter:
@@ -35,8 +40,7 @@ class CapacityLimiter:
     @property
     def total_tokens(self) -> float:
         """How many jobs may hold a token at once (``math.inf`` for no limit). Settable."""
-        total = self._core.stats()[0]
-        return math.inf if total >= INFINITE_TOKENS else total
+        return _total(self._core.counts())
 
     @total_tokens.setter
     def total_tokens(self, value: float) -> None:
@@ -45,7 +49,7 @@ class CapacityLimiter:
     @property
     def borrowed_tokens(self) -> int:
         """How many tokens running jobs hold now."""
-        return self._core.stats()[1]
+        return self._core.counts().borrowed_tokens
 
     @property
     def available_tokens(self) -> float:
@@ -54,11 +58,11 @@ class CapacityLimiter:
 
     def statistics(self) -> LimiterStatistics:
         """A frozen snapshot: total and borrowed tokens, and how many jobs wait."""
-        total, borrowed, waiting = self._core.stats()
+        counts = self._core.counts()
         return LimiterStatistics(
-            total_tokens=math.inf if total >= INFINITE_TOKENS else total,
-            borrowed_tokens=borrowed,
-            tasks_waiting=waiting,
+            total_tokens=_total(counts),
+            borrowed_tokens=counts.borrowed_tokens,
+            tasks_waiting=counts.tasks_waiting,
         )
 
     def __repr__(self) -> str:
@@ -71,11 +75,10 @@ class CapacityLimiter:
 
 def _after_fork_in_child() -> None:
     # A parent thread may have held a limiter's lock at the fork, and the jobs waiting in it are
-    # the parent's: give each limiter a fresh core with the same total. `stats()` on a core of the
+    # the parent's: give each limiter a fresh core with the same total. `counts()` on a core of the
     # parent reads the total without locking; the old core is leaked, never locked.
     for limiter in list(_limiters):
-        total = limiter._core.stats()[0]
-        limiter._core = LimiterCore(math.inf if total >= INFINITE_TOKENS else total)
+        limiter._core = LimiterCore(_total(limiter._core.counts()))
 
 
 if hasattr(os, "register_at_fork"):

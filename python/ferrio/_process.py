@@ -1533,8 +1533,8 @@ class ProcessPool(concurrent.futures.Executor):
                 crashed=c.crashed,
                 timed_out=c.timed_out,
                 workers_started=c.started,
-                queue_wait=Percentiles(*c.queue_wait.percentiles()),
-                run_time=Percentiles(*c.run_time.percentiles()),
+                queue_wait=Percentiles.of(c.queue_wait.percentiles()),
+                run_time=Percentiles.of(c.run_time.percentiles()),
             )
 
     def worker_pids(self) -> list[int]:

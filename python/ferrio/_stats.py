@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import _ferrio
+
 
 @dataclass(frozen=True)
 class Percentiles:
@@ -14,6 +16,11 @@ class Percentiles:
     p90: float
     p99: float
     max: float
+
+    @classmethod
+    def of(cls, counts: _ferrio.LatencyCounts) -> Percentiles:
+        """The percentiles the Rust side counted."""
+        return cls(count=counts.count, p50=counts.p50, p90=counts.p90, p99=counts.p99, max=counts.max)
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,22 @@ class PoolStatistics:
     queue_wait: Percentiles
     #: Time from start to end, for jobs that ran.
     run_time: Percentiles
+
+    @classmethod
+    def of(cls, counts: _ferrio.PoolCounts) -> PoolStatistics:
+        """The snapshot of a thread pool the Rust side counted."""
+        return cls(
+            max_workers=counts.max_workers,
+            workers_alive=counts.workers_alive,
+            workers_idle=counts.workers_idle,
+            queued=counts.queued,
+            running=counts.running,
+            completed=counts.completed,
+            failed=counts.failed,
+            cancelled=counts.cancelled,
+            queue_wait=Percentiles.of(counts.queue_wait),
+            run_time=Percentiles.of(counts.run_time),
+        )
 
 
 @dataclass(frozen=True)

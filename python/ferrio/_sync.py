@@ -235,8 +235,13 @@ class Queue(_QueueView, Generic[T]):
         self.close()
 
     def statistics(self) -> QueueStatistics:
-        items, unfinished, getters, putters = self._core.stats()
-        return QueueStatistics(items, unfinished, getters, putters)
+        c = self._core.counts()
+        return QueueStatistics(
+            qsize=c.items,
+            unfinished_tasks=c.unfinished_tasks,
+            getters_waiting=c.getters_waiting,
+            putters_waiting=c.putters_waiting,
+        )
 
 
 class LifoQueue(Queue[T]):
@@ -389,10 +394,10 @@ class _AsyncAcquire(_ferrio.SemaphoreCore):
             return True
         loop = _get_running_loop()
         fut = loop.create_future()
-        if self.acquire_async_(waker_for(loop), fut):
+        if self._queue_acquire(waker_for(loop), fut):
             return True
         # A cancelled or timed-out waiter is unqueued; a permit that reached it late passes on.
-        return await _await_queued(loop, fut, timeout, self.cancel_acquire) is not _TIMED_OUT
+        return await _await_queued(loop, fut, timeout, self._cancel_acquire) is not _TIMED_OUT
 
     async def __aenter__(self) -> None:
         if not self.acquire_nowait():
@@ -402,8 +407,8 @@ class _AsyncAcquire(_ferrio.SemaphoreCore):
         self.release()
 
     def statistics(self) -> LockStatistics:
-        free, waiting = self.stats()
-        return LockStatistics(locked=free == 0, waiting=waiting)
+        c = self._counts()
+        return LockStatistics(locked=c.free == 0, waiting=c.waiting)
 
 
 class Lock(_AsyncAcquire):
@@ -437,7 +442,7 @@ class Lock(_AsyncAcquire):
         return _AsyncAcquire.acquire(self, blocking, timeout)
 
     def locked(self) -> bool:
-        return self.stats()[0] == 0
+        return self._counts().free == 0
 
 
 class Semaphore(_AsyncAcquire):
@@ -458,7 +463,7 @@ class Semaphore(_AsyncAcquire):
 
     def locked(self) -> bool:
         """Whether no permit is free."""
-        return self.stats()[0] == 0
+        return self._counts().free == 0
 
 
 class BoundedSemaphore(Semaphore):
@@ -496,9 +501,9 @@ class Event(_ferrio.EventCore):
     async def _wait_async(self, timeout: float | None) -> bool:
         loop = _get_running_loop()
         fut = loop.create_future()
-        if self.wait_async_(waker_for(loop), fut):
+        if self._queue_wait(waker_for(loop), fut):
             return True
-        if await _await_queued(loop, fut, timeout, self.cancel_wait) is _TIMED_OUT:
+        if await _await_queued(loop, fut, timeout, self._cancel_wait) is _TIMED_OUT:
             return self.is_set()
         return True
 

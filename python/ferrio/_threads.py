@@ -14,18 +14,19 @@ import sys
 import threading
 import types
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from typing import Any, ParamSpec, TypeVar, overload
 
 from . import _ferrio, _loops
 from ._chunks import Submitted, ordered_map
 from ._errors import check_positive_int
 from ._limiter import CapacityLimiter, limiter_core
-from ._stats import Percentiles, PoolStatistics
+from ._stats import PoolStatistics
 from ._wakers import waker_for
 
 T = TypeVar("T")
 R = TypeVar("R")
+P = ParamSpec("P")
 
 _get_running_loop = asyncio.get_running_loop
 _copy_context = contextvars.copy_context
@@ -148,9 +149,22 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     # -- async ---------------------------------------------------------------------------------
 
+    @overload
+    async def run(
+        self,
+        func: Callable[..., Coroutine[Any, Any, R]],
+        /,
+        *args: Any,
+        limiter: CapacityLimiter | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+    @overload
     async def run(
         self, func: Callable[..., R], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any
-    ) -> R:
+    ) -> R: ...
+    async def run(
+        self, func: Callable[..., Any], /, *args: Any, limiter: CapacityLimiter | None = None, **kwargs: Any
+    ) -> Any:
         """Run ``func(*args, **kwargs)`` on a worker thread and return its result.
 
         ``func`` may be a coroutine function: it then runs on the worker thread's own event loop
@@ -172,17 +186,17 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         loop = _get_running_loop()
-        fut = loop.create_future()
-        self._core.submit_async(
-            "ThreadPool.run()",
-            waker_for(loop),
-            fut,
-            func,
-            args,
-            kwargs or None,
-            _copy_context(),
-            limiter_core("ThreadPool.run()", limiter),
-            _loops.run_coroutine_function,
+        fut: asyncio.Future[Any] = loop.create_future()
+        self._core.submit(
+            api="ThreadPool.run()",
+            fut=fut,
+            func=func,
+            args=args,
+            kwargs=kwargs or None,
+            context=_copy_context(),
+            limiter=limiter_core("ThreadPool.run()", limiter),
+            waker=waker_for(loop),
+            run_coroutines=True,
             coroutine=_coroutine_flag(func),
         )
         return await fut
@@ -193,7 +207,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         close). ``api`` names the public call in error messages."""
         loop = _get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        self._core.submit_async(api, waker_for(loop), fut, fn, (), None, None, None, None, True)
+        self._core.submit(api=api, fut=fut, func=fn, args=(), waker=waker_for(loop), always_run=True)
         return fut
 
     def amap(
@@ -235,7 +249,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
         def submit(chunk: tuple[Any, ...]) -> Submitted:
             fut = loop.create_future()
-            self._core.submit_map(api, waker, fut, func, chunk, context.copy(), core)
+            self._core.submit_map(
+                api=api, waker=waker, fut=fut, func=func, items=chunk, context=context.copy(), limiter=core
+            )
             return fut, fut.cancel
 
         # About 1 ms of work per chunk: one GIL hold runs it back to back.
@@ -272,16 +288,14 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
             RuntimeError: the pool was shut down.
         """
         fut: concurrent.futures.Future[R] = concurrent.futures.Future()
-        self._core.submit_sync(
-            "ThreadPool.submit()",
-            fut,
-            fn,
-            args,
-            kwargs or None,
-            None,
-            None,
-            _loops.run_coroutine_function,
-            _coroutine_flag(fn),
+        self._core.submit(
+            api="ThreadPool.submit()",
+            fut=fut,
+            func=fn,
+            args=args,
+            kwargs=kwargs or None,
+            run_coroutines=True,
+            coroutine=_coroutine_flag(fn),
         )
         return fut
 
@@ -305,26 +319,14 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     def stats(self) -> PoolStatistics:
         """A frozen snapshot of the pool's workers, jobs and latencies."""
-        mw, alive, idle, queued, running, completed, failed, cancelled, qw, rt = self._core.stats()
-        return PoolStatistics(
-            max_workers=mw,
-            workers_alive=alive,
-            workers_idle=idle,
-            queued=queued,
-            running=running,
-            completed=completed,
-            failed=failed,
-            cancelled=cancelled,
-            queue_wait=Percentiles(*qw),
-            run_time=Percentiles(*rt),
-        )
+        return PoolStatistics.of(self._core.counts())
 
     def _reset_after_fork(self) -> None:
         # A parent thread may have held the lock at the fork (in shutdown()); nobody holds it here.
         self._shutdown_lock = threading.Lock()
         self._core.forget_after_fork()
         self._core = _ferrio.ThreadPoolCore(
-            self._max_workers, self._thread_name_prefix, self._idle_timeout, self._stack_size
+            self._max_workers, self._thread_name_prefix or "", self._idle_timeout, self._stack_size
         )
         if self._shutdown:
             self._core.shutdown(False)
@@ -365,16 +367,16 @@ async def to_thread(func: Callable[..., R], /, *args: Any, limiter: CapacityLimi
         RuntimeError: called during interpreter shutdown.
     """
     loop = _get_running_loop()
-    fut = loop.create_future()
-    (_default or default_pool())._core.submit_async(
-        "ferrio.to_thread()",
-        waker_for(loop),
-        fut,
-        func,
-        args,
-        kwargs or None,
-        _copy_context(),
-        limiter_core("ferrio.to_thread()", limiter),
+    fut: asyncio.Future[R] = loop.create_future()
+    (_default or default_pool())._core.submit(
+        api="ferrio.to_thread()",
+        fut=fut,
+        func=func,
+        args=args,
+        kwargs=kwargs or None,
+        context=_copy_context(),
+        limiter=limiter_core("ferrio.to_thread()", limiter),
+        waker=waker_for(loop),
         coroutine=_coroutine_flag(func),
     )
     return await fut
@@ -399,9 +401,15 @@ def is_cancelled() -> bool:
     return _ferrio.is_cancelled()
 
 
+@overload
+def asyncify(func: Callable[P, R], /) -> Callable[P, Coroutine[Any, Any, R]]: ...
+@overload
 def asyncify(
-    func: Callable[..., R] | None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
-) -> Any:
+    func: None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
+) -> Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]: ...
+def asyncify(
+    func: Callable[P, R] | None = None, /, *, pool: ThreadPool | None = None, limiter: CapacityLimiter | None = None
+) -> Callable[P, Coroutine[Any, Any, R]] | Callable[[Callable[P, R]], Callable[P, Coroutine[Any, Any, R]]]:
     """Turn a blocking function into an async one that runs it on a thread pool.
 
     ::
@@ -422,14 +430,14 @@ def asyncify(
         TypeError: ``func`` is not callable, or is a coroutine function.
     """
 
-    def decorate(f: Callable[..., R]) -> Callable[..., Any]:
+    def decorate(f: Callable[P, R]) -> Callable[P, Coroutine[Any, Any, R]]:
         _ferrio.check_sync_callable("ferrio.asyncify", f, _coroutine_flag(f))
         limiter_core("ferrio.asyncify", limiter)
         if pool is not None and not isinstance(pool, ThreadPool):
             raise TypeError(f"ferrio.asyncify expected pool= to be a ferrio.ThreadPool or None, got {pool!r}")
 
         @functools.wraps(f)
-        async def wrapper(*args: Any, **kwargs: Any) -> R:
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             return await (pool or _default or default_pool()).run(f, *args, limiter=limiter, **kwargs)
 
         return wrapper
@@ -487,6 +495,11 @@ def _after_fork_in_child() -> None:
     _ferrio.forget_orphans_after_fork()
 
 
+_ferrio.install_hooks(
+    worker_started=_worker_started,
+    worker_exiting=_worker_exiting,
+    run_coroutine_function=_loops.run_coroutine_function,
+)
 threading._register_atexit(_quiesce_at_exit)  # type: ignore[attr-defined]
 # The last at-exit hook (the first registered runs last): from then on a worker thread that
 # comes back to the interpreter parks for good instead of being unwound by finalization.

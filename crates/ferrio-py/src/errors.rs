@@ -1,9 +1,14 @@
-//! Every error the bindings raise is built here, so messages stay consistent.
+//! Every error the bindings raise is built here, so messages stay consistent: the helpers that
+//! read arguments and describe values first, then one section per area (pools and jobs,
+//! limiters, locks, queues, files, process pools and loops). Core errors carry no Python context
+//! (the call, the value), so they become `PyErr`s through these builders, which take it, rather
+//! than through `From` impls, which could not (and which the orphan rule forbids for core types).
 
 use std::time::{Duration, Instant};
 
 use ferrio_core::pool::{RejectReason, Rejected};
-use pyo3::exceptions::{PyMemoryError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
+use ferrio_core::prims::QueueError;
+use pyo3::exceptions::{PyMemoryError, PyOSError, PyOverflowError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::statics::ForkSafeCell;
@@ -194,4 +199,236 @@ pub(crate) fn usize_arg(api: &str, name: &str, value: &Bound<'_, PyAny>, hint: &
 /// An int argument that must fit `i64`; see [`int_arg`].
 pub(crate) fn i64_arg(api: &str, name: &str, value: &Bound<'_, PyAny>) -> PyResult<i64> {
     int_arg(api, name, value, value.extract::<i64>(), &(i64::MIN, i64::MAX), "")
+}
+
+// -- thread pools and jobs --------------------------------------------------------------------
+
+/// `ThreadPoolCore()` once interpreter exit has begun.
+pub(crate) fn pool_after_exit_began() -> PyErr {
+    PyRuntimeError::new_err("ThreadPool() cannot create a pool after interpreter shutdown has begun")
+}
+
+pub(crate) fn no_workers() -> PyErr {
+    PyValueError::new_err("max_workers must be greater than 0, got 0")
+}
+
+pub(crate) fn nul_in_thread_name_prefix(prefix: &str) -> PyErr {
+    PyValueError::new_err(format!(
+        "ThreadPool() expected thread_name_prefix without NUL characters, got {prefix:?}"
+    ))
+}
+
+pub(crate) fn bad_idle_timeout(seconds: f64) -> PyErr {
+    PyValueError::new_err(format!(
+        "idle_timeout must be a non-negative number of seconds, got {seconds}"
+    ))
+}
+
+/// `check_cancelled()` and friends called where no ferrio job runs.
+pub(crate) fn outside_job(api: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "{api} was called outside a job running on a ferrio worker thread; \
+         call it only from functions passed to ferrio.to_thread() or a ThreadPool"
+    ))
+}
+
+// -- capacity limiters ------------------------------------------------------------------------
+
+pub(crate) fn too_few_tokens(api: &str, tokens: i64) -> PyErr {
+    PyValueError::new_err(format!("{api} total_tokens must be at least 1, got {tokens}"))
+}
+
+pub(crate) fn tokens_not_a_number(api: &str, value: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!(
+        "{api} total_tokens must be an int or math.inf, got {}",
+        repr_or_empty(value)
+    ))
+}
+
+// -- locks and semaphores ---------------------------------------------------------------------
+
+pub(crate) fn timeout_without_blocking(api: &str, timeout: Option<&Bound<'_, PyAny>>) -> PyErr {
+    PyValueError::new_err(format!(
+        "{api} can't specify a timeout for a non-blocking call, got timeout={}",
+        timeout.map(repr_or_empty).unwrap_or_default()
+    ))
+}
+
+pub(crate) fn negative_lock_timeout(api: &str, seconds: f64) -> PyErr {
+    PyValueError::new_err(format!(
+        "{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {seconds}"
+    ))
+}
+
+/// `with lock:` (`what`: "lock" or "semaphore") on the thread of a running event loop.
+pub(crate) fn with_would_block_loop(what: &str) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "`with {what}:` would block the event loop running on this thread until the {what} is free; \
+         use `async with {what}:` in a coroutine"
+    ))
+}
+
+/// A release with no permit to give back: `threading`'s wording for a lock and a bounded
+/// semaphore, and the range for an unbounded semaphore at its limit.
+pub(crate) fn release_overflow(is_lock: bool, bounded: bool) -> PyErr {
+    if is_lock {
+        PyRuntimeError::new_err("release unlocked lock")
+    } else if bounded {
+        PyValueError::new_err("Semaphore released too many times")
+    } else {
+        PyOverflowError::new_err(format!(
+            "Semaphore.release() would take the semaphore past {} free permits",
+            usize::MAX
+        ))
+    }
+}
+
+// -- queues -----------------------------------------------------------------------------------
+
+pub(crate) fn unknown_queue_order(order: &str) -> PyErr {
+    PyValueError::new_err(format!("unknown queue order {order:?}"))
+}
+
+/// `queue.api` (`queue`: the class name) refused `item` because comparing it raised `e`; an
+/// `__lt__` that raised something other than `TypeError` passes through, as with `heapq`.
+pub(crate) fn unorderable(queue: &str, api: &str, item: &Bound<'_, PyAny>, e: PyErr) -> PyErr {
+    let py = item.py();
+    if !e.is_instance_of::<PyTypeError>(py) {
+        return e;
+    }
+    let err = PyTypeError::new_err(format!(
+        "{queue}.{api} needs items that support '<' with each other (such as (priority, data) tuples), \
+         got {}: {e}; the queue is unchanged",
+        repr_or_empty(item)
+    ));
+    err.set_cause(py, Some(e));
+    err
+}
+
+/// The exception for the core queue's error `e`, raised by `queue.api` (`queue`: the class name,
+/// `api`: `put()`, `get()`...). `item` is the one the call was about, if any; `classes` are the
+/// Python `(Empty, Full, ShutDown)` exceptions.
+pub(crate) fn queue_error(
+    py: Python<'_>,
+    queue: &str,
+    api: &str,
+    e: QueueError<PyErr>,
+    item: Option<&Bound<'_, PyAny>>,
+    classes: &(Py<PyAny>, Py<PyAny>, Py<PyAny>),
+) -> PyErr {
+    let (cls, msg) = match e {
+        QueueError::Empty => (&classes.0, "the queue is empty"),
+        QueueError::Full => (&classes.1, "the queue is full"),
+        QueueError::ShutDown => (&classes.2, "the queue was shut down"),
+        QueueError::TooManyTaskDone => {
+            return PyValueError::new_err("task_done() called more times than items were put");
+        }
+        QueueError::Compare(e) => {
+            return match item {
+                Some(item) => unorderable(queue, api, item, e),
+                None if e.is_instance_of::<PyTypeError>(py) => {
+                    let err = PyTypeError::new_err(format!(
+                        "{queue}.{api} could not order the queued items: {e}; the queue is unchanged"
+                    ));
+                    err.set_cause(py, Some(e));
+                    err
+                }
+                None => e,
+            };
+        }
+        QueueError::Reentrant => {
+            return PyRuntimeError::new_err(format!(
+                "{queue}.{api} was called while the queue was ordering its items on this thread \
+                 (from an item's __lt__, or code it ran); a comparison must not use the queue it is in"
+            ));
+        }
+        QueueError::Interrupted => {
+            return PyErr::take(py).unwrap_or_else(|| {
+                PyRuntimeError::new_err(format!("{queue}.{api} was interrupted waiting for the queue"))
+            });
+        }
+        QueueError::NoMemory => {
+            return PyMemoryError::new_err(format!("{queue}.{api} could not allocate room for one more item"));
+        }
+    };
+    match cls.bind(py).call1((msg,)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+// -- files ------------------------------------------------------------------------------------
+
+/// The `OSError` subclass `open()` would raise for `err`, on `path` if given: same errno, same
+/// message (the C library's; Rust's own text appends " (os error N)"), same filename. A file
+/// that did not fit in memory is a `MemoryError`, as `open().read()` raises.
+pub(crate) fn os_error(err: &std::io::Error, path: Option<&std::path::Path>) -> PyErr {
+    if err.kind() == std::io::ErrorKind::OutOfMemory {
+        return PyMemoryError::new_err(match path {
+            Some(path) => format!(
+                "read_files(): '{}' does not fit in the memory left: {err}",
+                path.display()
+            ),
+            None => err.to_string(),
+        });
+    }
+    let Some(code) = err.raw_os_error() else {
+        return PyOSError::new_err(match path {
+            Some(path) => format!("{err}: {}", path.display()),
+            None => err.to_string(),
+        });
+    };
+    let message = err.to_string();
+    let message = message
+        .strip_suffix(&format!(" (os error {code})"))
+        .unwrap_or(&message)
+        .to_owned();
+    // OSError(errno, strerror[, filename]) picks the subclass (FileNotFoundError, ...) itself.
+    match path {
+        Some(path) => PyOSError::new_err((code, message, path.to_string_lossy().into_owned())),
+        None => PyOSError::new_err((code, message)),
+    }
+}
+
+pub(crate) fn read_too_large(size: usize) -> PyErr {
+    PyOverflowError::new_err(format!("cannot read {size} bytes at once"))
+}
+
+/// `read_files()`'s job was cancelled, yet `check_cancelled()` raised nothing.
+pub(crate) fn read_cancelled() -> PyErr {
+    PyRuntimeError::new_err("read_files() was cancelled")
+}
+
+pub(crate) fn reader_ended_early() -> PyErr {
+    PyRuntimeError::new_err("read_files(): a reading thread ended early")
+}
+
+/// As `threading.Thread.start()` says it: "can't start new thread" is a `RuntimeError`.
+pub(crate) fn reader_not_started(err: &std::io::Error) -> PyErr {
+    PyRuntimeError::new_err(format!(
+        "read_files() could not start a thread to read with: {err} \
+         (is the process at its limit of threads or memory?)"
+    ))
+}
+
+pub(crate) fn chunk_too_long() -> PyErr {
+    PyOverflowError::new_err("split_lines(): chunk too long")
+}
+
+// -- process pools and event loops ------------------------------------------------------------
+
+pub(crate) fn shared_memory_unmappable(fd: i32, err: &std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("ferrio could not map shared memory from fd {fd}: {err}"))
+}
+
+pub(crate) fn bad_signal_number(signal: i32) -> PyErr {
+    PyValueError::new_err(format!("signal must be a positive signal number, got {signal}"))
+}
+
+pub(crate) fn parent_death_signal_refused(err: &std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("ferrio could not set the parent-death signal: {err}"))
+}
+
+pub(crate) fn eventfd_failed(err: &std::io::Error) -> PyErr {
+    PyOSError::new_err(format!("ferrio could not create an eventfd: {err}"))
 }

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
-use pyo3::exceptions::{PyMemoryError, PyOSError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+
+use crate::errors;
 
 /// `bytes(data)`, or the `MemoryError` raised allocating it. (`PyBytes::new` panics instead.)
 fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>> {
@@ -20,37 +21,6 @@ fn new_bytes<'py>(py: Python<'py>, data: &[u8]) -> PyResult<Bound<'py, PyBytes>>
     }
 }
 
-/// The `OSError` subclass `open()` would raise for `err`, on `path` if given: same errno, same
-/// message (the C library's; Rust's own text appends " (os error N)"), same filename. A file
-/// that did not fit in memory is a `MemoryError`, as `open().read()` raises.
-fn os_error(err: &std::io::Error, path: Option<&std::path::Path>) -> PyErr {
-    if err.kind() == std::io::ErrorKind::OutOfMemory {
-        return PyMemoryError::new_err(match path {
-            Some(path) => format!(
-                "read_files(): '{}' does not fit in the memory left: {err}",
-                path.display()
-            ),
-            None => err.to_string(),
-        });
-    }
-    let Some(code) = err.raw_os_error() else {
-        return PyOSError::new_err(match path {
-            Some(path) => format!("{err}: {}", path.display()),
-            None => err.to_string(),
-        });
-    };
-    let message = err.to_string();
-    let message = message
-        .strip_suffix(&format!(" (os error {code})"))
-        .unwrap_or(&message)
-        .to_owned();
-    // OSError(errno, strerror[, filename]) picks the subclass (FileNotFoundError, ...) itself.
-    match path {
-        Some(path) => PyOSError::new_err((code, message, path.to_string_lossy().into_owned())),
-        None => PyOSError::new_err((code, message)),
-    }
-}
-
 /// Reads up to `size` bytes at `offset` of `fd` if the page cache holds them, without waiting
 /// for the disk and without releasing the GIL (it is a memory copy); `None` if they are not
 /// cached, `False` if this file cannot be read that way. The bytes may be fewer than `size`
@@ -60,8 +30,7 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
     use ferrio_core::fileio::{pread_nowait, NoWait};
     use pyo3::IntoPyObjectExt;
 
-    let len = pyo3::ffi::Py_ssize_t::try_from(size)
-        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err(format!("cannot read {size} bytes at once")))?;
+    let len = pyo3::ffi::Py_ssize_t::try_from(size).map_err(|_| errors::read_too_large(size))?;
     // SAFETY: with a NULL source, CPython allocates `len` uninitialized bytes for us to fill
     // before anyone else can see the object; we own the only reference.
     let raw = unsafe { pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len) };
@@ -77,7 +46,7 @@ pub(crate) fn read_cached(py: Python<'_>, fd: i32, size: usize, offset: u64) -> 
         Ok(NoWait::Read(n)) => new_bytes(py, &buf[..n])?.into_py_any(py),
         Ok(NoWait::WouldBlock) => Ok(py.None()),
         Ok(NoWait::Unsupported) => false.into_py_any(py),
-        Err(e) => Err(os_error(&e, None)),
+        Err(e) => Err(errors::os_error(&e, None)),
     }
 }
 
@@ -106,9 +75,7 @@ fn interruption(py: Python<'_>) -> Option<PyErr> {
     // Whether the ferrio job running on this thread was cancelled (never, outside a job).
     if crate::job::is_cancelled(py).unwrap_or(false) {
         let cancelled = crate::job::check_cancelled(py).err();
-        return Some(
-            cancelled.unwrap_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files() was cancelled")),
-        );
+        return Some(cancelled.unwrap_or_else(errors::read_cancelled));
     }
     None
 }
@@ -136,7 +103,7 @@ impl<'a> Collected<'a> {
                 continue; // an earlier file's error is raised: no need for this one's bytes
             }
             let made = read
-                .map_err(|e| os_error(e, Some(&self.paths[i])))
+                .map_err(|e| errors::os_error(e, Some(&self.paths[i])))
                 .and_then(|data| new_bytes(py, data));
             match made {
                 Ok(bytes) => self.out[i] = Some(bytes.unbind()),
@@ -152,7 +119,7 @@ impl<'a> Collected<'a> {
         self.out
             .into_iter()
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("read_files(): a reading thread ended early"))
+            .ok_or_else(errors::reader_ended_early)
     }
 }
 
@@ -219,13 +186,8 @@ fn read_on_threads(py: Python<'_>, paths: &[PathBuf], threads: usize) -> PyResul
     let mut collected = Collected::new(paths);
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
-        // As threading.Thread.start() says it: "can't start new thread" is a RuntimeError.
-        let mut files = ferrio_core::fileio::read_each(s, paths, threads, &stop).map_err(|e| {
-            pyo3::exceptions::PyRuntimeError::new_err(format!(
-                "read_files() could not start a thread to read with: {e} \
-                 (is the process at its limit of threads or memory?)"
-            ))
-        })?;
+        let mut files =
+            ferrio_core::fileio::read_each(s, paths, threads, &stop).map_err(|e| errors::reader_not_started(&e))?;
         let mut left = paths.len();
         while left > 0 {
             // Wait for the next file without the GIL, then take every file already read with it.
@@ -279,7 +241,7 @@ pub(crate) fn split_lines<'py>(
         return Ok((lines, off));
     }
     let text = chunk.cast::<PyString>()?;
-    let overflow = |_| pyo3::exceptions::PyOverflowError::new_err("split_lines(): chunk too long");
+    let overflow = |_| errors::chunk_too_long();
     let len = Py_ssize_t::try_from(text.len()?).map_err(overflow)?;
     let mut off = Py_ssize_t::try_from(start).map_err(overflow)?.min(len);
     loop {

@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use ferrio_core::pool::Outcome;
 use ferrio_core::{Limiter, PoolHandle, Rejected, WorkerCtx};
-use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 
 use crate::errors;
 use crate::finalize;
+use crate::hooks;
 use crate::interned;
 use crate::waker::{Completions, Resolution};
 
@@ -231,10 +231,10 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
     let _ = finalize::attach(|py| {
         // Give `threading` (and so logging's %(threadName)s) this thread's real name, and take
         // the entry out again at exit so `threading.enumerate()` lists only live workers.
-        let hooks = py.import(interned!(py, "ferrio._threads")).ok();
-        if let Some(hooks) = &hooks {
+        let hooks = hooks::get(py);
+        if let Some(hooks) = hooks {
             let name = std::thread::current().name().unwrap_or("ferrio-worker").to_owned();
-            let _ = hooks.call_method1(interned!(py, "_worker_started"), (name,));
+            let _ = hooks.worker_started.bind(py).call1((name,));
         }
         while let Some(first) = finalize::detach(py, || ctx.next()) {
             ctx.spread();
@@ -250,8 +250,8 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
                 }
             }
         }
-        if let Some(hooks) = &hooks {
-            let _ = hooks.call_method0(interned!(py, "_worker_exiting"));
+        if let Some(hooks) = hooks {
+            let _ = hooks.worker_exiting.bind(py).call0();
         }
     });
 }
@@ -259,10 +259,7 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
 fn current_cancelled(py: Python<'_>, api: &str) -> PyResult<bool> {
     CURRENT.with(|c| match &*c.borrow() {
         Some(fut) => fut.bind(py).call_method0(interned!(py, "cancelled"))?.is_truthy(),
-        None => Err(PyRuntimeError::new_err(format!(
-            "{api} was called outside a job running on a ferrio worker thread; \
-             call it only from functions passed to ferrio.to_thread() or a ThreadPool"
-        ))),
+        None => Err(errors::outside_job(api)),
     })
 }
 

@@ -5,14 +5,16 @@
 //!
 //! Layers (a module uses only modules of the layers below it, never one above or beside it):
 //! 1. `statics`, `finalize`: fork-safe cells and the attach/detach gate; no `crate::` imports.
-//! 2. `errors`: every message, on `statics`.
-//! 3. `waker`: per-loop completion queues.
-//! 4. `job`: one unit of work and the worker body, on `waker`, `errors`, `finalize`.
+//! 2. `errors`: every message, on `statics`; `counts`: the statistics snapshots.
+//! 3. `waker`: per-loop completion queues; `hooks`: the Python functions registered at import.
+//! 4. `job`: one unit of work and the worker body, on `waker`, `hooks`, `errors`, `finalize`.
 //! 5. `limiter`, then `pool` (which uses `limiter`); `prims`, `files`, `process` beside them.
 
+mod counts;
 mod errors;
 mod files;
 mod finalize;
+mod hooks;
 mod job;
 mod limiter;
 mod pool;
@@ -26,9 +28,13 @@ use pyo3::prelude::*;
 #[pymodule]
 mod _ferrio {
     #[pymodule_export]
+    use super::counts::{LatencyCounts, LimiterCounts, PoolCounts, QueueCounts, SemaphoreCounts};
+    #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
     use super::finalize::{after_fork_in_child, after_fork_in_parent, before_fork, stop_attaching};
+    #[pymodule_export]
+    use super::hooks::install_hooks;
     #[pymodule_export]
     use super::job::{check_cancelled, current_job_future, is_cancelled};
     #[pymodule_export]

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use ferrio_core::limiter::INFINITE_TOKENS;
 use ferrio_core::Limiter;
-use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::counts::LimiterCounts;
 use crate::errors;
 use crate::job::{dispose, PyJob};
 
@@ -32,10 +32,9 @@ impl LimiterCore {
         Ok(())
     }
 
-    /// `(total_tokens, borrowed_tokens, waiting)`.
-    fn stats(&self) -> (usize, usize, usize) {
-        let s = self.inner.stats();
-        (s.total_tokens, s.borrowed_tokens, s.waiting)
+    /// Total and borrowed tokens, and how many jobs wait.
+    fn counts(&self) -> LimiterCounts {
+        self.inner.stats().into()
     }
 }
 
@@ -50,12 +49,7 @@ pub(crate) fn tokens_from(api: &str, value: &Bound<'_, PyAny>) -> PyResult<usize
         Ok(n) if n >= 1 && !value.is_instance_of::<pyo3::types::PyBool>() => {
             Ok(usize::try_from(n).unwrap_or(INFINITE_TOKENS))
         }
-        Ok(n) => Err(PyValueError::new_err(format!(
-            "{api} total_tokens must be at least 1, got {n}"
-        ))),
-        Err(_) => Err(PyTypeError::new_err(format!(
-            "{api} total_tokens must be an int or math.inf, got {}",
-            errors::repr_or_empty(value)
-        ))),
+        Ok(n) => Err(errors::too_few_tokens(api, n)),
+        Err(_) => Err(errors::tokens_not_a_number(api, value)),
     }
 }

@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrio_core::{Pool, PoolConfig};
-use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyCFunction, PyDict, PyTuple};
 
+use crate::counts::PoolCounts;
 use crate::errors;
 use crate::finalize;
+use crate::hooks;
 use crate::interned;
 use crate::job::{worker_body, Call, PyJob, Target};
 use crate::limiter::LimiterCore;
@@ -75,22 +76,23 @@ pub(crate) fn check_sync_callable(api: &str, func: &Bound<'_, PyAny>, coroutine:
     Ok(())
 }
 
-/// The call a job makes: `func(*args, **kwargs)`, or, for a coroutine function where a
-/// `coroutine_runner` is given, `coroutine_runner(func, args, kwargs)`, which runs the coroutine on
-/// the worker's own event loop. Without a runner, coroutine functions are rejected.
+/// The call a job makes: `func(*args, **kwargs)`, or, for a coroutine function when
+/// `run_coroutines`, the installed `run_coroutine_function(func, args, kwargs)` hook, which runs
+/// the coroutine on the worker's own event loop. Otherwise coroutine functions are refused.
 fn job_call(
     api: &str,
     func: &Bound<'_, PyAny>,
     args: Py<PyTuple>,
     kwargs: Option<Py<PyDict>>,
-    coroutine_runner: Option<&Bound<'_, PyAny>>,
+    run_coroutines: bool,
     coroutine: Option<bool>,
 ) -> PyResult<(Py<PyAny>, Call)> {
     if classify_callable(api, func, coroutine)? {
-        let Some(runner) = coroutine_runner else {
-            return Err(errors::coroutine_function(api, func));
-        };
         let py = func.py();
+        let runner = match hooks::get(py) {
+            Some(hooks) if run_coroutines => &hooks.run_coroutine_function,
+            _ => return Err(errors::coroutine_function(api, func)),
+        };
         let wrapped = PyTuple::new(
             py,
             [
@@ -100,7 +102,7 @@ fn job_call(
             ],
         )?;
         return Ok((
-            runner.clone().unbind(),
+            runner.clone_ref(py),
             Call::One {
                 args: wrapped.unbind(),
                 kwargs: None,
@@ -148,22 +150,16 @@ impl ThreadPoolCore {
     #[pyo3(signature = (max_workers, thread_name_prefix, idle_timeout, stack_size=0))]
     fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64, stack_size: usize) -> PyResult<Self> {
         if ferrio_core::pool::refusing_new_work() {
-            return Err(PyRuntimeError::new_err(
-                "ThreadPool() cannot create a pool after interpreter shutdown has begun",
-            ));
+            return Err(errors::pool_after_exit_began());
         }
         if max_workers == 0 {
-            return Err(PyValueError::new_err("max_workers must be greater than 0, got 0"));
+            return Err(errors::no_workers());
         }
         if thread_name_prefix.contains('\0') {
-            return Err(PyValueError::new_err(format!(
-                "ThreadPool() expected thread_name_prefix without NUL characters, got {thread_name_prefix:?}"
-            )));
+            return Err(errors::nul_in_thread_name_prefix(&thread_name_prefix));
         }
         if idle_timeout.is_nan() || idle_timeout < 0.0 {
-            return Err(PyValueError::new_err(format!(
-                "idle_timeout must be a non-negative number of seconds, got {idle_timeout}"
-            )));
+            return Err(errors::bad_idle_timeout(idle_timeout));
         }
         // Longer than a Duration holds (math.inf included): workers never retire.
         let idle_timeout = Duration::try_from_secs_f64(idle_timeout).unwrap_or(Duration::MAX);
@@ -181,68 +177,49 @@ impl ThreadPoolCore {
         })
     }
 
-    /// Queues `func(*args, **kwargs)`; its outcome resolves the asyncio future `fut` through `waker`.
-    #[pyo3(signature = (api, waker, fut, func, args, kwargs, context, limiter, coroutine_runner=None, always_run=false, coroutine=None))]
+    /// Queues `func(*args, **kwargs)`. Its outcome resolves `fut`: an asyncio future, through
+    /// its loop's `waker`, or, without a `waker`, a `concurrent.futures.Future`, by the worker.
+    #[pyo3(signature = (
+        *, api, fut, func, args, kwargs=None, context=None, limiter=None, waker=None,
+        run_coroutines=false, coroutine=None, always_run=false,
+    ))]
     #[allow(clippy::too_many_arguments)] // reason: one flat call from Python on the hot path
-    fn submit_async(
+    fn submit(
         &self,
         api: &str,
-        waker: &Bound<'_, LoopWaker>,
         fut: Py<PyAny>,
         func: &Bound<'_, PyAny>,
         args: Py<PyTuple>,
         kwargs: Option<Py<PyDict>>,
         context: Option<Py<PyAny>>,
         limiter: Option<&Bound<'_, LimiterCore>>,
-        coroutine_runner: Option<&Bound<'_, PyAny>>,
-        always_run: bool,
+        waker: Option<&Bound<'_, LoopWaker>>,
+        run_coroutines: bool,
         coroutine: Option<bool>,
+        always_run: bool,
     ) -> PyResult<()> {
-        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner, coroutine)?;
+        let (func, call) = job_call(api, func, args, kwargs, run_coroutines, coroutine)?;
+        let target = match waker {
+            Some(waker) => Target::Async {
+                fut,
+                loop_queue: Arc::clone(&waker.get().queue),
+            },
+            None => Target::Sync { fut },
+        };
         let job = PyJob {
             func,
             call,
             context,
-            target: Target::Async {
-                fut,
-                loop_queue: Arc::clone(&waker.get().queue),
-            },
+            target,
             limiter: limiter_arc(limiter),
             always_run,
         };
         self.enqueue(api, job)
     }
 
-    /// Queues `func(*args, **kwargs)`; its outcome resolves the `concurrent.futures.Future` `fut`.
-    #[pyo3(signature = (api, fut, func, args, kwargs, context, limiter, coroutine_runner=None, coroutine=None))]
-    #[allow(clippy::too_many_arguments)] // reason: as submit_async
-    fn submit_sync(
-        &self,
-        api: &str,
-        fut: Py<PyAny>,
-        func: &Bound<'_, PyAny>,
-        args: Py<PyTuple>,
-        kwargs: Option<Py<PyDict>>,
-        context: Option<Py<PyAny>>,
-        limiter: Option<&Bound<'_, LimiterCore>>,
-        coroutine_runner: Option<&Bound<'_, PyAny>>,
-        coroutine: Option<bool>,
-    ) -> PyResult<()> {
-        let (func, call) = job_call(api, func, args, kwargs, coroutine_runner, coroutine)?;
-        let job = PyJob {
-            func,
-            call,
-            context,
-            target: Target::Sync { fut },
-            limiter: limiter_arc(limiter),
-            always_run: false,
-        };
-        self.enqueue(api, job)
-    }
-
     /// Queues `func(x) for x in items` as one job; `fut` gets `(results, exception_or_None)`.
-    #[pyo3(signature = (api, waker, fut, func, items, context, limiter))]
-    #[allow(clippy::too_many_arguments)] // reason: as submit_async
+    #[pyo3(signature = (*, api, waker, fut, func, items, context=None, limiter=None))]
+    #[allow(clippy::too_many_arguments)] // reason: as submit
     fn submit_map(
         &self,
         api: &str,
@@ -297,37 +274,9 @@ impl ThreadPoolCore {
         self.pool.config().max_workers
     }
 
-    /// `(max_workers, alive, idle, queued, running, completed, failed, cancelled,
-    ///   (count, p50, p90, p99, max) of queue wait, the same of run time)`.
-    #[allow(clippy::type_complexity)] // reason: a flat tuple the Python side unpacks into a dataclass
-    fn stats(
-        &self,
-    ) -> (
-        usize,
-        usize,
-        usize,
-        usize,
-        usize,
-        u64,
-        u64,
-        u64,
-        (u64, f64, f64, f64, f64),
-        (u64, f64, f64, f64, f64),
-    ) {
-        let s = self.pool.stats();
-        let p = |p: ferrio_core::stats::Percentiles| (p.count, p.p50, p.p90, p.p99, p.max);
-        (
-            s.max_workers,
-            s.workers_alive,
-            s.workers_idle,
-            s.queued,
-            s.running,
-            s.completed,
-            s.failed,
-            s.cancelled,
-            p(s.queue_wait),
-            p(s.run_time),
-        )
+    /// The pool's workers, jobs and latencies.
+    fn counts(&self) -> PoolCounts {
+        self.pool.stats().into()
     }
 
     /// In a forked child: abandon this pool without touching its lock or threads.

@@ -17,10 +17,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferrio_core::prims::{self, Attempt, Order, Put, QueueError, ThreadWaiter, Wakeups};
-use pyo3::exceptions::{PyMemoryError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyInt, PyTuple};
 
+use crate::counts::{QueueCounts, SemaphoreCounts};
 use crate::errors;
 use crate::waker::{resolve, Completions, GiveBack, LoopWaker, Resolution};
 
@@ -193,10 +193,7 @@ impl SemaphoreCore {
         let forever = timeout.is_none() || (self.is_lock && negative(timeout) == Some(-1.0));
         if !blocking {
             if !forever {
-                return Err(PyValueError::new_err(format!(
-                    "{api} can't specify a timeout for a non-blocking call, got timeout={}",
-                    timeout.map(errors::repr_or_empty).unwrap_or_default()
-                )));
+                return Err(errors::timeout_without_blocking(api, timeout));
             }
             return Ok(self.inner.try_acquire());
         }
@@ -204,9 +201,7 @@ impl SemaphoreCore {
             None
         } else if let Some(t) = negative(timeout) {
             if self.is_lock {
-                return Err(PyValueError::new_err(format!(
-                    "{api} expected timeout to be -1 (no limit) or a non-negative number of seconds, got {t}"
-                )));
+                return Err(errors::negative_lock_timeout(api, t));
             }
             Some(Duration::ZERO) // threading.Semaphore: a negative timeout only tries
         } else {
@@ -230,7 +225,8 @@ impl SemaphoreCore {
 
     /// Async acquire, part 1: `True` if taken at once; else `fut` is queued and resolves (to
     /// `None`) when a permit is handed to it.
-    fn acquire_async_(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
+    #[pyo3(name = "_queue_acquire")]
+    fn queue_acquire(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
         matches!(
             self.inner.acquire(Some(TaskWaiter::new(waker, fut))),
             Attempt::Ready(())
@@ -240,6 +236,7 @@ impl SemaphoreCore {
     /// The awaiting task was cancelled (or its wait timed out, resolving `fut` to something other
     /// than `None`): unqueue `fut`, or, if a permit already reached it (`fut` resolved to
     /// `None`), pass the permit on.
+    #[pyo3(name = "_cancel_acquire")]
     fn cancel_acquire(&self, py: Python<'_>, fut: &Bound<'_, PyAny>) -> PyResult<()> {
         // Dropped after the semaphore's lock is released: dropping a future can run Python code.
         let forgotten = self.inner.forget(|t| t.is(fut));
@@ -266,10 +263,7 @@ impl SemaphoreCore {
         }
         if loop_is_running(py)? {
             let what = if self.is_lock { "lock" } else { "semaphore" };
-            return Err(PyRuntimeError::new_err(format!(
-                "`with {what}:` would block the event loop running on this thread until the {what} is free; \
-                 use `async with {what}:` in a coroutine"
-            )));
+            return Err(errors::with_would_block_loop(what));
         }
         self.acquire(py, true, None).map(drop)
     }
@@ -279,9 +273,10 @@ impl SemaphoreCore {
         self.release_inner(py)
     }
 
-    /// `(free permits, waiters)`.
-    fn stats(&self) -> (usize, usize) {
-        self.inner.stats()
+    /// Free permits and waiters.
+    #[pyo3(name = "_counts")]
+    fn counts(&self) -> SemaphoreCounts {
+        SemaphoreCounts::new(self.inner.stats())
     }
 }
 
@@ -292,12 +287,7 @@ impl SemaphoreCore {
                 hand_permit(py, &self.inner, task);
                 Ok(())
             }
-            Err(prims::Overflow) if self.is_lock => Err(PyRuntimeError::new_err("release unlocked lock")),
-            Err(prims::Overflow) if self.bounded => Err(PyValueError::new_err("Semaphore released too many times")),
-            Err(prims::Overflow) => Err(pyo3::exceptions::PyOverflowError::new_err(format!(
-                "Semaphore.release() would take the semaphore past {} free permits",
-                usize::MAX
-            ))),
+            Err(prims::Overflow) => Err(errors::release_overflow(self.is_lock, self.bounded)),
         }
     }
 }
@@ -352,10 +342,12 @@ impl EventCore {
     }
 
     /// `True` if set; else `fut` is queued until `set()`.
-    fn wait_async_(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
+    #[pyo3(name = "_queue_wait")]
+    fn queue_wait(&self, waker: &Bound<'_, LoopWaker>, fut: Py<PyAny>) -> bool {
         matches!(self.inner.wait(Some(TaskWaiter::new(waker, fut))), Attempt::Ready(()))
     }
 
+    #[pyo3(name = "_cancel_wait")]
     fn cancel_wait(&self, fut: &Bound<'_, PyAny>) {
         // Dropped after the event's lock is released: dropping a future can run Python code.
         drop(self.inner.forget(|t| t.is(fut)));
@@ -455,25 +447,10 @@ impl QueueCore {
     fn check_orderable(&self, api: &str, item: &Bound<'_, PyAny>) -> PyResult<()> {
         if self.name == "PriorityQueue" {
             if let Err(e) = item.lt(item) {
-                return Err(self.unorderable(item.py(), api, item, e));
+                return Err(errors::unorderable(self.name, api, item, e));
             }
         }
         Ok(())
-    }
-
-    fn unorderable(&self, py: Python<'_>, api: &str, item: &Bound<'_, PyAny>, e: PyErr) -> PyErr {
-        if !e.is_instance_of::<PyTypeError>(py) {
-            return e; // an __lt__ that raised something else: let it through, as heapq does
-        }
-        let msg = format!(
-            "{}.{api} needs items that support '<' with each other (such as (priority, data) tuples), \
-             got {}: {e}; the queue is unchanged",
-            self.name,
-            errors::repr_or_empty(item)
-        );
-        let err = PyTypeError::new_err(msg);
-        err.set_cause(py, Some(e));
-        err
     }
 
     fn finish(&self, py: Python<'_>, wake: Wakeups<Item, TaskWaiter>) {
@@ -485,50 +462,7 @@ impl QueueCore {
     /// The exception for `e`, raised by `api` (`put()`, `get()`...); `item` is the one the call
     /// was about, if any.
     fn error(&self, py: Python<'_>, api: &str, e: QErr, item: Option<&Bound<'_, PyAny>>) -> PyErr {
-        let (cls, msg) = match e {
-            QueueError::Empty => (&self.errors.0, "the queue is empty"),
-            QueueError::Full => (&self.errors.1, "the queue is full"),
-            QueueError::ShutDown => (&self.errors.2, "the queue was shut down"),
-            QueueError::TooManyTaskDone => {
-                return PyValueError::new_err("task_done() called more times than items were put");
-            }
-            QueueError::Compare(e) => {
-                return match item {
-                    Some(item) => self.unorderable(py, api, item, e),
-                    None if e.is_instance_of::<PyTypeError>(py) => {
-                        let err = PyTypeError::new_err(format!(
-                            "{}.{api} could not order the queued items: {e}; the queue is unchanged",
-                            self.name
-                        ));
-                        err.set_cause(py, Some(e));
-                        err
-                    }
-                    None => e,
-                };
-            }
-            QueueError::Reentrant => {
-                return PyRuntimeError::new_err(format!(
-                    "{}.{api} was called while the queue was ordering its items on this thread \
-                     (from an item's __lt__, or code it ran); a comparison must not use the queue it is in",
-                    self.name
-                ));
-            }
-            QueueError::Interrupted => {
-                return PyErr::take(py).unwrap_or_else(|| {
-                    PyRuntimeError::new_err(format!("{}.{api} was interrupted waiting for the queue", self.name))
-                });
-            }
-            QueueError::NoMemory => {
-                return PyMemoryError::new_err(format!(
-                    "{}.{api} could not allocate room for one more item",
-                    self.name
-                ));
-            }
-        };
-        match cls.bind(py).call1((msg,)) {
-            Ok(exc) => PyErr::from_value(exc),
-            Err(e) => e,
-        }
+        errors::queue_error(py, self.name, api, e, item, &self.errors)
     }
 
     /// A putter was granted a slot: insert its item (or pass the slot on, and raise).
@@ -574,7 +508,7 @@ impl QueueCore {
             "fifo" => (Order::Fifo, "Queue"),
             "lifo" => (Order::Lifo, "LifoQueue"),
             "priority" => (Order::Priority, "PriorityQueue"),
-            other => return Err(PyValueError::new_err(format!("unknown queue order {other:?}"))),
+            other => return Err(errors::unknown_queue_order(other)),
         };
         let maxsize = errors::usize_arg(
             &format!("{name}()"),
@@ -846,9 +780,12 @@ impl QueueCore {
         self.inner.maxsize()
     }
 
-    /// `(items, unfinished, getters waiting, putters waiting)`.
-    fn stats(&self, py: Python<'_>) -> PyResult<(usize, usize, usize, usize)> {
-        self.inner.stats().map_err(|e| self.error(py, "statistics()", e, None))
+    /// Items, unfinished tasks and waiters.
+    fn counts(&self, py: Python<'_>) -> PyResult<QueueCounts> {
+        self.inner
+            .stats()
+            .map(QueueCounts::new)
+            .map_err(|e| self.error(py, "statistics()", e, None))
     }
 }
 

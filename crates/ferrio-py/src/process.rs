@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use ferrio_core::shm;
 use ferrio_core::stats::Histogram;
-use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
+
+use crate::counts::LatencyCounts;
+use crate::errors;
 
 /// A 64-bit int or float in shared memory, changed only with atomic operations.
 #[pyclass(frozen, module = "ferrio._ferrio")]
@@ -46,8 +48,7 @@ impl SharedCell {
     /// Maps the first eight bytes of `fd` (which may be closed afterwards).
     #[new]
     fn new(fd: i32, float: bool) -> PyResult<Self> {
-        let cell = shm::SharedCell::map(fd)
-            .map_err(|e| PyOSError::new_err(format!("ferrio could not map shared memory from fd {fd}: {e}")))?;
+        let cell = shm::SharedCell::map(fd).map_err(|e| errors::shared_memory_unmappable(fd, &e))?;
         Ok(Self { cell, float })
     }
 
@@ -104,12 +105,9 @@ impl SharedCell {
 #[pyfunction]
 pub fn set_parent_death_signal(signal: i32) -> PyResult<bool> {
     if signal <= 0 {
-        return Err(PyValueError::new_err(format!(
-            "signal must be a positive signal number, got {signal}"
-        )));
+        return Err(errors::bad_signal_number(signal));
     }
-    shm::set_parent_death_signal(signal)
-        .map_err(|e| PyOSError::new_err(format!("ferrio could not set the parent-death signal: {e}")))
+    shm::set_parent_death_signal(signal).map_err(|e| errors::parent_death_signal_refused(&e))
 }
 
 /// A lock-free latency histogram (percentiles within 12.5%), as the thread pool keeps in Rust.
@@ -132,9 +130,8 @@ impl LatencyHistogram {
             .record(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX));
     }
 
-    /// `(count, p50, p90, p99, max)` in seconds.
-    fn percentiles(&self) -> (u64, f64, f64, f64, f64) {
-        let p = self.inner.percentiles();
-        (p.count, p.p50, p.p90, p.p99, p.max)
+    /// The percentiles in seconds.
+    fn percentiles(&self) -> LatencyCounts {
+        self.inner.percentiles().into()
     }
 }

@@ -66,6 +66,19 @@ impl<T: Send + Sync> ForkSafeCell<T> {
         }
     }
 
+    /// The value, if one was published.
+    pub(crate) fn get(&self, _py: Python<'_>) -> Option<&T> {
+        let current = self.value.load(Ordering::Acquire);
+        // SAFETY: as in `get_or_try_init`: published complete, never freed.
+        (!current.is_null()).then(|| unsafe { &*current })
+    }
+
+    /// Publishes `value` in place of any earlier one. The earlier value is leaked, not dropped:
+    /// another thread may still be reading it (cells are statics, replaced at most a few times).
+    pub(crate) fn replace(&self, _py: Python<'_>, value: T) {
+        let _leaked = self.value.swap(Box::into_raw(Box::new(value)), Ordering::AcqRel);
+    }
+
     /// As [`Self::get_or_try_init`], for an `init` that cannot fail.
     pub(crate) fn get_or_init(&self, py: Python<'_>, init: impl FnOnce() -> T) -> &T {
         match self.get_or_try_init::<std::convert::Infallible>(py, || Ok(init())) {

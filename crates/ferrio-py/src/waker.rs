@@ -14,10 +14,10 @@
 use std::sync::{Arc, Weak};
 
 use ferrio_core::{CompletionQueue, EventFd, Signal};
-use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::{PyTraverseError, PyVisit};
 
+use crate::errors;
 use crate::interned;
 
 /// Called on the loop's thread when a hand-off reaches a future that was cancelled meanwhile:
@@ -126,7 +126,7 @@ impl Drainer {
 impl LoopWaker {
     #[new]
     fn new() -> PyResult<Self> {
-        let fd = EventFd::new().map_err(|e| PyOSError::new_err(format!("ferrio could not create an eventfd: {e}")))?;
+        let fd = EventFd::new().map_err(|e| errors::eventfd_failed(&e))?;
         Ok(Self {
             queue: Arc::new(CompletionQueue::new(WakeSignal::Fd(fd))),
             owner: std::thread::current().id(),
