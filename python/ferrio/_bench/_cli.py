@@ -20,12 +20,14 @@ import ferrio
 
 from . import _bridges, _files, _processes, _sync, _threads
 from ._harness import Batches, LoopFactory, Result, peer
-from ._report import block
+from ._report import report
 
 #: The workload families ``--only`` chooses from, each a module of this package.
 FAMILIES = ("threads", "bridges", "sync", "processes", "files")
 
-QUICK_HELP = "smaller workloads, fewer rounds (under a minute)"
+# NOTE: measured with a release build on the 2-CPU x86_64 VM of benchmarks/README.md: 2 min 45 s
+# wall for `python -m ferrio bench --quick` (both loops, every peer installed), other work running.
+QUICK_HELP = "smaller workloads, fewer rounds: about 3 minutes on a 2-CPU x86_64 VM (release build)"
 
 
 @dataclass(frozen=True)
@@ -169,19 +171,26 @@ class Progress:
         self.total = total
         self.tty = stream.isatty()
         self.count = 0
+        self.text = ""
         self.started = time.monotonic()
 
     def start(self, step: Step) -> None:
         self.count += 1
         elapsed = time.monotonic() - self.started
-        text = f"[{self.count}/{self.total}, {elapsed:.0f} s] {step.family}: {step.title} on {step.loop_name}"
-        self.stream.write(f"\r\x1b[K{text} ..." if self.tty else f"{text}\n")
+        self.text = f"[{self.count}/{self.total}, {elapsed:.0f} s] {step.family}: {step.title} on {step.loop_name}"
+        self.stream.write(f"\r\x1b[K{self.text} ..." if self.tty else f"{self.text}\n")
         self.stream.flush()
 
     def clear(self) -> None:
         """Before stdout prints, so a report line never lands after a half progress line."""
         if self.tty:
             self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+    def resume(self) -> None:
+        """After stdout printed, while the same step goes on measuring."""
+        if self.tty and self.text:
+            self.stream.write(f"{self.text} ...")
             self.stream.flush()
 
 
@@ -231,9 +240,7 @@ def _close(loop: asyncio.AbstractEventLoop) -> None:
         loop.close()
 
 
-def _execute(
-    steps: list[Step], loops: dict[str, LoopFactory], out: IO[str] | None, progress: Progress | None
-) -> list[Result]:
+def _execute(steps: list[Step], loops: dict[str, LoopFactory], out: IO[str] | None, progress: Progress) -> list[Result]:
     """Run ``steps`` in order; print each workload's block on ``out`` as soon as it is measured
     (unless ``out`` is None, for ``--json``)."""
     everything: list[Result] = []
@@ -245,23 +252,17 @@ def _execute(
                 shared = None
             if step.shared and shared is None:
                 shared = (step.loop_name, loops[step.loop_name]())
-            if progress is not None:
-                progress.start(step)
+            progress.start(step)
             for batch in step.run(shared[1] if shared is not None else None):
                 everything += batch
-                if progress is not None:
-                    progress.clear()
                 if out is not None:
-                    by_workload: dict[str, list[Result]] = {}
-                    for r in batch:
-                        by_workload.setdefault(r.workload, []).append(r)
-                    for rs in by_workload.values():
-                        print("", *block(rs), sep="\n", file=out, flush=True)
+                    progress.clear()
+                    print(*report(batch), sep="\n", file=out, flush=True)
+                    progress.resume()
     finally:
         if shared is not None:
             _close(shared[1])
-        if progress is not None:
-            progress.clear()
+        progress.clear()
     return everything
 
 

@@ -29,10 +29,9 @@ def compare(ref: Result, other: Result) -> str:
     way the unit goes: "ferrio 2.1x faster", "ferrio 1.4x slower", "ferrio 1,899 more"."""
     if other.unit in COUNT_UNITS:
         diff = round(ref.value) - round(other.value)
-        more, fewer = ("more", "fewer") if ref.higher_is_better else ("fewer", "more")
         if diff == 0:
             return "ferrio as many"
-        return f"ferrio {abs(diff):,} {more if diff > 0 else fewer}"
+        return f"ferrio {abs(diff):,} {'more' if diff > 0 else 'fewer'}"
     if not ref.value or not other.value:
         return ""
     # x > 1: ferrio is better by that factor, whichever way the unit goes.
