@@ -51,10 +51,22 @@ class Sizes:
     crash_rounds: int
 
 
-FULL = Sizes(5, 20_000, 5_000, 2_000, 1_000_000, 5_000, 200_000, 100_000, 2_000, 256, 2_000, 16, 2_000, 100, 3)
-QUICK = Sizes(3, 20_000, 2_000, 2_000, 200_000, 2_000, 50_000, 20_000, 2_000, 64, 2_000, 16, 500, 25, 3)
+FULL = Sizes(
+    rounds=5, n=20_000, seq=5_000, sleeps=2_000, calls=1_000_000, bridges=5_000, items=200_000,
+    lines=100_000, small_files=2_000, big_mib=256,
+    proc_calls=2_000, proc_mib=16, crash_calls=2_000, kills=100, crash_rounds=3,
+)  # fmt: skip
+QUICK = Sizes(
+    rounds=3, n=20_000, seq=2_000, sleeps=2_000, calls=200_000, bridges=2_000, items=50_000,
+    lines=20_000, small_files=2_000, big_mib=64,
+    proc_calls=2_000, proc_mib=16, crash_calls=500, kills=25, crash_rounds=3,
+)  # fmt: skip
 # Tiny sizes that only prove every workload runs (the test suite uses it); not a measurement.
-SMOKE = Sizes(1, 640, 50, 128, 2_000, 50, 400, 200, 20, 1, 40, 1, 40, 3, 1)
+SMOKE = Sizes(
+    rounds=1, n=640, seq=50, sleeps=128, calls=2_000, bridges=50, items=400,
+    lines=200, small_files=20, big_mib=1,
+    proc_calls=40, proc_mib=1, crash_calls=40, kills=3, crash_rounds=1,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -104,9 +116,9 @@ ONCE: list[tuple[str, str, OwnLoop]] = [
 ]
 
 
-def add_parser(commands: Any) -> argparse.ArgumentParser:
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Add the ``bench`` command to ``commands`` (what ``add_subparsers`` returned)."""
-    b: argparse.ArgumentParser = commands.add_parser(
+    b = commands.add_parser(
         "bench",
         help="compare ferrio with the stdlib and the installed peers, in one process",
         description=(
