@@ -746,9 +746,13 @@ async def test_operations_queued_on_one_file_hold_one_io_thread(tmp_path: SyncPa
             async with ferrio.open_file(tmp_path / "other", "r+b") as other:  # a hop per call
                 assert await asyncio.wait_for(other.read(), 10) == b"other"
             assert not any(t.done() for t in reads)
+            for t in reads[1::3]:
+                t.cancel()  # queued, not started: each still reads its byte, in its turn
             os.write(w, bytes(range(more_than_the_pool)))
-            got = await asyncio.wait_for(asyncio.gather(*reads), 10)
-        assert got == [bytes([i]) for i in range(more_than_the_pool)]
+            got = await asyncio.wait_for(asyncio.gather(*reads, return_exceptions=True), 10)
+        assert [type(g) for g in got[1::3]] == [asyncio.CancelledError] * len(got[1::3])
+        del got[1::3]  # the others got the bytes after theirs: the cancelled reads ran, in turn
+        assert got == [bytes([i]) for i in range(more_than_the_pool) if i % 3 != 1]
     finally:
         os.close(w)
 
