@@ -300,7 +300,7 @@ class AsyncFile(Generic[AnyStr]):
         otherwise each is posted. Each runs even if its future was cancelled (its outcome is then
         dropped), so what was asked for happens, once, in order."""
         lock, pending = self._queue_lock, self._pending
-        head: tuple[asyncio.Future[Any], _ferrio.LoopWaker] | None = None  # None: still this job's
+        first = True  # this job's own operation: its outcome is the job's unless more follow
         op: _Op | None = None
         while True:
             value: Any
@@ -309,13 +309,16 @@ class AsyncFile(Generic[AnyStr]):
             except BaseException as e:  # delivered to the awaiting task, as the pool delivers a job's
                 value, failed = e, True
             with lock:
-                if head is None:
+                if first:
+                    first = False
                     head, self._head = self._head, None
                     if not pending:
                         self._draining = False
+                        del head  # it holds this job's future, whose exception would hold this frame
                         break
                     assert head is not None  # set by _submit() before it let go of the lock
                     fut, waker = head
+                    del head
                 else:
                     assert op is not None
                     _, fut, waker = op
@@ -323,13 +326,19 @@ class AsyncFile(Generic[AnyStr]):
                 if op is None:
                     self._draining = False  # before the post: the operation's effects are all done
             waker.post(fut, value, failed)
+            # Hold no outcome while the next one runs, nor after: an exception's traceback holds
+            # this frame, and a reference from it back to the exception would make a cycle that
+            # only the garbage collector frees (with the buffers a MemoryError's frames hold).
+            del fut, value
             if op is None:
                 return None
             fn = op[0]
-            del fut, value  # hold no result (or exception and its frames) while the next one runs
-        if failed:
-            raise value
-        return value
+        try:
+            if failed:
+                raise value
+            return value
+        finally:
+            del value  # as above: the raised exception's traceback holds this frame
 
     def _source(self) -> Any:
         """On an I/O thread, after ``_sync()``: what a new read-ahead batch reads from. A binary
