@@ -38,12 +38,19 @@ import traceback
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 from typing import Any, TypeVar
 
 from . import _ferrio, _process_worker, _wire
 from ._chunks import Submitted, ordered_map
-from ._errors import check_positive_int, check_timeout, describe, not_callable
+from ._errors import (
+    BrokenProcessPool,
+    WorkerCrashed,
+    check_positive_int,
+    check_timeout,
+    describe,
+    not_callable,
+    with_remote_traceback,
+)
 from ._stats import Percentiles, ProcessPoolStatistics
 from ._threads import to_thread
 from ._wakers import waker_for
@@ -52,69 +59,6 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 _get_running_loop = asyncio.get_running_loop
-
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-class BrokenProcessPool(_BrokenProcessPool):
-    """The pool cannot run calls any more: its initializer failed, or a worker could not start.
-
-    A :class:`concurrent.futures.process.BrokenProcessPool`, so existing handlers catch it. The
-    error that broke the pool is its ``__cause__``.
-    """
-
-
-class WorkerCrashed(BrokenProcessPool):
-    """The worker process running a call died (a signal, ``os._exit``, the out-of-memory killer).
-
-    Only that call fails; the pool starts a replacement worker and stays usable. It subclasses
-    :class:`ferrio.BrokenProcessPool`, and so
-    :class:`concurrent.futures.process.BrokenProcessPool`, so code written for
-    ``ProcessPoolExecutor`` still catches it.
-
-    Attributes:
-        pid: The dead worker's process id.
-        exitcode: Its exit status: negative for a signal, as in :attr:`multiprocessing.Process.exitcode`.
-        signal: The :class:`signal.Signals` that killed it, or ``None`` if it exited.
-        function: The qualified name of the function it was running.
-    """
-
-    def __init__(self, pid: int, exitcode: int | None, function: str) -> None:
-        self.pid = pid
-        self.exitcode = exitcode
-        self.function = function
-        self.signal: signal.Signals | None = None
-        if exitcode is not None and exitcode < 0:
-            with contextlib.suppress(ValueError):
-                self.signal = signal.Signals(-exitcode)
-        if self.signal is not None:
-            how = f"was killed by {self.signal.name}"
-        elif exitcode is None:
-            how = "died"
-        else:
-            how = f"exited with code {exitcode}"
-        super().__init__(
-            f"worker process {pid} running '{function}' {how}; a replacement worker was started "
-            "and the pool's other calls are unaffected"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.pid, self.exitcode, self.function)
-
-
-class _RemoteTraceback(Exception):
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
-
-
-def _with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
-    exc.__cause__ = _RemoteTraceback(tb)
-    return exc
 
 
 # -- the pool's state, shared with its manager thread ----------------------------------------------
@@ -821,7 +765,7 @@ class _Core:
                     f"unpickled in the parent process: {e!r}"
                 )
             else:
-                _with_remote_traceback(exc, tb)
+                with_remote_traceback(exc, tb)
             self._break(exc, f"the initializer failed in worker process {worker.pid}: {exc!r}")
         else:
             for fd in fds:
@@ -888,7 +832,7 @@ class _Core:
         if kind == _wire.ERROR:
             exc, tb = value
             if tb:
-                _with_remote_traceback(exc, tb)
+                with_remote_traceback(exc, tb)
             _settle(task, exc, True)
         else:
             _settle(task, value, False)
@@ -1469,7 +1413,7 @@ class ProcessPool(concurrent.futures.Executor):
             window=window,
             chunksize=fixed,
             seconds_per_chunk=20e-3,
-            to_exception=lambda error: _with_remote_traceback(*error),
+            to_exception=lambda error: with_remote_traceback(*error),
         )
 
     async def __aenter__(self) -> ProcessPool:
