@@ -16,7 +16,7 @@ import os
 import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar, overload
 
 from . import _process_worker, _wire
 from ._chunks import Submitted, ordered_map
@@ -27,6 +27,7 @@ from ._stats import ProcessPoolStatistics
 from ._threads import to_thread
 from ._wakers import waker_for
 
+P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -38,7 +39,9 @@ _default: ProcessPool | None = None
 _default_lock = threading.Lock()
 
 
-def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> None:
+def _explain_unpicklable(
+    api: str, func: object, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception
+) -> NoReturn:
     """Raises a TypeError naming the first part of a call that cannot be pickled."""
     parts: list[tuple[str, Any]] = [("the function", func)]
     parts += [(f"argument {i}", a) for i, a in enumerate(args)]
@@ -203,13 +206,29 @@ class ProcessPool(concurrent.futures.Executor):
 
     # -- async ---------------------------------------------------------------------------------
 
+    # Keyword-only options cannot follow ``*args: P.args`` (PEP 612): a call that passes an option
+    # is typed by its result only; one that passes none is checked against ``func``'s signature.
+    @overload
     async def run(
         self,
         func: Callable[..., R],
         /,
         *args: Any,
-        timeout: float | None = None,
+        timeout: float | None,
         kill_on_cancel: bool | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+    @overload
+    async def run(self, func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
+    @overload
+    async def run(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    async def run(
+        self,
+        func: Callable[..., R],
+        /,
+        *args: Any,
+        timeout: object = None,  # checked here: any value may reach it through **kwargs
+        kill_on_cancel: object = None,
         **kwargs: Any,
     ) -> R:
         """Run ``func(*args, **kwargs)`` in a worker process and return its result.
@@ -239,7 +258,8 @@ class ProcessPool(concurrent.futures.Executor):
         api = "ProcessPool.run()"
         task = self._task(api, func, args, kwargs, _check_call_timeout(api, timeout))
         loop = _get_running_loop()
-        fut = task.afut = loop.create_future()
+        fut: asyncio.Future[R] = loop.create_future()
+        task.afut = fut
         task.waker = waker_for(loop)
         self._core.submit(api, task)
         try:
@@ -319,7 +339,7 @@ class ProcessPool(concurrent.futures.Executor):
 
     # -- concurrent.futures.Executor ------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)`` in a worker; return a :class:`concurrent.futures.Future`.
 
         Usable from any thread. Cancelling the future drops a call not yet started.
@@ -373,12 +393,20 @@ def default_process_pool() -> ProcessPool:
     return pool
 
 
+@overload
+async def to_process(
+    func: Callable[..., R], /, *args: Any, timeout: float | None, kill_on_cancel: bool | None = None, **kwargs: Any
+) -> R: ...
+@overload
+async def to_process(func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
+@overload
+async def to_process(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
 async def to_process(
     func: Callable[..., R],
     /,
     *args: Any,
-    timeout: float | None = None,
-    kill_on_cancel: bool | None = None,
+    timeout: object = None,  # checked by ProcessPool.run
+    kill_on_cancel: object = None,
     **kwargs: Any,
 ) -> R:
     """Run ``func(*args, **kwargs)`` in a worker process of the default pool; return its result.

@@ -18,8 +18,11 @@ import signal
 import socket
 import threading
 from multiprocessing import forkserver
-from typing import Any
+from multiprocessing.context import BaseContext, ForkServerContext, SpawnContext
+from typing import TypeAlias
 
+#: The contexts a pool starts workers with: fork is refused (see start_context).
+StartContext: TypeAlias = "ForkServerContext | SpawnContext"
 #: Descriptors starting a worker takes in this process, at most, beside its socket pair.
 _FDS_PER_START = 8
 
@@ -28,7 +31,7 @@ def _default_start_method() -> str:
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
-def start_context(api: str, start_method: str | None) -> tuple[Any, str]:
+def start_context(api: str, start_method: str | None) -> tuple[StartContext, str]:
     """The :mod:`multiprocessing` context a pool starts its workers with, and its method's name.
 
     ``None`` picks forkserver where there is one, else spawn. Raises ValueError, naming ``api``,
@@ -47,13 +50,16 @@ def start_context(api: str, start_method: str | None) -> tuple[Any, str]:
             f"{api} got start_method={method!r}; this platform offers "
             f"{[m for m in multiprocessing.get_all_start_methods() if m != 'fork']}"
         )
-    ctx = multiprocessing.get_context(method)
+    ctx: StartContext
     if method == "forkserver":
+        ctx = multiprocessing.get_context("forkserver")
         _preload_worker_module(ctx)
+    else:  # the one other method offered (and not refused)
+        ctx = multiprocessing.get_context("spawn")
     return ctx, method
 
 
-def _preload_worker_module(ctx: Any) -> None:
+def _preload_worker_module(ctx: ForkServerContext) -> None:
     # Workers forked by a forkserver that already imported ferrio start in a few milliseconds
     # instead of importing it each. Only adds to the preload list, and only before it starts.
     server = getattr(forkserver, "_forkserver", None)
@@ -64,7 +70,7 @@ def _preload_worker_module(ctx: Any) -> None:
         ctx.set_forkserver_preload([*modules, "ferrio._process_worker"])
 
 
-def replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
+def replace_dead_forkserver(ctx: BaseContext, error: BaseException) -> bool:
     """After a failed start: whether the forkserver is gone, made sure of, so the next start
     launches a new one.
 

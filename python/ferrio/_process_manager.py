@@ -26,7 +26,7 @@ import contextlib
 import heapq
 import itertools
 import logging
-import multiprocessing
+import multiprocessing.process
 import os
 import selectors
 import signal
@@ -36,11 +36,12 @@ import time
 import traceback
 import weakref
 from collections import deque
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from . import _ferrio, _process_worker, _wire
 from ._errors import BrokenProcessPool, WorkerCrashed, with_remote_traceback
-from ._process_forkserver import replace_dead_forkserver, reserve_descriptors
+from ._process_forkserver import StartContext, replace_dead_forkserver, reserve_descriptors
 from ._stats import Percentiles, ProcessPoolStatistics
 
 # -- the pool's state, shared with its manager thread ----------------------------------------------
@@ -105,7 +106,7 @@ class Task:
         self.worker: _Worker | None = None
         self.cf: concurrent.futures.Future[Any] | None = None
         self.afut: asyncio.Future[Any] | None = None
-        self.waker: Any = None
+        self.waker: _ferrio.LoopWaker | None = None  # set with afut
         self.submitted = time.perf_counter()
         self.started = 0.0
 
@@ -116,9 +117,9 @@ class Task:
 class _Worker:
     __slots__ = ("buffered", "chan", "dirty", "eof", "events", "failure", "outbox", "pid", "proc", "state", "tasks")
 
-    def __init__(self, proc: Any, chan: _wire.Channel) -> None:
+    def __init__(self, proc: BaseProcess, pid: int, chan: _wire.Channel) -> None:
         self.proc = proc
-        self.pid: int = proc.pid
+        self.pid = pid
         self.chan = chan
         self.state = _STARTING
         # Calls sent to it, in the order it runs them: the first runs, the rest wait in its socket.
@@ -143,7 +144,7 @@ class Core:
     def __init__(
         self,
         max_workers: int,
-        ctx: Any,
+        ctx: StartContext,
         name: str,
         init: _wire.Pickled,
         max_tasks_per_child: int | None,
@@ -489,7 +490,7 @@ class Core:
         except OSError as e:  # out of descriptors, say: it may pass
             self._start_failed(e)
             return
-        proc = None
+        proc: BaseProcess | None = None
         started = False
         try:
             try:
@@ -502,7 +503,9 @@ class Core:
             finally:
                 child.close()
             parent.setblocking(False)  # only the manager touches it, and never waits on it
-            worker = _Worker(proc, _wire.Channel(parent))
+            pid = proc.pid
+            assert pid is not None  # set by start()
+            worker = _Worker(proc, pid, _wire.Channel(parent))
             worker.chan.queue(_wire.INIT, 0, self.init)
             if self.init.buffers:
                 worker.buffered = 0
@@ -514,7 +517,7 @@ class Core:
                 raise
         except Exception as e:
             parent.close()
-            if started and proc is not None:
+            if started and proc is not None and proc.pid is not None:
                 with contextlib.suppress(OSError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.join(5)
@@ -574,7 +577,7 @@ class Core:
             if not self.dirty:
                 return
             dirty, self.dirty = self.dirty, []
-            batches = []
+            batches: list[tuple[_Worker, list[Task | None]]] = []
             for w in dirty:
                 w.dirty = False
                 batches.append((w, list(w.outbox)))
@@ -681,7 +684,7 @@ class Core:
         self._leave_selector(sel, worker)
         with contextlib.suppress(KeyError, ValueError, OSError):
             sel.unregister(worker.proc.sentinel)
-        victims = []
+        victims: list[Task] = []
         with self.lock:
             if self.workers.pop(worker.pid, None) is None:
                 return
@@ -951,7 +954,7 @@ class Core:
 
     def _expire(self) -> None:
         now = time.monotonic()
-        expired = []
+        expired: list[tuple[Task, int]] = []
         with self.lock:
             while self.timeouts and self.timeouts[0][0] <= now:
                 _, _, task = heapq.heappop(self.timeouts)
@@ -1022,7 +1025,9 @@ class _Unloadable:
 def _settle(task: Task, value: Any, failed: bool) -> None:
     """Delivers a result (or, when ``failed``, an exception) to the call's future."""
     if task.afut is not None:
-        task.waker.post(task.afut, value, failed)
+        waker = task.waker
+        assert waker is not None  # set with afut
+        waker.post(task.afut, value, failed)
     elif task.cf is not None:
         with contextlib.suppress(concurrent.futures.InvalidStateError):
             if failed:
@@ -1073,7 +1078,7 @@ def _forget_in_child() -> None:
     """After ``os.fork()``, in the child: the parent's pools and workers are not ours. Their pools
     refuse new calls; new pools work, with a forkserver of the child's own (see
     :mod:`ferrio._process_forkserver`)."""
-    children = getattr(multiprocessing.process, "_children", set())
+    children: set[BaseProcess] = getattr(multiprocessing.process, "_children", set())
     for core in list(_cores):
         core.closed = core.forked = True
         core.thread = None
