@@ -27,7 +27,7 @@ import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 #: Buffers at least this large travel through shared memory instead of the socket.
 LARGE = 1 << 20
@@ -161,14 +161,14 @@ def _big_id(obj: object, big: list[memoryview]) -> Any:
     ``reducer_override`` only after it), so this is the hook that can take them out of the pickle.
     """
     kind = type(obj)
+    o: Any = obj  # what `kind` says it is; called for every object pickled, where a cast() costs a call
     if kind is bytes or kind is bytearray:
-        data = cast("bytes | bytearray", obj)
-        if len(data) < LARGE or len(big) >= MAX_FDS // 2:
+        if len(o) < LARGE or len(big) >= MAX_FDS // 2:
             return None
-        big.append(memoryview(data))
+        big.append(memoryview(o))
         return ("b" if kind is bytes else "a", len(big) - 1)
     if kind is memoryview:  # the stdlib cannot pickle these at all
-        mv = cast(memoryview, obj)
+        mv: memoryview = o
         view = mv if mv.c_contiguous else _recast(memoryview(mv.tobytes()), mv.format, mv.shape)
         if view.nbytes < LARGE or len(big) >= MAX_FDS // 2:
             return ("m", view.tobytes(), view.format, view.shape, mv.readonly)
@@ -249,16 +249,11 @@ def _needs_big_pickler(obj: object, depth: int = 2) -> bool:
     """Whether ``obj`` or its items (two levels deep) are large bytes-likes or memoryviews, which the
     C pickler would copy into the pickle (or refuse): a cheap look that saves pickling twice."""
     kind = type(obj)
-    if kind is memoryview or (kind in _BYTES_LIKE and len(cast("bytes | bytearray", obj)) >= LARGE):
+    o: Any = obj  # what `kind` says it is; on every call's pickling path, where a cast() costs a call
+    if kind is memoryview or (kind in _BYTES_LIKE and len(o) >= LARGE):
         return True
     if depth:
-        items: Iterable[object] = (
-            cast("Iterable[object]", obj)
-            if kind is tuple or kind is list
-            else cast("dict[object, object]", obj).values()
-            if kind is dict
-            else ()
-        )
+        items: Iterable[object] = o if kind is tuple or kind is list else o.values() if kind is dict else ()
         for x in items:
             if _needs_big_pickler(x, depth - 1):
                 return True
