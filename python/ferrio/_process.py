@@ -222,13 +222,13 @@ class ProcessPool(concurrent.futures.Executor):
     async def run(self, func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
     @overload
     async def run(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
-    async def run(
+    async def run(  # type: ignore[misc]  # P.kwargs may name timeout too: checked at run time
         self,
         func: Callable[..., R],
         /,
         *args: Any,
-        timeout: object = None,  # checked here: any value may reach it through **kwargs
-        kill_on_cancel: object = None,
+        timeout: float | None = None,
+        kill_on_cancel: bool | None = None,
         **kwargs: Any,
     ) -> R:
         """Run ``func(*args, **kwargs)`` in a worker process and return its result.
@@ -401,12 +401,12 @@ async def to_process(
 async def to_process(func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
 @overload
 async def to_process(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
-async def to_process(
+async def to_process(  # type: ignore[misc]  # P.kwargs may name timeout too: checked at run time
     func: Callable[..., R],
     /,
     *args: Any,
-    timeout: object = None,  # checked by ProcessPool.run
-    kill_on_cancel: object = None,
+    timeout: float | None = None,
+    kill_on_cancel: bool | None = None,
     **kwargs: Any,
 ) -> R:
     """Run ``func(*args, **kwargs)`` in a worker process of the default pool; return its result.
