@@ -32,6 +32,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("__main__",),  # the command line
 ]
 
+# Within a family, its modules' own layers, lowest first: the process pool's public API over its
+# manager (the engine) over the worker-start glue and the worker's main.
+FAMILY_LAYERS: dict[str, list[tuple[str, ...]]] = {
+    "_process": [("_process_forkserver", "_process_worker"), ("_process_manager",), ("_process",)],
+}
+
 # Function-local imports of ferrio modules that are not hiding a cycle, each with its reason.
 LOCAL_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {}
 
@@ -143,6 +149,27 @@ def test_python_modules_import_only_lower_layers_or_their_own_family() -> None:
         if _layer_of(b) > _layer_of(a) or (_layer_of(b) == _layer_of(a) and _family(a) != _family(b))
     ]
     assert not wrong, "\n".join(wrong)
+
+
+def _family_layer_of(module: str) -> int:
+    top = module.split(".")[0]
+    for rank, names in enumerate(FAMILY_LAYERS[_family(module)]):
+        if top in names:
+            return rank
+    raise AssertionError(f"ferrio.{module} is in no layer of its family: add it to FAMILY_LAYERS")
+
+
+def test_modules_of_a_family_import_only_its_lower_modules() -> None:
+    for family, layers in FAMILY_LAYERS.items():
+        members = {m for m in _modules() if _family(m) == family}
+        assert members == {m for names in layers for m in names}, f"FAMILY_LAYERS[{family!r}] lists {layers}"
+    wrong = [
+        f"ferrio.{a} imports ferrio.{b} at line {line}, not a lower module of its family"
+        for a, b, _, line in _python_edges()
+        if _family(a) == _family(b) in FAMILY_LAYERS and _family_layer_of(b) >= _family_layer_of(a)
+    ]
+    assert not wrong, "\n".join(wrong)
+    assert _family_layer_of("_process_forkserver") < _family_layer_of("_process_manager") < _family_layer_of("_process")
 
 
 def test_python_import_graph_has_no_cycle() -> None:

@@ -150,6 +150,12 @@ def print_and_return(text: str) -> str:
     return text
 
 
+def raises_pool_error(kind: str) -> None:
+    if kind == "crashed":
+        raise ferrio.WorkerCrashed(4312, -signal.SIGKILL, "resize")
+    raise ferrio.BrokenProcessPool("broken in a worker")
+
+
 # -- helpers --------------------------------------------------------------------------------------
 
 
@@ -332,6 +338,37 @@ def test_worker_crashed_is_a_ferrio_broken_process_pool() -> None:
     err = ferrio.WorkerCrashed(123, -signal.SIGKILL, "f")
     assert str(err).startswith("worker process 123 running 'f' was killed by SIGKILL")
     assert isinstance(pickle.loads(pickle.dumps(err)), ferrio.BrokenProcessPool)
+
+
+async def test_pool_errors_pickle_across_processes_as_ferrio_classes(pool: ferrio.ProcessPool) -> None:
+    # Pickled by reference under the names users import, so they cross to and from workers whole.
+    err = ferrio.WorkerCrashed(123, 3, "f")
+    data = pickle.dumps(err)
+    assert b"ferrio._" not in data
+    back = pickle.loads(data)
+    assert (type(back), back.pid, back.exitcode, back.signal, back.function) == (
+        ferrio.WorkerCrashed,
+        123,
+        3,
+        None,
+        "f",
+    )
+    assert str(back) == str(err)
+    with pytest.raises(
+        ferrio.WorkerCrashed, match=r"^worker process 4312 running 'resize' was killed by SIGKILL;"
+    ) as info:
+        await pool.run(raises_pool_error, "crashed")
+    crashed = info.value
+    assert (crashed.pid, crashed.exitcode, crashed.signal, crashed.function) == (
+        4312,
+        -signal.SIGKILL,
+        signal.SIGKILL,
+        "resize",
+    )
+    assert "raises_pool_error" in str(crashed.__cause__)  # the worker's traceback, as text
+    with pytest.raises(ferrio.BrokenProcessPool, match=r"^broken in a worker$") as broken:
+        await pool.run(raises_pool_error, "broken")
+    assert type(broken.value) is ferrio.BrokenProcessPool
 
 
 async def test_bad_calls_fail_at_the_call_site(pool: ferrio.ProcessPool) -> None:

@@ -8,18 +8,12 @@
 import importlib.metadata as _metadata
 
 from . import _ferrio, from_thread
-from ._errors import NoEventLoopError, QueueEmpty, QueueFull, QueueShutDown
+from ._errors import BrokenProcessPool, NoEventLoopError, QueueEmpty, QueueFull, QueueShutDown, WorkerCrashed
 from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
 from ._portal import BlockingPortal, start_blocking_portal
-from ._process import (
-    BrokenProcessPool,
-    ProcessPool,
-    WorkerCrashed,
-    default_process_pool,
-    to_process,
-)
+from ._process import ProcessPool, default_process_pool, to_process
 from ._public import fixup_module_metadata as _fixup_module_metadata
 from ._shared import SharedCounter, SharedValue
 from ._stats import LimiterStatistics, Percentiles, PoolStatistics, ProcessPoolStatistics

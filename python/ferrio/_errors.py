@@ -9,12 +9,15 @@ reported. This module imports nothing else of ferrio, so every other module may 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import numbers
 import queue
 import sys
 import threading
+from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
+from signal import Signals
 
 
 class NoEventLoopError(RuntimeError):
@@ -146,3 +149,75 @@ def _number_repr(value: object) -> str:
     if isinstance(value, int) and value.bit_length() > 256:
         return f"{'a negative' if value < 0 else 'an'} int of {value.bit_length()} bits"
     return repr(value)
+
+
+# -- process pool ----------------------------------------------------------------------------------
+
+
+class BrokenProcessPool(_BrokenProcessPool):
+    """The pool cannot run calls any more: its initializer failed, or a worker could not start.
+
+    A :class:`concurrent.futures.process.BrokenProcessPool`, so existing handlers catch it. The
+    error that broke the pool is its ``__cause__``.
+    """
+
+
+class WorkerCrashed(BrokenProcessPool):
+    """The worker process running a call died (a signal, ``os._exit``, the out-of-memory killer).
+
+    Only that call fails; the pool starts a replacement worker and stays usable. It subclasses
+    :class:`ferrio.BrokenProcessPool`, and so
+    :class:`concurrent.futures.process.BrokenProcessPool`, so code written for
+    ``ProcessPoolExecutor`` still catches it.
+
+    Attributes:
+        pid: The dead worker's process id.
+        exitcode: Its exit status: negative for a signal, as in :attr:`multiprocessing.Process.exitcode`.
+        signal: The :class:`signal.Signals` that killed it, or ``None`` if it exited.
+        function: The qualified name of the function it was running.
+    """
+
+    pid: int
+    exitcode: int | None
+    signal: Signals | None
+    function: str
+
+    def __init__(self, pid: int, exitcode: int | None, function: str) -> None:
+        self.pid = pid
+        self.exitcode = exitcode
+        self.function = function
+        self.signal = None
+        if exitcode is not None and exitcode < 0:
+            with contextlib.suppress(ValueError):
+                self.signal = Signals(-exitcode)
+        if self.signal is not None:
+            how = f"was killed by {self.signal.name}"
+        elif exitcode is None:
+            how = "died"
+        else:
+            how = f"exited with code {exitcode}"
+        super().__init__(
+            f"worker process {pid} running '{function}' {how}; a replacement worker was started "
+            "and the pool's other calls are unaffected"
+        )
+
+    def __reduce__(self) -> tuple[type[WorkerCrashed], tuple[int, int | None, str]]:
+        return type(self), (self.pid, self.exitcode, self.function)
+
+
+class _RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker process, as text: the ``__cause__`` of that
+    exception in the parent, so a printed traceback shows where it was raised in the worker."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+def with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
+    """Chains the text of a worker's traceback to ``exc`` as its cause; returns ``exc``."""
+    exc.__cause__ = _RemoteTraceback(tb)
+    return exc

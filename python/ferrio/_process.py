@@ -1,1193 +1,47 @@
 """``ProcessPool`` and ``to_process``: CPU-bound work in worker processes that survive crashes.
 
-Each worker is a process started with forkserver (spawn where there is none) and joined to the
-pool by its own Unix socket (see :mod:`ferrio._wire`). A call is pickled on the caller's thread,
-so a bad argument fails at the call site, and given to an idle worker (or, pipelined, to a busy
-one) under the pool's lock; calls that find no worker wait in a queue. One manager thread per
-pool watches every worker's socket and process sentinel with one ``select``: it hands the next
-queued call to a worker the moment its result arrives, delivers results to event loops in
-batches (one wake-up per loop per batch), starts and replaces workers, and kills those that run
-past a ``timeout=``. A worker that dies fails only the call it was running.
-
-Only the manager writes to workers' sockets, and never waits to: the sockets are non-blocking,
-each worker's frames wait in its channel's queue, and the ``select`` watches for writability
-while frames wait. So the caller's thread (often an event loop) never waits on a socket, and the
-manager always gets back to reading results: a worker blocked writing a result to a full socket
-is always drained, so the two cannot deadlock writing to each other. The manager survives any
-one bad event: a worker that cannot be started fails the call it was for; a frame it cannot
-handle kills that worker, whose call fails with the reason.
+The public API: checking arguments, pickling a call on the caller's thread (so a bad argument
+fails at the call site) and awaiting or returning its future. What happens to a call next, in the
+pool's manager thread and its workers, is :mod:`ferrio._process_manager`; how workers are started,
+:mod:`ferrio._process_forkserver`; the frames on their sockets, :mod:`ferrio._wire`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import heapq
 import inspect
-import itertools
 import logging
-import multiprocessing
 import os
-import selectors
-import signal
-import socket
 import threading
-import time
-import traceback
 import weakref
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
-from typing import Any, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar, overload
 
-from . import _ferrio, _process_worker, _wire
+from . import _process_worker, _wire
 from ._chunks import Submitted, ordered_map
-from ._errors import check_positive_int, check_timeout, describe, not_callable
-from ._stats import Percentiles, ProcessPoolStatistics
+from ._errors import check_positive_int, check_timeout, describe, not_callable, with_remote_traceback
+from ._process_forkserver import start_context
+from ._process_manager import Core, Task
+from ._stats import ProcessPoolStatistics
 from ._threads import to_thread
 from ._wakers import waker_for
 
+P = ParamSpec("P")
 T = TypeVar("T")
 R = TypeVar("R")
 
 _get_running_loop = asyncio.get_running_loop
 
-
-# -- errors ----------------------------------------------------------------------------------------
-
-
-class BrokenProcessPool(_BrokenProcessPool):
-    """The pool cannot run calls any more: its initializer failed, or a worker could not start.
-
-    A :class:`concurrent.futures.process.BrokenProcessPool`, so existing handlers catch it. The
-    error that broke the pool is its ``__cause__``.
-    """
-
-
-class WorkerCrashed(BrokenProcessPool):
-    """The worker process running a call died (a signal, ``os._exit``, the out-of-memory killer).
-
-    Only that call fails; the pool starts a replacement worker and stays usable. It subclasses
-    :class:`ferrio.BrokenProcessPool`, and so
-    :class:`concurrent.futures.process.BrokenProcessPool`, so code written for
-    ``ProcessPoolExecutor`` still catches it.
-
-    Attributes:
-        pid: The dead worker's process id.
-        exitcode: Its exit status: negative for a signal, as in :attr:`multiprocessing.Process.exitcode`.
-        signal: The :class:`signal.Signals` that killed it, or ``None`` if it exited.
-        function: The qualified name of the function it was running.
-    """
-
-    def __init__(self, pid: int, exitcode: int | None, function: str) -> None:
-        self.pid = pid
-        self.exitcode = exitcode
-        self.function = function
-        self.signal: signal.Signals | None = None
-        if exitcode is not None and exitcode < 0:
-            with contextlib.suppress(ValueError):
-                self.signal = signal.Signals(-exitcode)
-        if self.signal is not None:
-            how = f"was killed by {self.signal.name}"
-        elif exitcode is None:
-            how = "died"
-        else:
-            how = f"exited with code {exitcode}"
-        super().__init__(
-            f"worker process {pid} running '{function}' {how}; a replacement worker was started "
-            "and the pool's other calls are unaffected"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.pid, self.exitcode, self.function)
-
-
-class _RemoteTraceback(Exception):
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return f'\n"""\n{self.tb}"""'
-
-
-def _with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
-    exc.__cause__ = _RemoteTraceback(tb)
-    return exc
-
-
-# -- the pool's state, shared with its manager thread ----------------------------------------------
-
-_QUEUED, _SENT, _RUNNING, _DONE = 0, 1, 2, 3
-#: Calls a busy worker holds at once: the one it runs and the next, already in its socket, so
-#: short calls run back to back instead of waiting a round trip through the manager each. Only
-#: when every worker is up and busy and recent calls were short: a call queued behind a long one
-#: would wait for it while another worker may free up first.
-#: The worker relies on it being 2 (see _wire.AHEAD): a pipelined call has one call ahead of it.
-_PIPELINE = 2
-_PIPELINE_BELOW = 1e-3  # seconds: the running average of call times under which pipelining pays
-#: Workers in a row that crashed by a fault of their own (SIGSEGV, SIGABRT...) before they were
-#: ready: a crash at start-up that repeats, so the pool gives up.
-_EARLY_CRASHES = 3
-#: Workers in a row killed from outside (SIGKILL, SIGTERM...) before they were ready. Each is
-#: replaced: an out-of-memory killer under load picks new workers too. Only this many in a row
-#: (something kills every worker as it starts, say an initializer that always runs out of
-#: memory) breaks the pool, so the calls fail instead of waiting for a worker forever.
-_EARLY_KILLS = 25
-#: Signals a process gets from its own faults; any other killed it from outside.
-_FAULT_SIGNALS = frozenset(
-    getattr(signal, name)
-    for name in ("SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT", "SIGSYS", "SIGTRAP", "SIGXCPU", "SIGXFSZ")
-    if hasattr(signal, name)
-)
-#: Descriptors starting a worker takes in this process, at most, beside its socket pair.
-_FDS_PER_START = 8
 #: The most worker processes a pool runs: each is a whole interpreter with its own descriptors.
 _MAX_WORKERS = 1024
-#: The longest the manager's select waits at once (epoll takes at most about 24 days); a
-#: deadline further away is simply waited for in several steps.
-_MAX_WAIT = 3600.0
-_STARTING, _IDLE, _BUSY, _RETIRING = 0, 1, 2, 3
-
-
-class _Task:
-    __slots__ = (
-        "afut",
-        "ahead",
-        "cf",
-        "deadline",
-        "kill_on_cancel",
-        "name",
-        "pickled",
-        "started",
-        "state",
-        "submitted",
-        "tid",
-        "timed_out",
-        "timeout",
-        "waker",
-        "worker",
-    )
-
-    def __init__(self, tid: int, name: str, pickled: _wire.Pickled, timeout: float | None) -> None:
-        self.tid = tid
-        self.name = name
-        self.pickled = pickled
-        self.timeout = timeout
-        self.deadline = 0.0
-        self.state = _QUEUED
-        self.ahead = False  # given to a worker with a call ahead of it (pipelined)
-        self.timed_out = False
-        self.kill_on_cancel = False
-        self.worker: _Worker | None = None
-        self.cf: concurrent.futures.Future[Any] | None = None
-        self.afut: asyncio.Future[Any] | None = None
-        self.waker: Any = None
-        self.submitted = time.perf_counter()
-        self.started = 0.0
-
-    def release(self) -> None:
-        self.pickled.close()
-
-
-class _Worker:
-    __slots__ = ("buffered", "chan", "dirty", "eof", "events", "failure", "outbox", "pid", "proc", "state", "tasks")
-
-    def __init__(self, proc: Any, chan: _wire.Channel) -> None:
-        self.proc = proc
-        self.pid: int = proc.pid
-        self.chan = chan
-        self.state = _STARTING
-        # Calls sent to it, in the order it runs them: the first runs, the rest wait in its socket.
-        self.tasks: deque[_Task] = deque()
-        # Calls (None: EXIT) given to it under the pool's lock and not queued on its channel yet;
-        # the manager moves them there, in order, outside the lock. `dirty`: it is in _Core.dirty.
-        self.outbox: deque[_Task | None] = deque()
-        self.dirty = False
-        # Manager thread only. The task id of the last frame queued with buffers in our arena
-        # and not answered yet (0: INIT), or None: while set, a frame with buffers takes a
-        # fresh arena, as the worker may not have read the last one's.
-        self.buffered: int | None = None
-        self.events = selectors.EVENT_READ  # what the selector watches its socket for
-        self.eof = False  # its socket reached end of stream and left the selector
-        self.failure: BaseException | None = None  # why the manager killed it, if it did
-
-
-class _Core:
-    """Everything a pool's manager thread touches; the :class:`ProcessPool` only holds it, so a
-    pool nobody references is collected and shuts down."""
-
-    def __init__(
-        self,
-        max_workers: int,
-        ctx: Any,
-        name: str,
-        init: _wire.Pickled,
-        max_tasks_per_child: int | None,
-    ) -> None:
-        self.max_workers = max_workers
-        self.ctx = ctx
-        self.name = name
-        self.init = init
-        self.max_tasks_per_child = max_tasks_per_child
-        self.lock = threading.Lock()
-        self.queue: deque[_Task] = deque()
-        self.idle: list[_Worker] = []
-        self.workers: dict[int, _Worker] = {}  # by pid
-        self.timeouts: list[tuple[float, int, _Task]] = []
-        self.closed = False  # no new calls
-        self.forked = False  # this is a forked child's copy of the parent's pool
-        self.stopping = False  # interpreter exit: cancel what is queued, kill what runs
-        self.broken: BaseException | None = None
-        self.thread: threading.Thread | None = None
-        self.dirty: list[_Worker] = []  # workers with something in their outbox
-        # A worker could not be started (EMFILE, say) while others run: start no more until a
-        # call is submitted or a worker exits, instead of failing again at once, step after step.
-        self.hold_growth = False
-        self.wake_r, self.wake_w = os.pipe()
-        os.set_blocking(self.wake_r, False)
-        os.set_blocking(self.wake_w, False)
-        self.wake_pending = False
-        self.ids = itertools.count(1)
-        self.numbers = itertools.count(1)
-        self.n_queued = 0
-        self.n_sent = 0  # sent to a busy worker, not started yet
-        self.n_running = 0
-        self.deficit = 0  # workers that died or retired and are to be replaced
-        self.n_starting = 0  # workers started and not ready yet
-        # Workers in a row that died before they were ready: all, by their own fault, killed from outside.
-        self.early_deaths = self.early_crashes = self.early_kills = 0
-        self.avg_run = 1.0  # running average of call times, seconds (assumed long until seen)
-        self.completed = self.failed = self.cancelled = self.crashed = self.timed_out = self.started = 0
-        self.queue_wait = _ferrio.LatencyHistogram()
-        self.run_time = _ferrio.LatencyHistogram()
-
-    # -- any thread ----------------------------------------------------------------------------
-
-    def wake(self) -> None:
-        if not self.wake_pending:
-            self.wake_pending = True
-            with contextlib.suppress(BlockingIOError, OSError):
-                os.write(self.wake_w, b"x")
-
-    def submit(self, api: str, task: _Task) -> None:
-        with self.lock:
-            if self.closed or self.broken is not None:
-                task.release()
-                if self.broken is not None:
-                    raise BrokenProcessPool(
-                        f"{api} cannot run calls on a broken pool: {self.broken}; create a new pool"
-                    ) from self.broken
-                if self.forked:
-                    raise RuntimeError(
-                        f"{api} cannot use a pool created in the parent process before os.fork(); "
-                        "create a new pool in the child"
-                    )
-                raise RuntimeError(f"{api} cannot schedule new work after the pool was shut down; create a new pool")
-            self.hold_growth = False  # a new call: try to grow again
-            if self.thread is None:
-                try:  # here, not in the thread: a shortage of descriptors fails this call, not the pool
-                    sel = selectors.DefaultSelector()
-                except OSError as e:
-                    task.release()
-                    raise OSError(
-                        e.errno,
-                        f"{api} could not start the pool's manager thread: {e.strerror or e}; the pool stays "
-                        "usable, and the call may be retried once the system has resources again",
-                    ) from e
-                thread = threading.Thread(target=self._manage, args=(sel,), name=f"{self.name}-manager", daemon=True)
-                try:
-                    sel.register(self.wake_r, selectors.EVENT_READ, None)
-                    thread.start()
-                except BaseException:  # at interpreter shutdown, say: nothing was queued
-                    sel.close()
-                    task.release()
-                    raise
-                self.thread = thread
-            worker = None
-            if not self.queue:
-                if self.idle:
-                    worker = self.idle.pop()
-                elif self._pipelining():
-                    worker = self._pipeline_with_room()
-            if worker is not None:
-                if task.cf is not None:
-                    task.cf.set_running_or_notify_cancel()  # just made, so not cancelled
-                self._send(worker, task)
-            else:
-                self.queue.append(task)
-                self.n_queued += 1
-            wake = worker is not None or len(self.workers) < self.max_workers or task.timeout is not None
-        if wake:  # the manager writes the call to the worker's socket, or starts a worker for it
-            self.wake()
-
-    def cancel(self, task: _Task, kill: bool) -> None:
-        """The caller stopped waiting: drop a queued call, kill the worker of a running one if asked.
-
-        A call already in a busy worker's socket cannot be taken back: it runs, and its result is
-        dropped."""
-        with self.lock:
-            if task.state == _QUEUED:
-                task.state = _DONE  # left in the queue; the dispatcher skips it
-                self.n_queued -= 1
-                self.cancelled += 1
-                task.release()
-            elif task.state == _SENT:
-                task.state = _DONE
-                self.n_sent -= 1
-                self.cancelled += 1
-            elif task.state == _RUNNING and kill and task.worker is not None:
-                task.state = _DONE
-                self.n_running -= 1
-                self.cancelled += 1
-                self._kill(task.worker)
-
-    def close(self, cancel_futures: bool, stop: bool = False) -> None:
-        dropped: list[_Task] = []
-        with self.lock:
-            self.closed = True
-            if stop:
-                self.stopping = True
-            if cancel_futures or stop:
-                dropped = [t for t in self.queue if t.state == _QUEUED]
-                self.queue.clear()
-                for t in dropped:
-                    t.state = _DONE
-                    t.release()
-                self.n_queued = 0
-                self.cancelled += len(dropped)
-            if stop:
-                for w in self.workers.values():
-                    if w.state != _IDLE:
-                        self._kill(w)
-            running = self.thread is not None
-        for t in dropped:
-            _cancel(t)
-        if running:
-            self.wake()
-        else:
-            self._close_fds()
-
-    # -- under self.lock -----------------------------------------------------------------------
-
-    def _pipelining(self) -> bool:
-        return (
-            self.avg_run < _PIPELINE_BELOW
-            and self.n_starting == 0
-            and not self.idle
-            and len(self.workers) == self.max_workers
-        )
-
-    def _pipeline_with_room(self) -> _Worker | None:
-        best = None
-        for w in self.workers.values():
-            if w.state == _BUSY and len(w.tasks) < _PIPELINE and (best is None or len(w.tasks) < len(best.tasks)):
-                best = w
-        return best
-
-    def _send(self, worker: _Worker, task: _Task) -> None:
-        """Sends a call to a worker: idle, busy with room in its pipeline, or starting (the call
-        then waits in its socket behind INIT and starts when the worker says it is ready)."""
-        if worker.state != _STARTING:
-            worker.state = _BUSY
-        worker.tasks.append(task)
-        task.worker = worker
-        task.state = _SENT
-        task.ahead = len(worker.tasks) > 1
-        self.n_sent += 1
-        self._post(worker, task)
-        if len(worker.tasks) == 1 and worker.state != _STARTING:
-            self._start(task)
-
-    def _post(self, worker: _Worker, task: _Task | None) -> None:
-        """Leaves a call (None: EXIT) for the manager to write to the worker's socket."""
-        worker.outbox.append(task)
-        if not worker.dirty:
-            worker.dirty = True
-            self.dirty.append(worker)
-
-    def _retire(self, worker: _Worker) -> None:
-        worker.state = _RETIRING
-        self._post(worker, None)
-
-    def _start(self, task: _Task) -> None:
-        """A call reached the head of its worker's pipeline: it runs now."""
-        if task.state != _SENT:
-            return  # cancelled while it waited: it runs anyway, unobserved
-        task.state = _RUNNING
-        self.n_sent -= 1
-        self.n_running += 1
-        task.started = time.perf_counter()
-        self.queue_wait.record(task.started - task.submitted)
-        if task.timeout is not None:
-            task.deadline = time.monotonic() + task.timeout
-            timeouts = self.timeouts
-            if len(timeouts) > 64 and len(timeouts) > 4 * self.n_running:
-                # Calls that finished before their deadline stay in the heap until it passes:
-                # drop them now and then, so long timeouts on many calls do not pile up.
-                timeouts[:] = [e for e in timeouts if e[2].state == _RUNNING]
-                heapq.heapify(timeouts)
-            heapq.heappush(timeouts, (task.deadline, task.tid, task))
-            self.wake()
-
-    def _next_task(self) -> _Task | None:
-        while self.queue:
-            task = self.queue.popleft()
-            if task.state != _QUEUED:
-                continue
-            self.n_queued -= 1
-            if task.cf is not None and not task.cf.running() and not task.cf.set_running_or_notify_cancel():
-                task.state = _DONE
-                self.cancelled += 1
-                task.release()
-                continue
-            if task.afut is not None and task.afut.done():  # cancelled; its loop has not told us yet
-                task.state = _DONE
-                self.cancelled += 1
-                task.release()
-                continue
-            return task
-        return None
-
-    def _kill(self, worker: _Worker) -> None:
-        if self.workers.get(worker.pid) is not worker:  # reaped (or being reaped): its pid may be reused
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(worker.pid, signal.SIGKILL)
-
-    def _finish(self, task: _Task) -> bool:
-        """Marks a running call done; ``False`` if it already was (cancelled, timed out)."""
-        if task.state == _SENT:  # a worker answered it before we saw it start
-            self._start(task)
-        if task.state != _RUNNING:
-            return False
-        task.state = _DONE
-        self.n_running -= 1
-        elapsed = time.perf_counter() - task.started
-        self.run_time.record(elapsed)
-        self.avg_run += (elapsed - self.avg_run) / 8
-        return True
-
-    # -- the manager thread --------------------------------------------------------------------
-
-    def _manage(self, sel: selectors.BaseSelector) -> None:
-        try:
-            while self._step(sel):
-                pass
-        except BaseException as e:  # a bug here must not strand callers or leave processes behind
-            self._fail_everything(RuntimeError(f"ferrio's process pool manager failed: {e!r}"), e)
-            for worker in list(self.workers.values()):
-                worker.proc.join(5)
-                worker.chan.close()
-            self.workers.clear()
-            raise
-        finally:
-            sel.close()
-            self._close_fds()
-
-    def _step(self, sel: selectors.BaseSelector) -> bool:
-        with self.lock:
-            if self.closed and not self.workers and (self.stopping or self.broken or not self._has_queued()):
-                return False
-            want = 0
-            if not self.stopping and self.broken is None and not self.hold_growth:
-                # Each worker started takes a queued call with its INIT, so none is counted twice.
-                want = min(self.max_workers - len(self.workers), self.n_queued + self.deficit)
-                self.deficit = 0
-            if self.closed and not self._has_queued():
-                for w in self.workers.values():
-                    if w.state == _IDLE:
-                        self._retire(w)
-                self.idle.clear()
-            timeout = None
-            if self.timeouts:
-                timeout = min(max(0.0, self.timeouts[0][0] - time.monotonic()), _MAX_WAIT)
-        # Before waiting (and before starting workers, which takes a while): what the last step
-        # or a caller left for workers goes out now.
-        self._write(sel)
-        for _ in range(want):
-            self._start_worker(sel)
-        self._write(sel)
-        for key, events in sel.select(timeout):
-            if key.data is None:
-                # Drain, then clear: cleared first, a wake() in between could have its byte
-                # drained while its flag stayed set, and every later wake() would be skipped.
-                # (A wake() between the two is seen: the next step re-reads the state.)
-                with contextlib.suppress(BlockingIOError):
-                    os.read(self.wake_r, 4096)
-                self.wake_pending = False
-                continue
-            worker, is_sentinel = key.data
-            try:
-                if is_sentinel:
-                    self._reap(sel, worker)
-                elif worker.pid in self.workers:
-                    if events & selectors.EVENT_WRITE:
-                        self._flush(sel, worker)
-                    if events & selectors.EVENT_READ:
-                        self._read(sel, worker)
-            except Exception as e:  # one bad event must not take the pool down with the manager
-                self._event_failed(sel, worker, is_sentinel, e)
-        if self.timeouts:
-            self._expire()
-        return True
-
-    def _has_queued(self) -> bool:
-        return self.n_queued > 0
-
-    def _start_worker(self, sel: selectors.BaseSelector, retry: bool = True) -> None:
-        try:
-            parent, child = socket.socketpair()
-        except OSError as e:  # out of descriptors, say: it may pass
-            self._start_failed(e)
-            return
-        proc = None
-        started = False
-        try:
-            try:
-                _reserve_descriptors(child)
-                proc = self.ctx.Process(
-                    target=_process_worker.main, args=(child,), name=f"{self.name}-{next(self.numbers)}", daemon=False
-                )
-                proc.start()
-                started = True
-            finally:
-                child.close()
-            parent.setblocking(False)  # only the manager touches it, and never waits on it
-            worker = _Worker(proc, _wire.Channel(parent))
-            worker.chan.queue(_wire.INIT, 0, self.init)
-            if self.init.buffers:
-                worker.buffered = 0
-            sel.register(worker.chan, selectors.EVENT_READ, (worker, False))
-            try:
-                sel.register(proc.sentinel, selectors.EVENT_READ, (worker, True))
-            except BaseException:
-                sel.unregister(worker.chan)
-                raise
-        except Exception as e:
-            parent.close()
-            if started and proc is not None:
-                with contextlib.suppress(OSError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.join(5)
-                with contextlib.suppress(ValueError):
-                    proc.close()
-            if isinstance(e, (OSError, EOFError)):  # a shortage, or a forkserver that died of one
-                if retry and _replace_dead_forkserver(self.ctx, e):
-                    self._start_worker(sel, retry=False)
-                    return
-                self._start_failed(e)
-            else:  # not a passing shortage: it would fail the same way again
-                self._break(e, f"ProcessPool could not start a worker process: {e!r}")
-            return
-        with self.lock:
-            self.workers[worker.pid] = worker
-            self.started += 1
-            self.n_starting += 1
-            # Its first call goes right behind INIT: no round trip through READY before it runs.
-            task = self._next_task() if not self.stopping and self.broken is None else None
-            if task is not None:
-                self._send(worker, task)
-        self._flush(sel, worker)  # INIT; its first call follows from the outbox
-
-    def _start_failed(self, error: OSError | EOFError) -> None:
-        """A worker could not be started for a reason that may pass (EMFILE, EAGAIN, ENOMEM).
-
-        With other workers alive, the queued calls wait for them (and the pool tries to grow
-        again at the next call or worker exit). With none, the call the worker was for fails
-        with the OSError; the pool stays usable.
-        """
-        task = None
-        with self.lock:
-            if self.workers:
-                self.hold_growth = True
-            elif not self.stopping and self.broken is None:
-                task = self._next_task()
-                if task is not None:
-                    task.state = _DONE
-                    task.release()
-                    self.failed += 1
-        if task is None:
-            return
-        why = (error.strerror if isinstance(error, OSError) else None) or str(error) or type(error).__name__
-        msg = (
-            f"ProcessPool could not start a worker process to run '{task.name}': {why}; the pool "
-            "stays usable, and the call may be retried once the system has resources again"
-        )
-        errno = error.errno if isinstance(error, OSError) else None
-        exc = OSError(errno, msg) if errno is not None else OSError(msg)
-        exc.__cause__ = error
-        _settle(task, exc, True)
-
-    def _write(self, sel: selectors.BaseSelector) -> None:
-        """Queues on their channels the frames left in workers' outboxes, and writes what the
-        sockets take now; the rest goes when they are writable."""
-        with self.lock:
-            if not self.dirty:
-                return
-            dirty, self.dirty = self.dirty, []
-            batches = []
-            for w in dirty:
-                w.dirty = False
-                batches.append((w, list(w.outbox)))
-                w.outbox.clear()
-        for worker, items in batches:
-            try:
-                self._queue_frames(worker, items)
-                self._flush(sel, worker)
-            except Exception as e:  # one worker's trouble is not the manager's
-                self._event_failed(sel, worker, False, e)
-
-    def _queue_frames(self, worker: _Worker, items: list[_Task | None]) -> None:
-        chan = worker.chan
-        for task in items:
-            if task is None:
-                chan.queue(_wire.EXIT, 0)
-                continue
-            p = task.pickled
-            try:
-                chan.queue(_wire.CALL | (_wire.AHEAD if task.ahead else 0), task.tid, p, worker.buffered is not None)
-            except OSError as e:  # no shared memory for its buffers
-                self._unsendable(worker, task, e)
-                continue
-            if p.buffers:
-                worker.buffered = task.tid
-
-    def _unsendable(self, worker: _Worker, task: _Task, error: OSError) -> None:
-        """A call given to a worker could not be framed: it fails, and never reaches the worker."""
-        with self.lock:
-            if task not in worker.tasks:
-                return
-            head = worker.tasks[0] is task
-            worker.tasks.remove(task)
-            if task.state == _SENT:
-                self.n_sent -= 1
-            elif task.state == _RUNNING:
-                self.n_running -= 1
-            live = task.state != _DONE
-            task.state = _DONE
-            task.release()
-            if live:
-                self.failed += 1
-            if worker.state == _BUSY:
-                if head and worker.tasks:
-                    self._start(worker.tasks[0])
-                elif not worker.tasks:
-                    self._fill(worker)
-        if live:
-            exc = OSError(
-                error.errno, f"ProcessPool could not send the call of '{task.name}' to a worker: {error.strerror}"
-            )
-            exc.__cause__ = error
-            _settle(task, exc, True)
-
-    def _flush(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
-        """Writes what the worker's socket takes without waiting; watches it for writability while
-        frames are left."""
-        if worker.eof:
-            return
-        chan = worker.chan
-        try:
-            chan.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it is dying: its sentinel fails or requeues its calls
-        except OSError as e:  # it cannot get its calls (ETOOMANYREFS, say): they fail with why
-            if worker.failure is None:
-                worker.failure = e
-            self._kill(worker)
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if chan.wants_write() else 0)
-        if events != worker.events:
-            sel.modify(chan, events, (worker, False))
-            worker.events = events
-
-    def _read(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
-        try:
-            more = worker.chan.pump()
-        except BlockingIOError:  # woken for nothing
-            more = True
-        except OSError:  # it is dying, or sent more descriptors than a frame may carry
-            more = False
-        except Exception as e:  # a corrupt stream (a frame length past memory): kill it
-            worker.failure = e
-            self._kill(worker)
-            more = False
-        self._on_frames(worker)
-        if not more:
-            self._leave_selector(sel, worker)
-
-    def _leave_selector(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
-        if not worker.eof:
-            worker.eof = True
-            with contextlib.suppress(KeyError, ValueError):
-                sel.unregister(worker.chan)
-
-    def _event_failed(self, sel: selectors.BaseSelector, worker: _Worker, is_sentinel: bool, error: Exception) -> None:
-        """Handling a worker's event raised (a bug, or a resource gone): that worker is killed and
-        its call fails with this error; the manager and the other workers go on."""
-        if worker.failure is None:
-            worker.failure = error
-        self._kill(worker)
-        if not is_sentinel:
-            return
-        # Reaping it failed half-way: forget it here, or its sentinel would fire forever.
-        self._leave_selector(sel, worker)
-        with contextlib.suppress(KeyError, ValueError, OSError):
-            sel.unregister(worker.proc.sentinel)
-        victims = []
-        with self.lock:
-            if self.workers.pop(worker.pid, None) is None:
-                return
-            with contextlib.suppress(ValueError):
-                self.idle.remove(worker)
-            if worker.state == _STARTING:
-                self.n_starting -= 1
-            for t in worker.tasks:
-                if t.state == _SENT:
-                    self.n_sent -= 1
-                    t.state = _DONE
-                    victims.append(t)
-                elif self._finish(t):
-                    victims.append(t)
-                t.release()
-            worker.tasks.clear()
-            worker.outbox.clear()
-            self.failed += len(victims)
-            if not self.closed:
-                self.deficit += 1
-        with contextlib.suppress(Exception):
-            worker.chan.close()
-        for t in victims:
-            _settle(t, self._handling_error(worker, t), True)
-
-    def _handling_error(self, worker: _Worker, task: _Task) -> BaseException:
-        exc = RuntimeError(
-            f"worker process {worker.pid} running '{task.name}' was killed: ferrio's process pool could not handle "
-            f"what it sent ({worker.failure!r}); a replacement worker was started"
-        )
-        exc.__cause__ = worker.failure
-        return exc
-
-    def _on_frames(self, worker: _Worker) -> None:
-        frames = worker.chan.frames()
-        while frames:
-            kind, tid, payload, fds = frames.popleft()
-            try:
-                self._on_frame(worker, kind, tid, payload, fds)
-            except Exception as e:  # not a frame we can act on: the worker is killed, the manager goes on
-                for fd in fds:
-                    if fd >= 0:
-                        with contextlib.suppress(OSError):
-                            os.close(fd)
-                if worker.failure is None:
-                    worker.failure = e
-                self._kill(worker)
-
-    def _on_frame(self, worker: _Worker, kind: int, tid: int, payload: bytes | bytearray, fds: list[int]) -> None:
-        base = kind & ~_wire.LAST
-        if base in (_wire.RESULT, _wire.ERROR):
-            if worker.buffered == tid:
-                worker.buffered = None  # answered, so its buffers were read
-            self._on_result(worker, base, tid, kind & _wire.LAST, payload, fds)
-        elif base == _wire.LOG:
-            try:
-                attrs = worker.chan.loads(payload, fds)
-            except Exception as e:
-                attrs = {
-                    "name": "ferrio",
-                    "levelno": logging.WARNING,
-                    "levelname": "WARNING",
-                    "msg": f"a log record from worker process {worker.pid} could not be unpickled: {e!r}",
-                    "process": worker.pid,
-                }
-            _forward_log(attrs)
-        elif base == _wire.READY:
-            if worker.buffered == 0:
-                worker.buffered = None
-            with self.lock:
-                if worker.state == _STARTING:
-                    self.n_starting -= 1
-                    self.early_deaths = self.early_crashes = self.early_kills = 0
-                    worker.state = _BUSY
-                    if worker.tasks:
-                        self._start(worker.tasks[0])  # sent with INIT: it runs now
-                    self._fill(worker)
-        elif base == _wire.INIT_FAILED:
-            try:
-                exc, tb = worker.chan.loads(payload, fds)
-            except Exception as e:
-                exc = RuntimeError(
-                    f"the initializer failed in worker process {worker.pid}, and its error could not be "
-                    f"unpickled in the parent process: {e!r}"
-                )
-            else:
-                _with_remote_traceback(exc, tb)
-            self._break(exc, f"the initializer failed in worker process {worker.pid}: {exc!r}")
-        else:
-            for fd in fds:
-                os.close(fd)
-
-    def _fill(self, worker: _Worker) -> None:
-        """Under the lock: tops up a worker's pipeline from the queue, or parks it if it has nothing."""
-        while len(worker.tasks) < (_PIPELINE if self._pipelining() else 1) and not self.stopping:
-            task = self._next_task()
-            if task is None:
-                break
-            self._send(worker, task)
-        if worker.tasks:
-            return
-        worker.state = _IDLE
-        if not self.closed or self._has_queued():
-            self.idle.append(worker)
-        else:
-            self._retire(worker)
-
-    def _on_result(
-        self, worker: _Worker, kind: int, tid: int, last: int, payload: bytes | bytearray, fds: list[int]
-    ) -> None:
-        value: Any = None
-        loaded = False
-        if _wire.has_buffers(payload):  # read them out of the worker's arena before it gets a new call
-            value, loaded = self._load_result(worker, None, payload, fds), True
-        with self.lock:
-            task = None
-            for t in worker.tasks:
-                if t.tid == tid:
-                    task = t
-                    break
-            live = False
-            if task is not None:
-                worker.tasks.remove(task)
-                task.release()
-                live = self._finish(task)
-                if worker.tasks and not last:  # after its last call the worker exits: the rest never start
-                    self._start(worker.tasks[0])
-            if last:
-                worker.state = _RETIRING  # it exits now; the calls behind this one are sent elsewhere
-            else:
-                self._fill(worker)
-            if live:
-                if kind == _wire.ERROR:
-                    self.failed += 1
-                else:
-                    self.completed += 1
-        if not live or task is None:
-            for fd in fds:
-                if fd >= 0:
-                    os.close(fd)
-            return
-        if not loaded:
-            value = self._load_result(worker, task, payload, fds)
-        if isinstance(value, _Unloadable):
-            if kind != _wire.ERROR:
-                with self.lock:
-                    self.completed -= 1
-                    self.failed += 1
-            kind = _wire.ERROR
-            value = value.error
-        if kind == _wire.ERROR:
-            exc, tb = value
-            if tb:
-                _with_remote_traceback(exc, tb)
-            _settle(task, exc, True)
-        else:
-            _settle(task, value, False)
-
-    def _load_result(self, worker: _Worker, task: _Task | None, payload: bytes | bytearray, fds: list[int]) -> Any:
-        try:
-            return worker.chan.loads(payload, fds)
-        except BaseException as e:
-            name = task.name if task is not None else "a call"
-            return _Unloadable(
-                RuntimeError(f"the result of '{name}' could not be unpickled in the parent process: {e!r}"), ""
-            )
-
-    def _reap(self, sel: selectors.BaseSelector, worker: _Worker) -> None:
-        # Read what it sent before it died: a last result, log records. (Without blocking: a
-        # process it forked may hold its end of the socket open.)
-        if not worker.eof:
-            self._leave_selector(sel, worker)
-            with contextlib.suppress(Exception):
-                while worker.chan.pump():
-                    pass
-        self._on_frames(worker)
-        with contextlib.suppress(KeyError, ValueError):
-            sel.unregister(worker.proc.sentinel)
-        with self.lock:
-            # Out of the pool's view before it is reaped: once reaped, its pid may be reused, and
-            # nothing (a timeout, kill_on_cancel, worker_pids()) may signal it by that number.
-            self.workers.pop(worker.pid, None)
-            with contextlib.suppress(ValueError):
-                self.idle.remove(worker)
-        worker.proc.join(5)
-        exitcode = worker.proc.exitcode
-        error: BaseException | None = None
-        task = None
-        with self.lock:
-            # Its results are all read, so the first call left is the one it died running, and
-            # the calls behind it never started: they go back to the front of the queue.
-            worker.outbox.clear()
-            if worker.tasks and worker.tasks[0].state == _RUNNING:
-                task = worker.tasks.popleft()
-                task.release()
-                self._finish(task)
-                self.failed += 1
-                if worker.failure is not None:  # the manager killed it, and says why
-                    error = self._handling_error(worker, task)
-                else:
-                    self.crashed += 1
-                    error = WorkerCrashed(worker.pid, exitcode, task.name)
-            for t in reversed(worker.tasks):
-                if t.state == _SENT:
-                    t.state = _QUEUED
-                    t.worker = None
-                    self.n_sent -= 1
-                    self.n_queued += 1
-                    self.queue.appendleft(t)
-                else:
-                    t.release()
-            worker.tasks.clear()
-            early = False
-            self.hold_growth = False  # a worker left: try to start its replacement
-            if worker.state == _STARTING and worker.failure is None:
-                self.n_starting -= 1
-                early = self._fails_to_start(exitcode) and not (self.closed or self.broken)
-            elif worker.state == _STARTING:
-                self.n_starting -= 1
-            if not self.closed and not early:
-                self.deficit += 1
-        worker.chan.close()
-        with contextlib.suppress(ValueError):
-            worker.proc.close()
-        if task is not None and error is not None:
-            _settle(task, error, True)
-        if early:
-            if exitcode is not None and exitcode < 0:
-                try:
-                    how = f"was killed by {signal.Signals(-exitcode).name}"
-                except ValueError:
-                    how = f"was killed by signal {-exitcode}"
-                if -exitcode in _FAULT_SIGNALS:
-                    hint = "it crashed while starting; its stderr says why (often the initializer or an import)"
-                else:
-                    hint = (
-                        "something kills every worker as it starts (the out-of-memory killer, say, if the "
-                        "initializer needs more memory than there is)"
-                    )
-            else:
-                how = "died" if exitcode is None else f"exited with code {exitcode}"
-                hint = "its stderr says why (often an error importing the main module)"
-            self._break(
-                RuntimeError(f"worker process {worker.pid} {how} before it was ready"),
-                f"worker process {worker.pid} {how} before it was ready ({self.early_deaths} in a row); {hint}",
-            )
-
-    def _fails_to_start(self, exitcode: int | None) -> bool:
-        """Under the lock: counts a worker that died before it was ready; whether that will repeat.
-
-        One that exited by itself (an error importing the main module, ``sys.exit`` in the
-        initializer) will fail again: at once. One that crashed by a fault of its own (SIGSEGV,
-        SIGABRT) likely will: after a few in a row. One killed from outside (SIGKILL, SIGTERM:
-        the out-of-memory killer, an operator) was not failing to start: it is replaced, and only
-        a long run of them (something kills every worker at birth) breaks the pool.
-        """
-        if exitcode is None or exitcode >= 0:
-            self.early_deaths += 1
-            return True
-        if -exitcode in _FAULT_SIGNALS:
-            self.early_crashes += 1
-            self.early_deaths = self.early_crashes
-            return self.early_crashes >= _EARLY_CRASHES
-        self.early_kills += 1
-        self.early_deaths = self.early_kills
-        return self.early_kills >= _EARLY_KILLS
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        expired = []
-        with self.lock:
-            while self.timeouts and self.timeouts[0][0] <= now:
-                _, _, task = heapq.heappop(self.timeouts)
-                worker = task.worker
-                if task.state == _RUNNING and worker is not None and worker.tasks and worker.tasks[0] is task:
-                    self._finish(task)
-                    task.timed_out = True
-                    self.failed += 1
-                    self.timed_out += 1
-                    self._kill(worker)
-                    expired.append((task, worker.pid))
-        for task, pid in expired:
-            _settle(
-                task,
-                TimeoutError(
-                    f"'{task.name}' was still running after timeout={task.timeout:g} s; its worker process "
-                    f"{pid} was killed and a replacement started"
-                ),
-                True,
-            )
-
-    def _break(self, cause: BaseException, why: str) -> None:
-        with self.lock:
-            if self.broken is None:
-                self.broken = cause
-        self._fail_everything(BrokenProcessPool(f"the pool is broken: {why}; create a new pool"), cause)
-
-    def _fail_everything(self, error: BaseException, cause: BaseException | None = None) -> None:
-        error.__cause__ = cause
-        with self.lock:
-            self.closed = True
-            victims = [t for t in self.queue if t.state == _QUEUED]
-            self.queue.clear()
-            self.n_queued = 0
-            for t in victims:
-                t.state = _DONE
-                t.release()
-            for w in self.workers.values():
-                w.outbox.clear()  # it is killed below: nothing more is written to it
-                for t in w.tasks:
-                    if t.state == _SENT:
-                        t.state = _DONE
-                        self.n_sent -= 1
-                        t.release()
-                        victims.append(t)
-                    elif self._finish(t):
-                        victims.append(t)
-                self._kill(w)
-            self.failed += len(victims)
-        for t in victims:
-            _settle(t, error, True)
-
-    def _close_fds(self) -> None:
-        for fd in (self.wake_r, self.wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self.init.close()
-        self.wake_r = self.wake_w = -1
-
-
-class _Unloadable:
-    __slots__ = ("error",)
-
-    def __init__(self, exc: BaseException, tb: str) -> None:
-        self.error = (exc, tb)
-
-
-def _settle(task: _Task, value: Any, failed: bool) -> None:
-    """Delivers a result (or, when ``failed``, an exception) to the call's future."""
-    if task.afut is not None:
-        task.waker.post(task.afut, value, failed)
-    elif task.cf is not None:
-        with contextlib.suppress(concurrent.futures.InvalidStateError):
-            if failed:
-                task.cf.set_exception(value)
-            else:
-                task.cf.set_result(value)
-
-
-def _cancel(task: _Task) -> None:
-    if task.afut is not None:
-        with contextlib.suppress(RuntimeError):  # its loop is closed: nobody is waiting
-            task.afut.get_loop().call_soon_threadsafe(task.afut.cancel)
-    elif task.cf is not None:
-        task.cf.cancel()
-
-
-def _forward_log(attrs: dict[str, Any]) -> None:
-    try:
-        record = logging.makeLogRecord(attrs)
-        logger = logging.getLogger() if record.name == "root" else logging.getLogger(record.name)
-        if logger.isEnabledFor(record.levelno):
-            logger.handle(record)
-    except Exception:
-        # A filter or handler that raises (or a malformed record): what logging does for a
-        # handler that fails, on the manager thread too: say so on stderr and carry on.
-        if logging.raiseExceptions:
-            traceback.print_exc()
-
-
-# -- the public pool -------------------------------------------------------------------------------
-
-_cores: weakref.WeakSet[_Core] = weakref.WeakSet()
 _default: ProcessPool | None = None
 _default_lock = threading.Lock()
 
 
-def _default_start_method() -> str:
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-
-
-def _replace_dead_forkserver(ctx: Any, error: BaseException) -> bool:
-    """After a failed start: whether the forkserver is gone, made sure of, so the next start
-    launches a new one.
-
-    CPython's forkserver exits when a request is cut short (the parent ran out of descriptors
-    between connecting and sending them, say), and until it has exited the parent's
-    ``ensure_running()`` believes it alive: starts fail with ECONNREFUSED, or EPIPE/ECONNRESET
-    sending to it, or EOF reading the new pid from it. Such an error means it no longer serves:
-    kill it and wait for it to exit without reaping it, which leaves ``ensure_running()`` to
-    reap it and start another. Any other error (EMFILE before connecting, a child killed while
-    it read its data) leaves the forkserver alone: killing it would kill every worker it forked.
-    """
-    if ctx.get_start_method() != "forkserver":
-        return False
-    refused = isinstance(error, (ConnectionRefusedError, FileNotFoundError, EOFError))
-    cut = isinstance(error, (BrokenPipeError, ConnectionResetError)) and _raised_in(error, "connect_to_new_process")
-    if not (refused or cut):
-        return False
-    from multiprocessing import forkserver
-
-    pid = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None)
-    if pid is None or not hasattr(os, "waitid"):
-        return False
-    try:
-        os.kill(pid, signal.SIGKILL)
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # SIGKILL is prompt: this is brief
-    except (ProcessLookupError, ChildProcessError):
-        return False
-    return True
-
-
-def _reserve_descriptors(sock: socket.socket) -> None:
-    """Raises OSError (EMFILE) unless the descriptors a start needs are free now.
-
-    Starting a process opens several (a connection to the forkserver, two pipes, a sentinel),
-    and CPython's forkserver exits when a request to it is cut short, which would take every
-    worker it forked down with it. So a start that would run out of descriptors half-way
-    fails here, before it begins. (Another thread may still take some in between: then the
-    forkserver is replaced, see _replace_dead_forkserver.)
-    """
-    taken: list[int] = []
-    try:
-        for _ in range(_FDS_PER_START):
-            taken.append(os.dup(sock.fileno()))
-    finally:
-        for fd in taken:
-            os.close(fd)
-
-
-def _raised_in(error: BaseException, function: str) -> bool:
-    tb = error.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_name == function:
-            return True
-        tb = tb.tb_next
-    return False
-
-
-def _preload_worker_module(ctx: Any) -> None:
-    # Workers forked by a forkserver that already imported ferrio start in a few milliseconds
-    # instead of importing it each. Only adds to the preload list, and only before it starts.
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    modules = getattr(server, "_preload_modules", None)
-    if server is None or getattr(server, "_forkserver_pid", 0) is not None or not isinstance(modules, list):
-        return
-    if "ferrio._process_worker" not in modules:
-        ctx.set_forkserver_preload([*modules, "ferrio._process_worker"])
-
-
-def _explain_unpicklable(api: str, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception) -> None:
+def _explain_unpicklable(
+    api: str, func: object, args: tuple[Any, ...], kwargs: dict[str, Any], error: Exception
+) -> NoReturn:
     """Raises a TypeError naming the first part of a call that cannot be pickled."""
     parts: list[tuple[str, Any]] = [("the function", func)]
     parts += [(f"argument {i}", a) for i, a in enumerate(args)]
@@ -1315,22 +169,7 @@ class ProcessPool(concurrent.futures.Executor):
             )
         if not isinstance(name, str):
             raise TypeError(f"{api} expected name to be a str, got {name!r} of type '{type(name).__name__}'")
-        method = _default_start_method() if start_method is None else start_method
-        if method == "fork":
-            raise ValueError(
-                f"{api} does not use start_method='fork': workers are started from the pool's manager thread, "
-                f"and this process runs {threading.active_count()} thread(s) already; a forked child of a "
-                "process with threads can deadlock on a lock some other thread held. Use 'forkserver' "
-                "(the default) or 'spawn'"
-            )
-        if method not in multiprocessing.get_all_start_methods():
-            raise ValueError(
-                f"{api} got start_method={method!r}; this platform offers "
-                f"{[m for m in multiprocessing.get_all_start_methods() if m != 'fork']}"
-            )
-        ctx = multiprocessing.get_context(method)
-        if method == "forkserver":
-            _preload_worker_module(ctx)
+        ctx, method = start_context(api, start_method)
         try:
             init = _wire.dumps((initializer, initargs, max_tasks_per_child, logging.getLogger().getEffectiveLevel()))
         except Exception as e:
@@ -1338,8 +177,7 @@ class ProcessPool(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._start_method = method
         self._kill_on_cancel = bool(kill_on_cancel)
-        self._core = _Core(max_workers, ctx, name, init, max_tasks_per_child)
-        _cores.add(self._core)
+        self._core = Core(max_workers, ctx, name, init, max_tasks_per_child)
         weakref.finalize(self, self._core.close, False)
 
     def __repr__(self) -> str:
@@ -1352,7 +190,7 @@ class ProcessPool(concurrent.futures.Executor):
 
     def _task(
         self, api: str, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None
-    ) -> _Task:
+    ) -> Task:
         if not callable(func):
             raise not_callable(api, func, "a callable as its first argument")
         if inspect.iscoroutinefunction(func):
@@ -1364,11 +202,27 @@ class ProcessPool(concurrent.futures.Executor):
             pickled = _wire.dumps((func, args, kwargs))
         except Exception as e:
             _explain_unpicklable(api, func, args, kwargs, e)
-        return _Task(next(self._core.ids), describe(func), pickled, timeout)
+        return Task(next(self._core.ids), describe(func), pickled, timeout)
 
     # -- async ---------------------------------------------------------------------------------
 
+    # Keyword-only options cannot follow ``*args: P.args`` (PEP 612): a call that passes an option
+    # is typed by its result only; one that passes none is checked against ``func``'s signature.
+    @overload
     async def run(
+        self,
+        func: Callable[..., R],
+        /,
+        *args: Any,
+        timeout: float | None,
+        kill_on_cancel: bool | None = None,
+        **kwargs: Any,
+    ) -> R: ...
+    @overload
+    async def run(self, func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
+    @overload
+    async def run(self, func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+    async def run(  # type: ignore[misc]  # P.kwargs may name timeout too: checked at run time
         self,
         func: Callable[..., R],
         /,
@@ -1404,7 +258,8 @@ class ProcessPool(concurrent.futures.Executor):
         api = "ProcessPool.run()"
         task = self._task(api, func, args, kwargs, _check_call_timeout(api, timeout))
         loop = _get_running_loop()
-        fut = task.afut = loop.create_future()
+        fut: asyncio.Future[R] = loop.create_future()
+        task.afut = fut
         task.waker = waker_for(loop)
         self._core.submit(api, task)
         try:
@@ -1451,7 +306,7 @@ class ProcessPool(concurrent.futures.Executor):
                 pickled = _wire.dumps((_process_worker.run_chunk, (func, chunk), {}))
             except Exception as e:
                 _explain_unpicklable(api, func, chunk, {}, e)
-            task = _Task(next(self._core.ids), describe(func), pickled, None)
+            task = Task(next(self._core.ids), describe(func), pickled, None)
             fut = task.afut = loop.create_future()
             task.waker = waker
             self._core.submit(api, task)
@@ -1469,7 +324,7 @@ class ProcessPool(concurrent.futures.Executor):
             window=window,
             chunksize=fixed,
             seconds_per_chunk=20e-3,
-            to_exception=lambda error: _with_remote_traceback(*error),
+            to_exception=lambda error: with_remote_traceback(*error),
         )
 
     async def __aenter__(self) -> ProcessPool:
@@ -1484,7 +339,7 @@ class ProcessPool(concurrent.futures.Executor):
 
     # -- concurrent.futures.Executor ------------------------------------------------------------
 
-    def submit(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[R]:
+    def submit(self, fn: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> concurrent.futures.Future[R]:
         """Schedule ``fn(*args, **kwargs)`` in a worker; return a :class:`concurrent.futures.Future`.
 
         Usable from any thread. Cancelling the future drops a call not yet started.
@@ -1519,28 +374,11 @@ class ProcessPool(concurrent.futures.Executor):
 
     def stats(self) -> ProcessPoolStatistics:
         """A frozen snapshot of the pool's workers, calls and latencies."""
-        c = self._core
-        with c.lock:
-            return ProcessPoolStatistics(
-                max_workers=c.max_workers,
-                workers_alive=len(c.workers),
-                workers_idle=len(c.idle),
-                queued=c.n_queued + c.n_sent,
-                running=c.n_running,
-                completed=c.completed,
-                failed=c.failed,
-                cancelled=c.cancelled,
-                crashed=c.crashed,
-                timed_out=c.timed_out,
-                workers_started=c.started,
-                queue_wait=Percentiles.of(c.queue_wait.percentiles()),
-                run_time=Percentiles.of(c.run_time.percentiles()),
-            )
+        return self._core.statistics()
 
     def worker_pids(self) -> list[int]:
         """The process ids of the workers alive now."""
-        with self._core.lock:
-            return list(self._core.workers)
+        return self._core.worker_pids()
 
 
 def default_process_pool() -> ProcessPool:
@@ -1555,7 +393,15 @@ def default_process_pool() -> ProcessPool:
     return pool
 
 
+@overload
 async def to_process(
+    func: Callable[..., R], /, *args: Any, timeout: float | None, kill_on_cancel: bool | None = None, **kwargs: Any
+) -> R: ...
+@overload
+async def to_process(func: Callable[..., R], /, *args: Any, kill_on_cancel: bool | None, **kwargs: Any) -> R: ...
+@overload
+async def to_process(func: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs) -> R: ...
+async def to_process(  # type: ignore[misc]  # P.kwargs may name timeout too: checked at run time
     func: Callable[..., R],
     /,
     *args: Any,
@@ -1577,50 +423,11 @@ async def to_process(
     return await default_process_pool().run(func, *args, timeout=timeout, kill_on_cancel=kill_on_cancel, **kwargs)
 
 
-def _stop_all_at_exit() -> None:
-    # Interpreter exit: calls still queued are cancelled and busy workers killed, so exit is prompt
-    # and leaves no process behind. (``with pool:`` and ``shutdown()`` wait for work instead.)
-    cores = list(_cores)
-    for core in cores:
-        core.close(cancel_futures=True, stop=True)
-    deadline = time.monotonic() + 10
-    for core in cores:
-        thread = core.thread
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _forget_in_child() -> None:
-    """After ``os.fork()``, in the child: the parent's pools and workers are not ours. Their pools
-    refuse new calls; new pools work, with a forkserver of the child's own."""
+def _forget_default_in_child() -> None:
+    # After os.fork(), in the child: the default pool is the parent's (and refuses calls here);
+    # the child's first to_process() creates its own.
     global _default
     _default = None
-    children = getattr(multiprocessing.process, "_children", set())
-    for core in list(_cores):
-        core.closed = core.forked = True
-        core.thread = None
-        for worker in core.workers.values():
-            children.discard(worker.proc)  # multiprocessing would try to join them at exit
-            with contextlib.suppress(OSError):
-                worker.chan.sock.close()
-        core.workers.clear()
-        core.idle.clear()
-        core.lock = threading.Lock()
-    # The inherited forkserver is the parent's child, which this process cannot wait for;
-    # forget it so the first pool here starts one (what CPython does when it finds it dead).
-    from multiprocessing import forkserver
-
-    server = getattr(forkserver, "_forkserver", None)
-    if server is not None and getattr(server, "_forkserver_pid", None) is not None:
-        alive = getattr(server, "_forkserver_alive_fd", None)
-        if alive is not None:
-            with contextlib.suppress(OSError):
-                os.close(alive)
-        server._forkserver_pid = None
-        server._forkserver_alive_fd = None
-        server._forkserver_address = None
-        server._lock = threading.Lock()
 
 
-threading._register_atexit(_stop_all_at_exit)  # type: ignore[attr-defined]
-os.register_at_fork(after_in_child=_forget_in_child)
+os.register_at_fork(after_in_child=_forget_default_in_child)

@@ -207,7 +207,7 @@ def run_chunk(fn: Any, items: list[Any]) -> tuple[list[Any], tuple[BaseException
     """Runs ``fn`` over a chunk of :meth:`ProcessPool.amap`; stops at the first exception, which is
     returned with its traceback after the results before it."""
     fn = _in_main_namespace(fn)
-    results = []
+    results: list[Any] = []
     for item in items:
         try:
             results.append(fn(item))

@@ -46,7 +46,7 @@ class SharedValue(Generic[N]):
 
     __slots__ = ("__weakref__", "_cell", "_fd", "_float")
 
-    def __init__(self, value: N = 0) -> None:  # type: ignore[assignment]
+    def __init__(self, value: N = 0) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{type(self).__name__}() expected an int or a float as its initial value, got {value!r}")
         if isinstance(value, int) and not -(2**63) <= value < 2**63:
@@ -68,7 +68,8 @@ class SharedValue(Generic[N]):
     @property
     def value(self) -> N:
         """The value now (reading and assigning are each atomic; ``+=`` on it is not: use :meth:`add`)."""
-        return self._cell.get()
+        value: N = self._cell.get()
+        return value
 
     @value.setter
     def value(self, value: N) -> None:
@@ -76,19 +77,22 @@ class SharedValue(Generic[N]):
 
     def get(self) -> N:
         """The value now."""
-        return self._cell.get()
+        value: N = self._cell.get()
+        return value
 
     def set(self, value: N) -> None:
         """Stores ``value``."""
         self._cell.set(value)
 
-    def add(self, delta: N = 1) -> N:  # type: ignore[assignment]
+    def add(self, delta: N = 1) -> N:
         """Adds ``delta`` atomically and returns the new value."""
-        return self._cell.add(delta)
+        value: N = self._cell.add(delta)
+        return value
 
     def swap(self, value: N) -> N:
         """Stores ``value``; returns the old one."""
-        return self._cell.swap(value)
+        old: N = self._cell.swap(value)
+        return old
 
     def compare_exchange(self, expected: N, new: N) -> tuple[bool, N]:
         """Stores ``new`` if the value is ``expected``; returns ``(succeeded, value before)``."""

@@ -26,7 +26,8 @@ import sys
 import tempfile
 import threading
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
 
 #: Buffers at least this large travel through shared memory instead of the socket.
 LARGE = 1 << 20
@@ -101,7 +102,7 @@ class Arena:
         With ``fresh``, the buffers go to a new arena even if they fit the current one: the peer
         may not have read the last frame's yet (it keeps its mapping of the old arena until it
         reads the frame that names the new one, so what it has not read stays intact)."""
-        offsets = []
+        offsets: list[int] = []
         total = 0
         for b in buffers:
             offsets.append(total)
@@ -120,7 +121,7 @@ class Arena:
             self.fd, self.size = fd, size
         m = self.map
         assert m is not None
-        records = []
+        records: list[bytes] = []
         for b, off in zip(buffers, offsets, strict=True):
             n = b.nbytes
             m[off : off + n] = b
@@ -143,34 +144,54 @@ _BUFFER = struct.Struct("<QQB")  # offset, length, read-only
 # -- pickling ------------------------------------------------------------------------------------
 
 
+def _recast(view: memoryview, fmt: str, shape: Any) -> memoryview:
+    # typeshed types cast() per literal format; these formats come from another memoryview.
+    return view.cast(fmt, shape)  # type: ignore[call-overload, no-any-return]
+
+
 def _as_memoryview(buf: Any, fmt: str, shape: tuple[int, ...]) -> memoryview:
     view = memoryview(buf)
-    return view if fmt == "B" and shape == (view.nbytes,) else view.cast("B").cast(fmt, shape)
+    return view if fmt == "B" and shape == (view.nbytes,) else _recast(view.cast("B"), fmt, shape)
 
 
-def _big_id(obj: Any, big: list[memoryview]) -> Any:
+def _big_id(obj: object, big: list[memoryview]) -> Any:
     """The persistent id that sends a large bytes-like object out of band, or ``None``.
 
     The C pickler consults ``persistent_id`` before its own handling of bytes and bytearray (and
     ``reducer_override`` only after it), so this is the hook that can take them out of the pickle.
     """
     kind = type(obj)
+    o: Any = obj  # what `kind` says it is; called for every object pickled, where a cast() costs a call
     if kind is bytes or kind is bytearray:
-        if len(obj) < LARGE or len(big) >= MAX_FDS // 2:
+        if len(o) < LARGE or len(big) >= MAX_FDS // 2:
             return None
-        big.append(memoryview(obj))
+        big.append(memoryview(o))
         return ("b" if kind is bytes else "a", len(big) - 1)
     if kind is memoryview:  # the stdlib cannot pickle these at all
-        view = obj if obj.c_contiguous else memoryview(obj.tobytes()).cast(obj.format, obj.shape)
+        mv: memoryview = o
+        view = mv if mv.c_contiguous else _recast(memoryview(mv.tobytes()), mv.format, mv.shape)
         if view.nbytes < LARGE or len(big) >= MAX_FDS // 2:
-            return ("m", view.tobytes(), view.format, view.shape, obj.readonly)
+            return ("m", view.tobytes(), view.format, view.shape, mv.readonly)
         big.append(view.cast("B") if view.format != "B" or view.ndim != 1 else view)
-        return ("m", len(big) - 1, view.format, view.shape, obj.readonly)
+        return ("m", len(big) - 1, view.format, view.shape, mv.readonly)
     return None
 
 
-def _pickler_class(base: type) -> type:
-    class BigBufferPickler(base):  # type: ignore[misc, valid-type]
+class _MakePickler(Protocol):
+    """A pickler class that sends large buffers to ``big``: how :func:`dumps` calls one."""
+
+    def __call__(
+        self,
+        file: io.BytesIO,
+        big: list[memoryview],
+        *,
+        protocol: int,
+        buffer_callback: Callable[[pickle.PickleBuffer], bool],
+    ) -> pickle.Pickler: ...
+
+
+def _pickler_class(base: type[pickle.Pickler]) -> _MakePickler:
+    class BigBufferPickler(base):  # type: ignore[misc, valid-type]  # a base chosen at run time
         def __init__(self, file: io.BytesIO, big: list[memoryview], **kwargs: Any) -> None:
             super().__init__(file, **kwargs)
             self._big = big
@@ -182,13 +203,13 @@ def _pickler_class(base: type) -> type:
 
 
 _BigPickler = _pickler_class(pickle.Pickler)
-_cloud_pickler: type | None = None
+_cloud_pickler: _MakePickler | None = None
 
 
-def _cloudpickler() -> type:
+def _cloudpickler() -> _MakePickler:
     global _cloud_pickler
     if _cloud_pickler is None:
-        import cloudpickle
+        import cloudpickle  # type: ignore[import-untyped]  # it ships no types
 
         _cloud_pickler = _pickler_class(cloudpickle.Pickler)
     return _cloud_pickler
@@ -204,7 +225,8 @@ class _Unpickler(pickle.Unpickler):
             _, data, fmt, shape, readonly = pid
             buf = self._big[data] if type(data) is int else data if readonly else bytearray(data)
             return _as_memoryview(buf, fmt, shape)
-        return self._big[pid[1]]
+        index: int = pid[1]
+        return self._big[index]
 
 
 def _interactive_main() -> bool:
@@ -223,14 +245,15 @@ _PLAIN = _PREFIX.pack(0, 0, 0, 0, 0)  # a pickle with nothing beside it
 _BYTES_LIKE = (bytes, bytearray, memoryview)
 
 
-def _needs_big_pickler(obj: Any, depth: int = 2) -> bool:
+def _needs_big_pickler(obj: object, depth: int = 2) -> bool:
     """Whether ``obj`` or its items (two levels deep) are large bytes-likes or memoryviews, which the
     C pickler would copy into the pickle (or refuse): a cheap look that saves pickling twice."""
     kind = type(obj)
-    if kind is memoryview or (kind in _BYTES_LIKE and len(obj) >= LARGE):
+    o: Any = obj  # what `kind` says it is; on every call's pickling path, where a cast() costs a call
+    if kind is memoryview or (kind in _BYTES_LIKE and len(o) >= LARGE):
         return True
     if depth:
-        items = obj if kind is tuple or kind is list else obj.values() if kind is dict else ()
+        items: Iterable[object] = o if kind is tuple or kind is list else o.values() if kind is dict else ()
         for x in items:
             if _needs_big_pickler(x, depth - 1):
                 return True
@@ -272,7 +295,7 @@ def dumps(obj: Any) -> Pickled:
             return False
         return True
 
-    def attempt(pickler: type) -> bytes:
+    def attempt(pickler: _MakePickler) -> bytes:
         f = io.BytesIO()
         try:
             pickler(f, big, protocol=5, buffer_callback=keep_large).dump(obj)
@@ -343,6 +366,8 @@ def loads(payload: bytes | bytearray | memoryview, fds: list[int], peer: mmap.mm
 
 def has_buffers(payload: bytes | bytearray) -> bool:
     """Whether a received payload's buffers are in the sender's arena (read them before answering)."""
+    npb: int
+    nbig: int
     _, npb, nbig, _, _ = _PREFIX.unpack_from(payload)
     return npb + nbig > 0
 
@@ -366,6 +391,8 @@ def take_fd(index: int) -> int:
     """While :func:`loads` runs on this thread: takes ownership of shared descriptor ``index``."""
     source = getattr(_local, "source", None)
     if source is not None:
+        fds: list[int]
+        first: int
         fds, first = source
         if 0 <= index < len(fds) - first and fds[first + index] >= 0:
             fd = fds[first + index]
@@ -595,10 +622,10 @@ class Channel:
                     start = end
                     continue
                 if HEADER.size + length > _SCRATCH:  # read the rest straight into place
-                    payload = bytearray(length)
+                    rest = bytearray(length)
                     have = fill - start - HEADER.size
-                    payload[:have] = view[start + HEADER.size : fill]
-                    self._big = [kind, nfds, tid, payload, have]
+                    rest[:have] = view[start + HEADER.size : fill]
+                    self._big = [kind, nfds, tid, rest, have]
                     start = fill
                 break
             if start:

@@ -21,7 +21,7 @@ import time
 import ferrio
 import pytest
 from conftest import LoopTicker, process_alive, run_python, wait_for, wait_for_flag
-from ferrio import _process, _wire
+from ferrio import _process_manager, _wire
 
 pytestmark = pytest.mark.usefixtures("no_process_leaks")
 
@@ -124,7 +124,7 @@ class BadRepr:
 def always_pipeline(monkeypatch: pytest.MonkeyPatch) -> None:
     """Pipelining on whenever every worker is busy, however long calls take: a loaded machine
     would otherwise keep the running average of call times above the threshold."""
-    monkeypatch.setattr(_process, "_PIPELINE_BELOW", math.inf)
+    monkeypatch.setattr(_process_manager, "_PIPELINE_BELOW", math.inf)
 
 
 # -- item 1: the manager and a worker writing to each other at once --------------------------------
