@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the pinned lint tools (the `lint` extra of pyproject.toml) and runs every check:
 # rustfmt, clippy (warnings are errors), ruff check and format, mypy and pyright in strict mode
-# on the package (less the modules pyproject.toml lists as not yet converted) and on the
-# user-style programs of tests/typing, and stubtest of the compiled module's stub.
+# on the whole package and on the user-style programs of tests/typing, and stubtest of the
+# compiled module's stub.
 #
 # The tools live in their own venv, .venv-lint, or in $VENV when it is given (`make lint
 # VENV=.venv` after `make build-dev`). ferrio is built into it with `maturin develop`, because
