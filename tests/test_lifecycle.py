@@ -44,6 +44,25 @@ def test_interpreter_exit_with_busy_workers_exits_zero_promptly() -> None:
     assert elapsed < 15
 
 
+def test_a_job_running_at_exit_can_still_use_a_process_pool_executor() -> None:
+    # ferrio's pools are waited for before concurrent.futures.process's own exit hook shuts
+    # ProcessPoolExecutors down (ferrio imports that module before it registers its hook).
+    code = textwrap.dedent(
+        """
+        import concurrent.futures, threading, ferrio
+        ppe = concurrent.futures.ProcessPoolExecutor(1)
+        def job():
+            threading.main_thread().join(30)  # returns once the interpreter has begun to exit
+            print("ppe", ppe.submit(pow, 2, 5).result(30), flush=True)
+        ferrio.ThreadPool(1).submit(job)
+        print("main done", flush=True)
+        """
+    )
+    proc = run_python(code, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["main done", "ppe 32"], (proc.stdout, proc.stderr)
+
+
 def test_exit_with_idle_workers_and_a_garbage_collected_pool() -> None:
     code = textwrap.dedent(
         """

@@ -13,6 +13,7 @@ import time
 import ferrio
 import pytest
 from conftest import LoopTicker, until_cancelled
+from ferrio import _ferrio
 from ferrio._ferrio import PanicException
 
 
@@ -349,3 +350,14 @@ async def test_async_with_waits_for_running_work_without_blocking_the_loop() -> 
     assert fut.result(0) is True
     assert pool.stats().workers_alive == 0
     t.cancel()
+
+
+def test_install_hooks_names_a_hook_that_is_not_callable_and_keeps_the_installed_ones() -> None:
+    with pytest.raises(TypeError, match=r"install_hooks\(\) expected worker_exiting to be a callable, got 3"):
+        _ferrio.install_hooks(worker_started=print, worker_exiting=3, run_coroutine_function=print)
+    pool = ferrio.ThreadPool(1, thread_name_prefix="hooked")
+    try:
+        # worker_started still names the thread, so the refused call replaced nothing.
+        assert pool.submit(lambda: threading.current_thread().name).result(30) == "hooked-0"
+    finally:
+        pool.shutdown()

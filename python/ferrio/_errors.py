@@ -16,6 +16,11 @@ import numbers
 import queue
 import sys
 import threading
+
+# NOTE: importing concurrent.futures.process here, before _threads registers its exit hook, also
+# orders the hooks: threading runs them last-registered first, so ferrio's pools are waited for
+# before ProcessPoolExecutors shut down, and a job running at exit can still use one
+# (tests/test_lifecycle.py).
 from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 from signal import Signals
 

@@ -7,7 +7,7 @@ import concurrent.futures
 import contextvars
 import os
 from collections.abc import Callable
-from typing import Any, TypeVar, final
+from typing import Any, TypeVar, final, overload
 
 from typing_extensions import Self, disjoint_base
 
@@ -189,7 +189,7 @@ def install_hooks(
 class ThreadPoolCore:
     """The Rust pool behind :class:`ferrio.ThreadPool`.
 
-    Every ``submit_*`` method holds the GIL only to validate and queue the job. ``api`` names the
+    ``submit`` and ``submit_map`` hold the GIL only to validate and queue the job. ``api`` names the
     public call in error messages.
     """
 
@@ -203,17 +203,34 @@ class ThreadPoolCore:
         """
     @property
     def max_workers(self) -> int: ...
+    @overload
     def submit(
         self,
         *,
+        fut: asyncio.Future[Any],
         api: str,
-        fut: asyncio.Future[Any] | concurrent.futures.Future[Any],
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any] | None = None,
         context: contextvars.Context | None = None,
         limiter: LimiterCore | None = None,
-        waker: LoopWaker | None = None,
+        waker: LoopWaker,
+        run_coroutines: bool = False,
+        coroutine: bool | None = None,
+        always_run: bool = False,
+    ) -> None: ...
+    @overload
+    def submit(
+        self,
+        *,
+        fut: concurrent.futures.Future[Any],
+        api: str,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any] | None = None,
+        context: contextvars.Context | None = None,
+        limiter: LimiterCore | None = None,
+        waker: None = None,
         run_coroutines: bool = False,
         coroutine: bool | None = None,
         always_run: bool = False,

@@ -42,7 +42,7 @@ from typing import Any
 from . import _ferrio, _process_worker, _wire
 from ._errors import BrokenProcessPool, WorkerCrashed, with_remote_traceback
 from ._process_forkserver import StartContext, replace_dead_forkserver, reserve_descriptors
-from ._stats import Percentiles, ProcessPoolStatistics
+from ._stats import ProcessPoolStatistics, percentiles_of
 
 # -- the pool's state, shared with its manager thread ----------------------------------------------
 
@@ -309,8 +309,8 @@ class Core:
                 crashed=self.crashed,
                 timed_out=self.timed_out,
                 workers_started=self.started,
-                queue_wait=Percentiles.of(self.queue_wait.percentiles()),
-                run_time=Percentiles.of(self.run_time.percentiles()),
+                queue_wait=percentiles_of(self.queue_wait.percentiles()),
+                run_time=percentiles_of(self.run_time.percentiles()),
             )
 
     def worker_pids(self) -> list[int]:

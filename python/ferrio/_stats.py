@@ -17,11 +17,6 @@ class Percentiles:
     p99: float
     max: float
 
-    @classmethod
-    def of(cls, counts: _ferrio.LatencyCounts) -> Percentiles:
-        """The percentiles the Rust side counted."""
-        return cls(count=counts.count, p50=counts.p50, p90=counts.p90, p99=counts.p99, max=counts.max)
-
 
 @dataclass(frozen=True)
 class PoolStatistics:
@@ -47,21 +42,26 @@ class PoolStatistics:
     #: Time from start to end, for jobs that ran.
     run_time: Percentiles
 
-    @classmethod
-    def of(cls, counts: _ferrio.PoolCounts) -> PoolStatistics:
-        """The snapshot of a thread pool the Rust side counted."""
-        return cls(
-            max_workers=counts.max_workers,
-            workers_alive=counts.workers_alive,
-            workers_idle=counts.workers_idle,
-            queued=counts.queued,
-            running=counts.running,
-            completed=counts.completed,
-            failed=counts.failed,
-            cancelled=counts.cancelled,
-            queue_wait=Percentiles.of(counts.queue_wait),
-            run_time=Percentiles.of(counts.run_time),
-        )
+
+def percentiles_of(counts: _ferrio.LatencyCounts) -> Percentiles:
+    """The percentiles the Rust side counted, as users see them."""
+    return Percentiles(count=counts.count, p50=counts.p50, p90=counts.p90, p99=counts.p99, max=counts.max)
+
+
+def pool_statistics_of(counts: _ferrio.PoolCounts) -> PoolStatistics:
+    """The snapshot of a thread pool the Rust side counted, as users see it."""
+    return PoolStatistics(
+        max_workers=counts.max_workers,
+        workers_alive=counts.workers_alive,
+        workers_idle=counts.workers_idle,
+        queued=counts.queued,
+        running=counts.running,
+        completed=counts.completed,
+        failed=counts.failed,
+        cancelled=counts.cancelled,
+        queue_wait=percentiles_of(counts.queue_wait),
+        run_time=percentiles_of(counts.run_time),
+    )
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from . import _ferrio, _loops
 from ._chunks import Submitted, ordered_map
 from ._errors import check_positive_int
 from ._limiter import CapacityLimiter, limiter_core
-from ._stats import PoolStatistics
+from ._stats import PoolStatistics, pool_statistics_of
 from ._wakers import waker_for
 
 T = TypeVar("T")
@@ -207,7 +207,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         close). ``api`` names the public call in error messages."""
         loop = _get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
-        self._core.submit(api=api, fut=fut, func=fn, args=(), waker=waker_for(loop), always_run=True)
+        # coroutine=False: ferrio's own jobs are plain callables (a partial, say), which Rust would
+        # otherwise classify by calling inspect (see _coroutine_flag).
+        self._core.submit(api=api, fut=fut, func=fn, args=(), waker=waker_for(loop), coroutine=False, always_run=True)
         return fut
 
     def amap(
@@ -319,7 +321,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
 
     def stats(self) -> PoolStatistics:
         """A frozen snapshot of the pool's workers, jobs and latencies."""
-        return PoolStatistics.of(self._core.counts())
+        return pool_statistics_of(self._core.counts())
 
     def _reset_after_fork(self) -> None:
         # A parent thread may have held the lock at the fork (in shutdown()); nobody holds it here.

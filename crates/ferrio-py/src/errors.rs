@@ -73,6 +73,15 @@ pub(crate) fn not_callable(api: &str, func: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// `_ferrio.install_hooks(name=hook)` with a `hook` that cannot be called.
+pub(crate) fn hook_not_callable(name: &str, hook: &Bound<'_, PyAny>) -> PyErr {
+    PyTypeError::new_err(format!(
+        "_ferrio.install_hooks() expected {name} to be a callable, got {} of type '{}'",
+        describe(hook),
+        type_name(hook)
+    ))
+}
+
 pub(crate) fn coroutine_function(api: &str, func: &Bound<'_, PyAny>) -> PyErr {
     PyTypeError::new_err(format!(
         "{api} expected a sync function, but {} is a coroutine function; await it directly",

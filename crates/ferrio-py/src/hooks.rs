@@ -36,9 +36,13 @@ pub(crate) fn install_hooks(
     worker_exiting: &Bound<'_, PyAny>,
     run_coroutine_function: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    for hook in [worker_started, worker_exiting, run_coroutine_function] {
+    for (name, hook) in [
+        ("worker_started", worker_started),
+        ("worker_exiting", worker_exiting),
+        ("run_coroutine_function", run_coroutine_function),
+    ] {
         if !hook.is_callable() {
-            return Err(errors::not_callable("_ferrio.install_hooks()", hook));
+            return Err(errors::hook_not_callable(name, hook));
         }
     }
     HOOKS.replace(

@@ -27,7 +27,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use pyo3::prelude::*;
 use pyo3::types::PyString;
 
-/// A value computed once per process on first use, with no "being initialised" state.
+/// A value computed once per process on first use, with no "being initialised" state; or, for
+/// the few cells set explicitly ([`ForkSafeCell::replace`]), the value published last.
 pub(crate) struct ForkSafeCell<T> {
     /// Null until set; then a leaked `Box<T>`, never freed (cells are statics).
     value: AtomicPtr<T>,
