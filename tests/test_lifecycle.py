@@ -51,8 +51,11 @@ def test_a_job_running_at_exit_can_still_use_a_process_pool_executor() -> None:
         """
         import concurrent.futures, threading, ferrio
         ppe = concurrent.futures.ProcessPoolExecutor(1)
+        assert ppe.submit(int, "1").result(30) == 1  # its worker runs now: Python 3.12 cannot fork at exit
+        exiting = threading.Event()
+        threading._register_atexit(exiting.set)  # registered last, so the first to run at exit
         def job():
-            threading.main_thread().join(30)  # returns once the interpreter has begun to exit
+            assert exiting.wait(30)
             print("ppe", ppe.submit(pow, 2, 5).result(30), flush=True)
         ferrio.ThreadPool(1).submit(job)
         print("main done", flush=True)
