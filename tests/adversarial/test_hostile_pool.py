@@ -300,15 +300,14 @@ def test_loops_closed_mid_job_in_threads_leak_nothing() -> None:
 
 @posix_only
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS semantics are Linux's")
-# Three children, each bounded by its own faulthandler deadline: pytest's default 60 s is for one.
-@pytest.mark.timeout(240)
+# Three children of up to 120 s each (a loaded machine once took more than 60 s for the three).
+@pytest.mark.timeout(400)
 def test_a_billion_workers_under_a_memory_limit_never_abort() -> None:
     # Workers that start at the limit used to abort the process inside glibc or Rust's allocator
     # ("cannot allocate memory for thread-local data", "memory allocation of 16 bytes failed").
     code = textwrap.dedent(
         """
-        import faulthandler, resource, sys, threading, ferrio
-        faulthandler.dump_traceback_later(70, exit=True)  # a hang prints every thread's stack
+        import resource, sys, threading, ferrio
         vm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmSize:")) << 10
         resource.setrlimit(resource.RLIMIT_AS, (vm + (int(sys.argv[1]) << 20), resource.RLIM_INFINITY))
         pool = ferrio.ThreadPool(10**9)
@@ -326,7 +325,7 @@ def test_a_billion_workers_under_a_memory_limit_never_abort() -> None:
         """
     )
     for headroom_mib in (40, 90, 200):
-        proc = run_python(code.replace("sys.argv[1]", str(headroom_mib)), timeout=75)
+        proc = run_python(code.replace("sys.argv[1]", str(headroom_mib)), timeout=120)
         _clean_exit(proc)
         assert proc.stdout == "ok True\n", proc.stderr
 
