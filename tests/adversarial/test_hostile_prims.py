@@ -119,6 +119,7 @@ def test_lts_that_release_the_gil_under_many_threads_lose_and_duplicate_nothing(
                 return self.v < other.v
 
         n, producers = 300, 4
+        STOP = n * producers  # sorts after every item: a smaller stop would overtake items still queued
         got = []
         def produce(p):
             for i in range(n):
@@ -126,7 +127,7 @@ def test_lts_that_release_the_gil_under_many_threads_lose_and_duplicate_nothing(
         def consume():
             while True:
                 item = q.sync_q.get(timeout=20)
-                if item.v < 0:
+                if item.v == STOP:
                     return
                 got.append(item.v)
         threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
@@ -136,7 +137,7 @@ def test_lts_that_release_the_gil_under_many_threads_lose_and_duplicate_nothing(
         for t in threads[:producers]:
             t.join(30)
         for _ in range(2):
-            q.sync_q.put(Slow(-1), timeout=20)
+            q.sync_q.put(Slow(STOP), timeout=20)
         for t in threads:
             t.join(30)
         assert not [t for t in threads if t.is_alive()]
