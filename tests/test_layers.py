@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("_limiter",),
     ("_loops",),  # event loops on threads: ferrio.run, calls into a loop, the coroutine runner
     ("_threads",),  # the thread pools; registers the hooks the core calls back
-    ("_sync", "_files", "_process", "_shared"),  # the features, each over the pools
+    ("_sync", "_files", "_process", "_shared", "_watchdog"),  # the features, each over the pools
     ("_portal",),
     ("from_thread",),
     ("__init__",),

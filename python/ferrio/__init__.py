@@ -8,7 +8,15 @@
 import importlib.metadata as _metadata
 
 from . import _ferrio, from_thread
-from ._errors import BrokenProcessPool, NoEventLoopError, QueueEmpty, QueueFull, QueueShutDown, WorkerCrashed
+from ._errors import (
+    BrokenProcessPool,
+    LoopBlockedError,
+    NoEventLoopError,
+    QueueEmpty,
+    QueueFull,
+    QueueShutDown,
+    WorkerCrashed,
+)
 from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
@@ -31,6 +39,7 @@ from ._sync import (
     Semaphore,
 )
 from ._threads import ThreadPool, asyncify, check_cancelled, default_pool, is_cancelled, to_thread
+from ._watchdog import BlockReport, StackSample, Watchdog, WatchdogStatistics, watchdog
 
 __version__: str = _ferrio.__version__
 
@@ -52,6 +61,7 @@ _check_installed_version()
 __all__ = (
     "AsyncFile",
     "AtomicInt",
+    "BlockReport",
     "BlockingPortal",
     "BoundedSemaphore",
     "BrokenProcessPool",
@@ -63,6 +73,7 @@ __all__ = (
     "LimiterStatistics",
     "Lock",
     "LockStatistics",
+    "LoopBlockedError",
     "NoEventLoopError",
     "Path",
     "Percentiles",
@@ -78,7 +89,10 @@ __all__ = (
     "Semaphore",
     "SharedCounter",
     "SharedValue",
+    "StackSample",
     "ThreadPool",
+    "Watchdog",
+    "WatchdogStatistics",
     "WorkerCrashed",
     "__version__",
     "asyncify",
@@ -95,6 +109,7 @@ __all__ = (
     "syncify",
     "to_process",
     "to_thread",
+    "watchdog",
 )
 
 

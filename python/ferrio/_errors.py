@@ -23,6 +23,7 @@ import threading
 # (tests/test_lifecycle.py).
 from concurrent.futures.process import BrokenProcessPool as _BrokenProcessPool
 from signal import Signals
+from typing import Any
 
 
 class NoEventLoopError(RuntimeError):
@@ -226,3 +227,27 @@ def with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
     """Chains the text of a worker's traceback to ``exc`` as its cause; returns ``exc``."""
     exc.__cause__ = _RemoteTraceback(tb)
     return exc
+
+
+# -- watchdog --------------------------------------------------------------------------------------
+
+
+class LoopBlockedError(AssertionError):
+    """A strict :func:`ferrio.watchdog` saw its loops blocked: raised as it stops.
+
+    An ``AssertionError``, so a test that blocks its loop fails rather than errors.
+
+    Attributes:
+        reports: The :class:`ferrio.BlockReport` of each block, oldest first.
+    """
+
+    reports: tuple[Any, ...]
+
+    def __init__(self, reports: tuple[Any, ...]) -> None:
+        self.reports = reports
+        longest = max((r.duration for r in reports), default=0.0)
+        first = reports[0].format() if reports else "(none)"
+        super().__init__(
+            f"the event loop was blocked {len(reports)} time(s), the longest for {longest * 1e3:.0f} ms; "
+            f"the first block:\n{first}"
+        )

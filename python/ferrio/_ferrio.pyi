@@ -482,6 +482,43 @@ class LatencyHistogram:
     def percentiles(self) -> LatencyCounts:
         """The percentiles in seconds."""
 
+@final
+class LoopWatch:
+    """The heartbeat of one watched event loop (``ferrio.watchdog``), and its place in the list
+    of the one watcher thread, ``ferrio-watchdog``. ``handler._sample(lag, gil_wait)`` is called
+    on that thread, with the GIL, while a beat is late past the lag it last returned (the first
+    time at half the threshold); ``handler._end(lag)`` once a beat that came that late ran.
+    Raises ``ValueError``/``TypeError`` for a threshold that is not a number of seconds from
+    0.001 to 86400."""
+
+    def __init__(self, *, threshold: float, handler: object, lag: LatencyHistogram) -> None: ...
+    @property
+    def period(self) -> float:
+        """Seconds between beats: a quarter threshold, at most a second."""
+    @property
+    def threshold(self) -> float:
+        """The threshold in seconds."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` ran."""
+    def arm(self) -> float:
+        """The loop runs: the next beat is due one period from now, and the watcher thread (started
+        if need be) watches it. Returns the period. ``RuntimeError`` once closed; ``MemoryError``
+        or ``RuntimeError`` if the thread cannot start."""
+    def beat(self) -> float | None:
+        """The beat, run by the loop: records its lag into ``lag``; the seconds until the next
+        one, or ``None`` once closed."""
+    def pause(self) -> None:
+        """The loop stopped running: nothing is due until ``arm()``."""
+    def close(self) -> None:
+        """Stops watching for good and lets go of the handler; closing the last watch ends the
+        watcher thread and waits for it (GIL released)."""
+    def lag(self) -> LatencyCounts:
+        """Percentiles of this watch's beats' lags (of everything recorded into ``lag``)."""
+
+def watchdog_thread_running() -> bool:
+    """Whether this process's ``ferrio-watchdog`` thread is running."""
+
 def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
     """Up to ``size`` bytes at ``offset`` of ``fd`` if the page cache holds them, read without
     waiting for the disk (``preadv2(RWF_NOWAIT)``) and with the GIL held (a memory copy);

@@ -9,6 +9,7 @@
 //! - [`stats`]: lock-free counters and latency histograms for `stats()`.
 //! - [`shm`]: atomic cells in memory shared between processes.
 //! - [`fileio`]: file reads that never wait for the disk.
+//! - [`watchdog`]: the heartbeat of a watched event loop, and the arithmetic of its lags.
 //!
 //! Every blocking call in this crate waits on std primitives only, so the embedder decides how to
 //! release its own locks (the GIL) around them.
@@ -22,6 +23,7 @@ pub mod prims;
 pub mod shm;
 pub mod stats;
 mod sync;
+pub mod watchdog;
 
 pub use completion::{CompletionQueue, EventFd, Signal};
 pub use limiter::{Limiter, LimiterStats};

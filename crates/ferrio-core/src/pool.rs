@@ -132,6 +132,13 @@ fn check_address_space(bytes: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a new thread with a stack of `stack` bytes fits under `RLIMIT_AS`, with room for what
+/// it needs before it runs ([`SPAWN_HEADROOM`]): the check the pool makes before each spawn, for
+/// other threads of ferrio's.
+pub fn check_thread_room(stack: usize) -> io::Result<()> {
+    check_address_space(stack.saturating_add(SPAWN_HEADROOM))
+}
+
 /// Set once the embedder is going away: see [`refuse_new_work`].
 static REFUSING: AtomicBool = AtomicBool::new(false);
 

@@ -3,7 +3,10 @@
 
 use ferrio_core::limiter::LimiterStats;
 use ferrio_core::pool::PoolStats;
-use ferrio_core::stats::Percentiles;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferrio_core::stats::{Histogram, Percentiles};
 use pyo3::prelude::*;
 
 /// Latency percentiles in seconds (within 12.5%) over `count` samples.
@@ -112,5 +115,32 @@ impl QueueCounts {
             getters_waiting,
             putters_waiting,
         }
+    }
+}
+
+/// A lock-free latency histogram (percentiles within 12.5%), as the thread pool keeps in Rust.
+#[pyclass(frozen, module = "ferrio._ferrio")]
+#[derive(Default)]
+pub struct LatencyHistogram {
+    /// Shared with what records into it from Rust (a watchdog's beats).
+    pub(crate) inner: Arc<Histogram>,
+}
+
+#[pymethods]
+impl LatencyHistogram {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records one sample of `seconds` (negative counts as zero).
+    fn record(&self, seconds: f64) {
+        self.inner
+            .record(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX));
+    }
+
+    /// The percentiles in seconds.
+    fn percentiles(&self) -> LatencyCounts {
+        self.inner.percentiles().into()
     }
 }

@@ -441,3 +441,48 @@ pub(crate) fn parent_death_signal_refused(err: &std::io::Error) -> PyErr {
 pub(crate) fn eventfd_failed(err: &std::io::Error) -> PyErr {
     PyOSError::new_err(format!("ferrio could not create an eventfd: {err}"))
 }
+
+// -- the watchdog ------------------------------------------------------------------------------
+
+/// Reads a watchdog threshold in seconds: a real number from a millisecond to a day.
+pub(crate) fn watchdog_threshold(api: &str, value: &Bound<'_, PyAny>) -> PyResult<Duration> {
+    use ferrio_core::watchdog::{MAX_THRESHOLD, MIN_THRESHOLD};
+    let bad = || {
+        PyValueError::new_err(format!(
+            "{api}: threshold must be a number of seconds from {} to {}, got {}; pass e.g. 0.1 for 100 ms",
+            MIN_THRESHOLD.as_secs_f64(),
+            MAX_THRESHOLD.as_secs_f64(),
+            repr_or_empty(value)
+        ))
+    };
+    if value.is_instance_of::<pyo3::types::PyBool>() {
+        return Err(PyTypeError::new_err(format!(
+            "{api}: threshold must be a number of seconds, not a bool"
+        )));
+    }
+    let seconds: f64 = value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{api}: threshold must be a number of seconds, got {}",
+            type_name(value)
+        ))
+    })?;
+    if !seconds.is_finite() {
+        return Err(bad());
+    }
+    let d = Duration::try_from_secs_f64(seconds).map_err(|_| bad())?;
+    if d < MIN_THRESHOLD || d > MAX_THRESHOLD {
+        return Err(bad());
+    }
+    Ok(d)
+}
+
+pub(crate) fn watch_closed() -> PyErr {
+    PyRuntimeError::new_err("this loop's watch was closed; start a new ferrio.watchdog() to watch it again")
+}
+
+pub(crate) fn watchdog_thread_failed(err: &std::io::Error) -> PyErr {
+    if err.kind() == std::io::ErrorKind::OutOfMemory {
+        return PyMemoryError::new_err(format!("ferrio.watchdog() could not start its thread: {err}"));
+    }
+    PyRuntimeError::new_err(format!("ferrio.watchdog() could not start its thread: {err}"))
+}

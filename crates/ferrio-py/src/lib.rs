@@ -8,7 +8,8 @@
 //! 2. `errors`: every message, on `statics`; `counts`: the statistics snapshots.
 //! 3. `waker`: per-loop completion queues; `hooks`: the Python functions registered at import.
 //! 4. `job`: one unit of work and the worker body, on `waker`, `hooks`, `errors`, `finalize`.
-//! 5. `limiter`, then `pool` (which uses `limiter`); `prims`, `files`, `process` beside them.
+//! 5. `limiter`, then `pool` (which uses `limiter`); `prims`, `files`, `process`, `watchdog`
+//!    beside them.
 
 mod counts;
 mod errors;
@@ -22,13 +23,14 @@ mod prims;
 mod process;
 mod statics;
 mod waker;
+mod watchdog;
 
 use pyo3::prelude::*;
 
 #[pymodule]
 mod _ferrio {
     #[pymodule_export]
-    use super::counts::{LatencyCounts, LimiterCounts, PoolCounts, QueueCounts, SemaphoreCounts};
+    use super::counts::{LatencyCounts, LatencyHistogram, LimiterCounts, PoolCounts, QueueCounts, SemaphoreCounts};
     #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]
@@ -44,9 +46,11 @@ mod _ferrio {
     #[pymodule_export]
     use super::prims::{AtomicInt, EventCore, QueueCore, SemaphoreCore};
     #[pymodule_export]
-    use super::process::{set_parent_death_signal, LatencyHistogram, SharedCell};
+    use super::process::{set_parent_death_signal, SharedCell};
     #[pymodule_export]
     use super::waker::LoopWaker;
+    #[pymodule_export]
+    use super::watchdog::{watchdog_thread_running, LoopWatch};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

@@ -2,14 +2,11 @@
 //! parent-death signal for workers, and a latency histogram for `stats()`.
 
 use std::sync::atomic::Ordering::SeqCst;
-use std::time::Duration;
 
 use ferrio_core::shm;
-use ferrio_core::stats::Histogram;
 use pyo3::prelude::*;
 use pyo3::IntoPyObjectExt;
 
-use crate::counts::LatencyCounts;
 use crate::errors;
 
 /// A 64-bit int or float in shared memory, changed only with atomic operations.
@@ -108,30 +105,4 @@ pub fn set_parent_death_signal(signal: i32) -> PyResult<bool> {
         return Err(errors::bad_signal_number(signal));
     }
     shm::set_parent_death_signal(signal).map_err(|e| errors::parent_death_signal_refused(&e))
-}
-
-/// A lock-free latency histogram (percentiles within 12.5%), as the thread pool keeps in Rust.
-#[pyclass(frozen, module = "ferrio._ferrio")]
-#[derive(Default)]
-pub struct LatencyHistogram {
-    inner: Histogram,
-}
-
-#[pymethods]
-impl LatencyHistogram {
-    #[new]
-    fn new() -> Self {
-        Self::default()
-    }
-
-    /// Records one sample of `seconds` (negative counts as zero).
-    fn record(&self, seconds: f64) {
-        self.inner
-            .record(Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX));
-    }
-
-    /// The percentiles in seconds.
-    fn percentiles(&self) -> LatencyCounts {
-        self.inner.percentiles().into()
-    }
 }

@@ -1,0 +1,350 @@
+//! The block watchdog's watcher: one Rust thread, `ferrio-watchdog`, for every watched loop of
+//! the process.
+//!
+//! Each [`LoopWatch`] wraps a core [`Watch`] whose beat the loop runs on a timer. The watcher wakes
+//! every quarter of the smallest threshold, with the GIL released, and reads each watch's atomics.
+//! Only when a beat is overdue past the next sampling point, or a late beat has ended a block, does
+//! it take the GIL, once per wake-up for all of them, to call the watch's handler (Python):
+//! `handler._sample(lag, gil_wait)` while a block lasts, which samples the loop thread's stack and
+//! returns the lag for the next sample, and `handler._end(lag)` after it. `gil_wait` is how long
+//! taking the GIL took: a block in C code that holds the GIL is sampled only when it gives it back,
+//! and the handler says so.
+//!
+//! The thread starts with the first armed watch and ends with the last closed one; closing the
+//! last joins it, with the GIL released. The registry is per process: a forked child finds its
+//! parent's (whose lock a parent thread may have held) owned by another pid and starts anew.
+
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ferrio_core::fork::Owner;
+use ferrio_core::watchdog::{now_ns, Stalls, Watch};
+use pyo3::prelude::*;
+
+use crate::counts::{LatencyCounts, LatencyHistogram};
+use crate::{errors, finalize};
+
+struct Entry {
+    watch: Arc<Watch>,
+    /// The Python side's watch, until `close()`: it holds the `LoopWatch`, so holding it for good
+    /// would be a cycle the garbage collector cannot see. Locked only with the GIL held, and no
+    /// Python code runs under it.
+    handler: Mutex<Option<Py<PyAny>>>,
+    /// The lag (ns) at which the watcher samples next; only the watcher thread writes it.
+    next_sample: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    entries: Vec<Arc<Entry>>,
+    thread: Option<JoinHandle<()>>,
+    /// Which thread is the current one: bumped when one is started or told to end, so a thread
+    /// told to end never mistakes itself for its successor.
+    generation: u64,
+}
+
+struct Registry {
+    owner: Owner,
+    state: Mutex<State>,
+    wake: Condvar,
+}
+
+static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
+
+/// This process's registry. A child forked from a process with one leaks the parent's, never
+/// touching its lock (the parent's watcher may have held it), and makes its own.
+fn registry() -> &'static Registry {
+    loop {
+        let current = REGISTRY.load(Ordering::Acquire);
+        // SAFETY: a published registry is leaked, never freed.
+        if let Some(r) = unsafe { current.as_ref() } {
+            if r.owner.is_current() {
+                return r;
+            }
+        }
+        let mine = Box::into_raw(Box::new(Registry {
+            owner: Owner::current(),
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+        }));
+        if REGISTRY
+            .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            // SAFETY: `mine` was never published.
+            drop(unsafe { Box::from_raw(mine) });
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock guards plain data and no Python code runs under it.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Nanoseconds as seconds.
+#[allow(clippy::cast_precision_loss)] // reason: durations far below 2^53 ns
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// What the watcher hands to a handler on one wake-up.
+enum Call {
+    Sample(Arc<Entry>, u64),
+    End(Arc<Entry>, u64),
+}
+
+/// The watcher thread's body: runs until no watch is left or a newer generation replaced it.
+fn watch_loop(reg: &'static Registry, generation: u64) {
+    let mut stalls = Stalls::default();
+    let mut last = now_ns();
+    loop {
+        let (entries, tick) = {
+            let mut st = reg.lock();
+            if st.generation != generation {
+                return;
+            }
+            if st.entries.is_empty() {
+                // Not joined: a thread that ends on its own is dropped, and a later `arm` starts
+                // a new one.
+                st.thread = None;
+                st.generation += 1;
+                return;
+            }
+            let tick = st
+                .entries
+                .iter()
+                .map(|e| e.watch.period())
+                .min()
+                .unwrap_or(Duration::from_millis(1));
+            let st = reg
+                .wake
+                .wait_timeout(st, tick)
+                .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+            if st.generation != generation {
+                continue;
+            }
+            (st.entries.clone(), tick)
+        };
+        let now = now_ns();
+        let min_threshold = entries.iter().map(|e| e.watch.threshold()).min().unwrap_or(0);
+        let expected = last.saturating_add(u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX));
+        if now.saturating_sub(expected) > min_threshold / 2 {
+            // This thread did not run: the process was stopped, or the machine starved it.
+            stalls.record(expected, now);
+        }
+        let mut calls = Vec::new();
+        for e in &entries {
+            if let Some((lag, at)) = e.watch.take_ended() {
+                e.next_sample.store(e.watch.first_sample(), Ordering::Relaxed);
+                let lag = lag.saturating_sub(stalls.overlap(at.saturating_sub(lag), at));
+                calls.push(Call::End(Arc::clone(e), lag));
+                continue;
+            }
+            let Some(due) = e.watch.due() else { continue };
+            if now <= due {
+                continue;
+            }
+            let lag = (now - due).saturating_sub(stalls.overlap(due, now));
+            if lag >= e.next_sample.load(Ordering::Relaxed) {
+                calls.push(Call::Sample(Arc::clone(e), lag));
+            }
+        }
+        if !calls.is_empty() {
+            let asked = now_ns();
+            // `None` once the interpreter finalizes: the exit hook stops this thread before that.
+            let _ = finalize::attach(|py| {
+                let gil_wait = now_ns().saturating_sub(asked);
+                for call in calls {
+                    dispatch(py, call, gil_wait);
+                }
+            });
+        }
+        // Time spent waiting for the GIL and in the handlers is not a stall.
+        last = now_ns();
+    }
+}
+
+fn handler_of(py: Python<'_>, e: &Entry) -> Option<Py<PyAny>> {
+    let handler = e.handler.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    handler.as_ref().map(|h| h.clone_ref(py))
+}
+
+fn dispatch(py: Python<'_>, call: Call, gil_wait: u64) {
+    match call {
+        Call::Sample(e, lag) => {
+            let Some(handler) = handler_of(py, &e) else { return };
+            let handler = handler.bind(py);
+            let next = handler
+                .call_method1("_sample", (secs(lag), secs(gil_wait)))
+                .and_then(|next| next.extract::<f64>());
+            // The handler decides when to look again; if it failed, the error is reported and the
+            // watch samples again one threshold later.
+            let next = match next {
+                Ok(s) if s.is_finite() && s > 0.0 => {
+                    u64::try_from(Duration::from_secs_f64(s).as_nanos()).unwrap_or(u64::MAX)
+                }
+                Ok(_) => u64::MAX,
+                Err(err) => {
+                    err.write_unraisable(py, Some(handler));
+                    lag.saturating_add(e.watch.threshold())
+                }
+            };
+            e.next_sample.store(next, Ordering::Relaxed);
+        }
+        Call::End(e, lag) => {
+            let Some(handler) = handler_of(py, &e) else { return };
+            let handler = handler.bind(py);
+            if let Err(err) = handler.call_method1("_end", (secs(lag),)) {
+                err.write_unraisable(py, Some(handler));
+            }
+        }
+    }
+}
+
+/// Adds `entry`, starting the watcher thread if none runs.
+fn register(entry: Arc<Entry>) -> std::io::Result<()> {
+    let reg = registry();
+    let mut st = reg.lock();
+    if st.entries.iter().any(|e| Arc::ptr_eq(e, &entry)) {
+        return Ok(());
+    }
+    st.entries
+        .try_reserve(1)
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
+    st.entries.push(entry);
+    if st.thread.is_none() {
+        st.generation += 1;
+        let generation = st.generation;
+        let stack = ferrio_core::pool::default_stack_size();
+        let spawned = ferrio_core::pool::check_thread_room(stack.unwrap_or(2 << 20)).and_then(|()| {
+            let mut b = std::thread::Builder::new().name("ferrio-watchdog".into());
+            if let Some(bytes) = stack {
+                b = b.stack_size(bytes);
+            }
+            b.spawn(move || watch_loop(reg, generation))
+        });
+        match spawned {
+            Ok(handle) => st.thread = Some(handle),
+            Err(e) => {
+                st.entries.pop();
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes `entry`; the thread, if this was the last, ends, and is returned to be joined.
+fn unregister(entry: &Arc<Entry>) -> Option<JoinHandle<()>> {
+    let reg = registry();
+    let mut st = reg.lock();
+    let before = st.entries.len();
+    st.entries.retain(|e| !Arc::ptr_eq(e, entry));
+    if st.entries.len() == before || !st.entries.is_empty() {
+        return None;
+    }
+    let handle = st.thread.take()?;
+    st.generation += 1;
+    reg.wake.notify_all();
+    Some(handle)
+}
+
+/// The heartbeat of one watched event loop, and its place in the watcher's list.
+#[pyclass(frozen, module = "ferrio._ferrio")]
+pub struct LoopWatch {
+    entry: Arc<Entry>,
+}
+
+#[pymethods]
+impl LoopWatch {
+    #[new]
+    #[pyo3(signature = (*, threshold, handler, lag))]
+    fn new(threshold: &Bound<'_, PyAny>, handler: &Bound<'_, PyAny>, lag: &LatencyHistogram) -> PyResult<Self> {
+        let threshold = errors::watchdog_threshold("ferrio.watchdog()", threshold)?;
+        Ok(Self {
+            entry: Arc::new(Entry {
+                next_sample: AtomicU64::new(0),
+                watch: Arc::new(Watch::new(threshold, Arc::clone(&lag.inner))),
+                handler: Mutex::new(Some(handler.clone().unbind())),
+            }),
+        })
+    }
+
+    /// Seconds between beats.
+    #[getter]
+    fn period(&self) -> f64 {
+        self.entry.watch.period().as_secs_f64()
+    }
+
+    /// The threshold in seconds.
+    #[getter]
+    fn threshold(&self) -> f64 {
+        secs(self.entry.watch.threshold())
+    }
+
+    /// The loop runs: the next beat is due one period from now, and the watcher (started if
+    /// need be) watches for it. Returns the period.
+    fn arm(&self) -> PyResult<f64> {
+        if self.entry.watch.is_closed() {
+            return Err(errors::watch_closed());
+        }
+        self.entry
+            .next_sample
+            .store(self.entry.watch.first_sample(), Ordering::Relaxed);
+        self.entry.watch.arm();
+        register(Arc::clone(&self.entry)).map_err(|e| errors::watchdog_thread_failed(&e))?;
+        Ok(self.period())
+    }
+
+    /// The beat: records its lag and returns the seconds until the next one, or `None` once closed.
+    fn beat(&self) -> Option<f64> {
+        self.entry.watch.beat().map(|d| d.as_secs_f64())
+    }
+
+    /// The loop stopped running: nothing is due until `arm()`.
+    fn pause(&self) {
+        self.entry.watch.pause();
+    }
+
+    /// Stops watching for good; the last watch closed ends the watcher thread and waits for it.
+    fn close(&self, py: Python<'_>) {
+        self.entry.watch.close();
+        let handler = self
+            .entry
+            .handler
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        drop(handler);
+        if let Some(handle) = unregister(&self.entry) {
+            if handle.thread().id() != std::thread::current().id() {
+                // The watcher may be waiting for the GIL to call a handler: released here.
+                finalize::detach(py, || {
+                    let _ = handle.join();
+                });
+            }
+        }
+    }
+
+    /// Whether `close()` ran.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.entry.watch.is_closed()
+    }
+
+    /// Percentiles of the beats' lags, in seconds.
+    fn lag(&self) -> LatencyCounts {
+        self.entry.watch.lag_percentiles().into()
+    }
+}
+
+/// Whether this process's watcher thread is running (for tests of its lifecycle).
+#[pyfunction]
+pub(crate) fn watchdog_thread_running() -> bool {
+    registry().lock().thread.is_some()
+}

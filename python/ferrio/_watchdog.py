@@ -1,0 +1,562 @@
+"""``ferrio.watchdog``: reports of event loops blocked by the code they run, caught while it blocks.
+
+How it works. A watched loop runs a heartbeat on a timer every quarter threshold: a Rust call
+that stores the time. One Rust thread, ``ferrio-watchdog``, watches every loop's heartbeat with
+the GIL released. When a beat is half a threshold late, the loop is stuck in one iteration, so
+the watcher takes the GIL and samples the stack of the loop's thread (and the task running), and
+samples again as the block goes on. When the late beat finally runs, the loop reports its lag:
+past the threshold, and with every sample showing the same callback, it is a block, reported off
+the loop (to the ``ferrio.watchdog`` logger and ``on_block``). Samples that show different
+callbacks mean a loop busy with many short ones: counted, not reported as a block.
+
+Nothing of the loop is patched: the heartbeat is an ordinary timer. To follow loops that stop and
+start again (and, for ``start()`` outside any loop, every loop of the program) it wraps
+``asyncio._set_running_loop``, which every asyncio loop calls as it starts and stops, and which
+uvloop calls too if it is imported after the watchdog started (``python -m ferrio watch`` starts
+it before the script runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import math
+import os
+import sys
+import threading
+import traceback
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from . import _ferrio
+from ._errors import LoopBlockedError
+from ._stats import Percentiles, percentiles_of
+
+__all__ = ("BlockReport", "StackSample", "Watchdog", "WatchdogStatistics", "watchdog")
+
+logger = logging.getLogger("ferrio.watchdog")
+
+#: Samples kept per block: a longer block keeps every other one and samples half as often.
+MAX_SAMPLES = 32
+#: Modules whose frames run the loop rather than the code it calls back.
+_LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops")
+
+
+@dataclass(frozen=True)
+class StackSample:
+    """The stack of the blocked loop's thread, taken while the block lasted."""
+
+    #: How long the loop had been blocked (at least) when the stack was taken, in seconds.
+    at: float
+    #: The stack of the callback the loop was running (the loop's own frames left out), outermost
+    #: frame first, as :func:`traceback.extract_stack` gives it.
+    stack: traceback.StackSummary
+    #: How long the watcher waited for the GIL to take it: long when the blocking code holds the
+    #: GIL (a C call that never releases it), in which case the stack is where that code returned to.
+    gil_wait: float
+
+
+@dataclass(frozen=True)
+class BlockReport:
+    """One block of an event loop: how long, where, and by what."""
+
+    #: How long the loop ran no timer or I/O callback, in seconds (at least: the heartbeat sees a
+    #: block to within a quarter threshold). For an ongoing report, how long so far.
+    duration: float
+    #: The threshold of the watchdog that reported it.
+    threshold: float
+    #: Whether the block was still going on when this report was made (a long block is reported
+    #: as it goes, then once more when it ends).
+    ongoing: bool
+    #: ``repr()`` of the loop.
+    loop: str
+    #: The name and ``threading.get_ident()`` of the loop's thread.
+    thread_name: str
+    thread_id: int
+    #: The task running at the first sample, its name and ``repr()``; ``None`` for a plain
+    #: callback (``call_soon``, a future's done-callback).
+    task_name: str | None
+    task: str | None
+    #: The qualified name of the task's coroutine, e.g. ``"main"``.
+    coroutine: str | None
+    #: The stacks taken while it lasted, first to last (at most :data:`MAX_SAMPLES`).
+    samples: tuple[StackSample, ...]
+    #: Whether the blocking code held the GIL, so no stack could be taken until it returned.
+    gil_held: bool
+
+    @property
+    def function(self) -> str | None:
+        """The innermost function of the first sample's stack: where the loop was stuck."""
+        if not self.samples or not self.samples[0].stack:
+            return None
+        return self.samples[0].stack[-1].name
+
+    def format(self) -> str:
+        """The report as text, its stacks formatted like a traceback."""
+        what = f"task {self.task_name!r} ({self.coroutine}())" if self.task_name else "a callback"
+        state = "has been blocked for" if self.ongoing else "was blocked for"
+        lines = [
+            f"event loop {self.loop} in thread {self.thread_name!r} {state} {_ms(self.duration)} "
+            f"(threshold {_ms(self.threshold)}), by {what}"
+        ]
+        if not self.samples:
+            lines.append("No stack was taken: the block ended before the watcher could sample it.")
+        shown: list[str] | None = None
+        same: list[str] = []
+        for s in self.samples:
+            body = s.stack.format()
+            if body == shown:
+                same.append(_ms(s.at))
+                continue
+            if same:
+                lines.append(f"The same stack after {', '.join(same)}.")
+                same = []
+            shown = body
+            where = f"Stack of the callback the loop ran, after {_ms(s.at)} of the block"
+            if s.gil_wait >= self.threshold / 2:
+                where += (
+                    f" (the blocking code held the GIL for {_ms(s.gil_wait)}: this is where it returned to, "
+                    "the first place a stack could be taken)"
+                )
+            lines.append(where + ":")
+            lines.append("".join(body).rstrip("\n"))
+        if same:
+            lines.append(f"The same stack after {', '.join(same)}.")
+        lines.append(self.advice())
+        return "\n".join(lines)
+
+    def advice(self) -> str:
+        """What to do about it."""
+        call = self.function or "the blocking call"
+        moving = len({tuple((f.filename, f.lineno) for f in s.stack) for s in self.samples}) > 1
+        if self.gil_held or moving:
+            return (
+                f"Move the CPU-bound work in {call}() off the loop: `await ferrio.to_process(func, *args)` "
+                "(or `await ferrio.to_thread(func, *args)` if it releases the GIL)."
+            )
+        return (
+            f"Run the blocking code in {call}() off the loop: `await ferrio.to_thread(func, *args)` "
+            "(or `await ferrio.to_process(func, *args)` if it is CPU-bound Python)."
+        )
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+@dataclass(frozen=True)
+class WatchdogStatistics:
+    """What a :class:`Watchdog` has seen, from :meth:`Watchdog.statistics`."""
+
+    #: Blocks at or past the threshold, reported.
+    blocks: int
+    #: Loop iterations that took the threshold or more running many short callbacks (the samples
+    #: showed different ones): the loop was slow to respond, but no one callback blocked it.
+    busy: int
+    #: The longest block and the sum of all blocks, in seconds.
+    longest: float
+    total_blocked: float
+    #: Percentiles of the blocks' durations.
+    durations: Percentiles
+    #: Percentiles of every heartbeat's lag, on every watched loop: how late a timer runs.
+    lag: Percentiles
+    #: Loops watched now.
+    loops: int
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
+def _callback_root(frame: types.FrameType) -> types.FrameType:
+    """The outermost frame below the loop's own: the callback the loop is running."""
+    frames: list[types.FrameType] = []
+    f: types.FrameType | None = frame
+    while f is not None:
+        frames.append(f)
+        f = f.f_back
+    frames.reverse()
+    in_loop = False
+    for f in frames:
+        loop_frame = str(f.f_globals.get("__name__", "")).startswith(_LOOP_MODULES)
+        if loop_frame:
+            in_loop = True
+        elif in_loop:
+            return f
+    return frames[0]
+
+
+def _frames_up_to(frame: types.FrameType, root: types.FrameType) -> Iterator[tuple[types.FrameType, int]]:
+    """``traceback.walk_stack(frame)``, ending at ``root``."""
+    f: types.FrameType | None = frame
+    while f is not None:
+        yield f, f.f_lineno
+        if f is root:
+            return
+        f = f.f_back
+
+
+class _LoopWatch:
+    """One loop watched by one watchdog: the handler the Rust watcher calls back."""
+
+    def __init__(self, dog: Watchdog, loop: asyncio.AbstractEventLoop) -> None:
+        self.dog = dog
+        self.loop_ref = weakref.ref(loop)
+        self.loop_repr = _safe_repr(loop)
+        thread = threading.current_thread()
+        self.thread_id = threading.get_ident()
+        self.thread_name = thread.name
+        self.core = _ferrio.LoopWatch(threshold=dog.threshold, handler=self, lag=dog._lag)
+        self.samples: list[StackSample] = []
+        self.keys: list[object] = []
+        self.task: asyncio.Task[Any] | None = None
+        self.interval = dog.threshold
+        self.next_ongoing = max(1.0, 10 * dog.threshold)
+
+    def arm(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the heartbeat on ``loop``, which runs in this thread."""
+        beat = self.core.beat
+        call_later = loop.call_later
+
+        def heartbeat() -> None:
+            period = beat()
+            if period is not None:
+                call_later(period, heartbeat)
+
+        period = self.core.arm()
+        call_later(period, heartbeat)
+
+    def _sample(self, lag: float, gil_wait: float) -> float:
+        loop = self.loop_ref()
+        if loop is None or loop.is_closed() or not loop.is_running():
+            # The loop stopped without the hook seeing it (a uvloop imported before the watchdog).
+            self.core.pause()
+            self._reset()
+            return math.inf
+        frame = sys._current_frames().get(self.thread_id)
+        if frame is None:
+            self.core.pause()
+            self._reset()
+            return math.inf
+        try:
+            task = asyncio.current_task(loop)
+        except RuntimeError:
+            task = None
+        root = _callback_root(frame)
+        stack = traceback.StackSummary.extract(_frames_up_to(frame, root), lookup_lines=False)
+        stack.reverse()
+        if not self.samples:
+            self.task = task
+        self.keys.append(task if task is not None else root)
+        del frame, root
+        self.samples.append(StackSample(at=lag, stack=stack, gil_wait=gil_wait))
+        if len(self.samples) > MAX_SAMPLES:
+            self.samples = self.samples[::2]
+            self.interval *= 2
+        if lag >= self.next_ongoing and self._one_callback():
+            self.next_ongoing *= 2
+            self.dog._deliver(self._report(lag, ongoing=True))
+        threshold = self.dog.threshold
+        return lag + self.interval if lag >= threshold else threshold
+
+    def _end(self, lag: float) -> None:
+        try:
+            if lag < self.dog.threshold:
+                return
+            if not self._one_callback():
+                self.dog._count_busy()
+                logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, _ms(lag))
+                return
+            report = self._report(lag, ongoing=False)
+            self.dog._count_block(lag)
+            self.dog._deliver(report)
+        finally:
+            self._reset()
+
+    def _one_callback(self) -> bool:
+        return all(k is self.keys[0] for k in self.keys)
+
+    def _reset(self) -> None:
+        self.samples = []
+        self.keys = []
+        self.task = None
+        self.interval = self.dog.threshold
+        self.next_ongoing = max(1.0, 10 * self.dog.threshold)
+
+    def _report(self, lag: float, *, ongoing: bool) -> BlockReport:
+        task = self.task
+        coro = task.get_coro() if task is not None else None
+        return BlockReport(
+            duration=lag,
+            threshold=self.dog.threshold,
+            ongoing=ongoing,
+            loop=self.loop_repr,
+            thread_name=self.thread_name,
+            thread_id=self.thread_id,
+            task_name=task.get_name() if task is not None else None,
+            task=_safe_repr(task) if task is not None else None,
+            coroutine=getattr(coro, "__qualname__", None) if coro is not None else None,
+            samples=tuple(self.samples),
+            gil_held=any(s.gil_wait >= self.dog.threshold / 2 for s in self.samples),
+        )
+
+
+def _safe_repr(obj: object) -> str:
+    try:
+        return repr(obj)
+    except Exception as e:  # a broken __repr__ must not stop the report
+        return f"<{type(obj).__qualname__} object; repr() raised {type(e).__name__}>"
+
+
+class Watchdog:
+    """Watches event loops for blocks; made by :func:`ferrio.watchdog`."""
+
+    def __init__(
+        self,
+        threshold: float = 0.1,
+        *,
+        on_block: Callable[[BlockReport], object] | None = None,
+        strict: bool = False,
+        log: bool = True,
+    ) -> None:
+        if on_block is not None and not callable(on_block):
+            raise TypeError(f"ferrio.watchdog(): on_block must be a callable taking a BlockReport, got {on_block!r}")
+        # Validated (and its errors worded) by the Rust side, which holds the same limits.
+        self._lag = _ferrio.LatencyHistogram()
+        _ferrio.LoopWatch(threshold=threshold, handler=self, lag=self._lag).close()
+        self.threshold = float(threshold)
+        self.on_block = on_block
+        self.strict = bool(strict)
+        self.log = bool(log)
+        self._mutex = threading.Lock()
+        self._loops: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
+        self._every_loop = False
+        self._started = False
+        self._reports: list[BlockReport] = []
+        self._blocks = 0
+        self._busy = 0
+        self._longest = 0.0
+        self._total = 0.0
+        self._durations = _ferrio.LatencyHistogram()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Watchdog:
+        """Starts watching: the running loop if there is one, otherwise every loop that starts
+        from now on, in any thread. Returns the watchdog."""
+        if self._started:
+            raise RuntimeError("ferrio.watchdog().start(): this watchdog was already started; stop() it first")
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        self._every_loop = loop is None
+        self._started = True
+        _hook.add(self)
+        if loop is not None:
+            self._watch(loop)
+        return self
+
+    def stop(self) -> None:
+        """Stops watching and ends the heartbeats (and the watcher thread, if no other watchdog
+        needs it). With ``strict=True``, raises :class:`ferrio.LoopBlockedError` if any loop blocked."""
+        if not self._started:
+            return
+        self._started = False
+        _hook.discard(self)
+        with self._mutex:
+            watches = list(self._loops.values())
+            self._loops.clear()
+        for w in watches:
+            w.core.close()
+        if self.strict and self._reports:
+            reports = tuple(self._reports)
+            raise LoopBlockedError(reports)
+
+    def __enter__(self) -> Watchdog:
+        return self.start()
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._stop_unless_raising(exc)
+
+    async def __aenter__(self) -> Watchdog:
+        return self.start()
+
+    async def __aexit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self._stop_unless_raising(exc)
+
+    def _stop_unless_raising(self, exc: BaseException | None) -> None:
+        if exc is None:
+            self.stop()
+            return
+        strict, self.strict = self.strict, False  # the body's exception is the one to see
+        try:
+            self.stop()
+        finally:
+            self.strict = strict
+
+    # -- what it saw -------------------------------------------------------------------------
+
+    @property
+    def reports(self) -> tuple[BlockReport, ...]:
+        """Every block reported so far (the last 1,000), oldest first."""
+        with self._mutex:
+            return tuple(self._reports)
+
+    def statistics(self) -> WatchdogStatistics:
+        """A snapshot of what it has seen."""
+        with self._mutex:
+            return WatchdogStatistics(
+                blocks=self._blocks,
+                busy=self._busy,
+                longest=self._longest,
+                total_blocked=self._total,
+                durations=percentiles_of(self._durations.percentiles()),
+                lag=percentiles_of(self._lag.percentiles()),
+                loops=len(self._loops),
+            )
+
+    # -- called by the hook and the watcher ----------------------------------------------------
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        with self._mutex:
+            w = self._loops.get(loop)
+            if w is None:
+                w = self._loops[loop] = _LoopWatch(self, loop)
+        w.arm(loop)
+
+    def _loop_started(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._forget_closed_loops()
+        if self._every_loop or loop in self._loops:
+            self._watch(loop)
+
+    def _loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        w = self._loops.get(loop)
+        if w is not None:
+            w.core.pause()
+        self._forget_closed_loops()
+
+    def _forget_closed_loops(self) -> None:
+        """Closes the watches of loops closed or gone (kept paused until then: ``asyncio.run``
+        starts and stops its loop three times)."""
+        with self._mutex:
+            gone = [loop for loop, w in self._loops.items() if loop.is_closed() or w.loop_ref() is None]
+            watches = [self._loops.pop(loop) for loop in gone]
+        for w in watches:
+            w.core.close()
+
+    def _count_block(self, duration: float) -> None:
+        with self._mutex:
+            self._blocks += 1
+            self._longest = max(self._longest, duration)
+            self._total += duration
+            self._durations.record(duration)
+
+    def _count_busy(self) -> None:
+        with self._mutex:
+            self._busy += 1
+
+    def _deliver(self, report: BlockReport) -> None:
+        if not report.ongoing:
+            with self._mutex:
+                self._reports.append(report)
+                del self._reports[:-1000]
+        if self.log:
+            logger.warning("%s", report.format())
+        if self.on_block is not None:
+            try:
+                self.on_block(report)
+            except Exception:
+                logger.exception("ferrio.watchdog(): on_block %r raised", self.on_block)
+
+    def _after_fork_in_child(self) -> None:
+        with self._mutex:
+            watches = list(self._loops.values())
+            self._loops.clear()
+        for w in watches:
+            w.core.close()
+
+
+class _RunningLoopHook:
+    """Wraps ``asyncio._set_running_loop`` while any watchdog runs, to see loops start and stop."""
+
+    def __init__(self) -> None:
+        self.dogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+        self.original: Callable[[asyncio.AbstractEventLoop | None], None] | None = None
+        self.running = threading.local()
+
+    def add(self, dog: Watchdog) -> None:
+        self.dogs.add(dog)
+        if self.original is None:
+            self.original = asyncio.events._set_running_loop
+            asyncio.events._set_running_loop = asyncio._set_running_loop = self.set_running_loop
+
+    def discard(self, dog: Watchdog) -> None:
+        self.dogs.discard(dog)
+        # If someone wrapped it after us, we stay in place, with nothing to do.
+        if not self.dogs and self.original is not None and asyncio.events._set_running_loop is self.set_running_loop:
+            asyncio.events._set_running_loop = asyncio._set_running_loop = self.original
+            self.original = None
+
+    def set_running_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        original = self.original or _original_set_running_loop
+        original(loop)
+        if not self.dogs:
+            return
+        if loop is not None:
+            self.running.loop = loop
+            for dog in list(self.dogs):
+                dog._loop_started(loop)
+        else:
+            stopped = getattr(self.running, "loop", None)
+            self.running.loop = None
+            if stopped is not None:
+                for dog in list(self.dogs):
+                    dog._loop_stopped(stopped)
+
+
+_original_set_running_loop = asyncio.events._set_running_loop
+_hook = _RunningLoopHook()
+
+
+def _stop_all() -> None:
+    for dog in list(_hook.dogs):
+        dog.strict = False
+        dog.stop()
+
+
+def _after_fork_in_child() -> None:
+    for dog in list(_hook.dogs):
+        dog._after_fork_in_child()
+
+
+atexit.register(_stop_all)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def watchdog(
+    threshold: float = 0.1,
+    *,
+    on_block: Callable[[BlockReport], object] | None = None,
+    strict: bool = False,
+    log: bool = True,
+) -> Watchdog:
+    """A watchdog for blocked event loops: reports every block of ``threshold`` seconds or more,
+    with the stack of the code that blocked, taken while it blocked.
+
+    ::
+
+        async with ferrio.watchdog(threshold=0.1) as dog:   # the running loop
+            ...
+        dog.statistics()
+
+        ferrio.watchdog(0.05).start()                       # every loop started from now on
+
+    Reports go to the ``ferrio.watchdog`` logger (unless ``log=False``) and to ``on_block(report)``,
+    which runs on the watcher thread, never on the loop. With ``strict=True``, ``stop()`` (and
+    leaving the ``with`` block) raises :class:`ferrio.LoopBlockedError` if any loop blocked.
+    """
+    return Watchdog(threshold, on_block=on_block, strict=strict, log=log)
