@@ -506,6 +506,9 @@ impl<J: Send + 'static> PoolHandle<J> {
         if let Some(bytes) = stack {
             builder = builder.stack_size(bytes);
         }
+        // Made here, just after the address-space check, rather than by the new thread: a worker
+        // that starts late, once other threads have filled the heap, must not need to allocate.
+        let woken = Arc::new(AtomicBool::new(false));
         let handle = builder.spawn(move || {
             // Dropped last (locals drop in reverse): counts this thread out once all else is done.
             let _exit = ExitSignal(Arc::clone(&shared));
@@ -513,7 +516,7 @@ impl<J: Send + 'static> PoolHandle<J> {
             let ctx = WorkerCtx {
                 shared,
                 id: n,
-                woken: Arc::new(AtomicBool::new(false)),
+                woken,
                 searching: AtomicBool::new(true),
                 exited: AtomicBool::new(false),
             };

@@ -233,8 +233,14 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
         // the entry out again at exit so `threading.enumerate()` lists only live workers.
         let hooks = hooks::get(py);
         if let Some(hooks) = hooks {
-            let name = std::thread::current().name().unwrap_or("ferrio-worker").to_owned();
-            let _ = hooks.worker_started.bind(py).call1((name,));
+            // Borrowed, not copied: a worker that starts at the memory limit must not abort the
+            // process on a Rust allocation ("memory allocation of 15 bytes failed", the length of
+            // "ferrio-worker-0", in a CI run under RLIMIT_AS); Python's own failure is a MemoryError.
+            let me = std::thread::current();
+            let _ = hooks
+                .worker_started
+                .bind(py)
+                .call1((me.name().unwrap_or("ferrio-worker"),));
         }
         while let Some(first) = finalize::detach(py, || ctx.next()) {
             ctx.spread();
