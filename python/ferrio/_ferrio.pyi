@@ -512,12 +512,17 @@ class LoopWatch:
         """The loop stopped running: nothing is due until ``arm()``."""
     def close(self) -> None:
         """Stops watching for good and lets go of the handler; closing the last watch ends the
-        watcher thread and waits for it (GIL released)."""
+        watcher thread, without waiting for it (``watchdog_wait_stopped`` does)."""
     def lag(self) -> LatencyCounts:
         """Percentiles of this watch's beats' lags (of everything recorded into ``lag``)."""
 
 def watchdog_thread_running() -> bool:
-    """Whether this process's ``ferrio-watchdog`` thread is running."""
+    """Whether a ``ferrio-watchdog`` thread of this process is alive (the current one, or one
+    told to end that has not yet)."""
+
+def watchdog_wait_stopped(timeout: float) -> bool:
+    """Waits up to ``timeout`` seconds (GIL released) for every ``ferrio-watchdog`` thread of this
+    process to end; whether they did."""
 
 def read_cached(fd: int, size: int, offset: int) -> bytes | bool | None:
     """Up to ``size`` bytes at ``offset`` of ``fd`` if the page cache holds them, read without

@@ -230,6 +230,7 @@ class _LoopWatch:
         call_later(period, heartbeat)
 
     def _sample(self, lag: float, gil_wait: float) -> float:
+        lag += gil_wait  # the watcher saw `lag`, then waited for the GIL
         loop = self.loop_ref()
         if loop is None or loop.is_closed() or not loop.is_running():
             # The loop stopped without the hook seeing it (a uvloop imported before the watchdog).
@@ -526,6 +527,9 @@ def _stop_all() -> None:
     for dog in list(_hook.dogs):
         dog.strict = False
         dog.stop()
+    # Bounded: a thread stuck in a user's on_block is left to die with the process (it parks
+    # rather than touch the finalizing interpreter).
+    _ferrio.watchdog_wait_stopped(1.0)
 
 
 def _after_fork_in_child() -> None:

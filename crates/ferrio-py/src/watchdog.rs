@@ -10,14 +10,15 @@
 //! taking the GIL took: a block in C code that holds the GIL is sampled only when it gives it back,
 //! and the handler says so.
 //!
-//! The thread starts with the first armed watch and ends with the last closed one; closing the
-//! last joins it, with the GIL released. The registry is per process: a forked child finds its
+//! The thread starts with the first armed watch and ends with the last closed one, on its own: a
+//! close never waits for it (the loop's thread must not wait on a thread that may be stuck in a
+//! user's `on_block`), and [`watchdog_wait_stopped`] is the bounded wait for those who must
+//! (the exit hook, tests). The registry is per process: a forked child finds its
 //! parent's (whose lock a parent thread may have held) owned by another pid and starts anew.
 
-use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferrio_core::fork::Owner;
 use ferrio_core::watchdog::{now_ns, Stalls, Watch};
@@ -39,7 +40,8 @@ struct Entry {
 #[derive(Default)]
 struct State {
     entries: Vec<Arc<Entry>>,
-    thread: Option<JoinHandle<()>>,
+    /// Whether the current generation's thread runs (or was started and has not yet ended).
+    has_thread: bool,
     /// Which thread is the current one: bumped when one is started or told to end, so a thread
     /// told to end never mistakes itself for its successor.
     generation: u64,
@@ -49,6 +51,8 @@ struct Registry {
     owner: Owner,
     state: Mutex<State>,
     wake: Condvar,
+    /// Watcher threads alive in this process, current or told to end.
+    live: AtomicUsize,
 }
 
 static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
@@ -68,6 +72,7 @@ fn registry() -> &'static Registry {
             owner: Owner::current(),
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
+            live: AtomicUsize::new(0),
         }));
         if REGISTRY
             .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -100,6 +105,13 @@ enum Call {
 
 /// The watcher thread's body: runs until no watch is left or a newer generation replaced it.
 fn watch_loop(reg: &'static Registry, generation: u64) {
+    struct Alive(&'static Registry);
+    impl Drop for Alive {
+        fn drop(&mut self) {
+            self.0.live.fetch_sub(1, Ordering::Release);
+        }
+    }
+    let _alive = Alive(reg);
     let mut stalls = Stalls::default();
     let mut last = now_ns();
     loop {
@@ -109,9 +121,7 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
                 return;
             }
             if st.entries.is_empty() {
-                // Not joined: a thread that ends on its own is dropped, and a later `arm` starts
-                // a new one.
-                st.thread = None;
+                st.has_thread = false;
                 st.generation += 1;
                 return;
             }
@@ -217,7 +227,7 @@ fn register(entry: Arc<Entry>) -> std::io::Result<()> {
         .try_reserve(1)
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::OutOfMemory))?;
     st.entries.push(entry);
-    if st.thread.is_none() {
+    if !st.has_thread {
         st.generation += 1;
         let generation = st.generation;
         let stack = ferrio_core::pool::default_stack_size();
@@ -226,10 +236,14 @@ fn register(entry: Arc<Entry>) -> std::io::Result<()> {
             if let Some(bytes) = stack {
                 b = b.stack_size(bytes);
             }
-            b.spawn(move || watch_loop(reg, generation))
+            reg.live.fetch_add(1, Ordering::AcqRel);
+            b.spawn(move || watch_loop(reg, generation)).inspect_err(|_| {
+                reg.live.fetch_sub(1, Ordering::AcqRel);
+            })
         });
         match spawned {
-            Ok(handle) => st.thread = Some(handle),
+            // Detached: it ends on its own (module docs).
+            Ok(_) => st.has_thread = true,
             Err(e) => {
                 st.entries.pop();
                 return Err(e);
@@ -239,19 +253,17 @@ fn register(entry: Arc<Entry>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Removes `entry`; the thread, if this was the last, ends, and is returned to be joined.
-fn unregister(entry: &Arc<Entry>) -> Option<JoinHandle<()>> {
+/// Removes `entry`; the thread, if this was the last, is told to end.
+fn unregister(entry: &Arc<Entry>) {
     let reg = registry();
     let mut st = reg.lock();
     let before = st.entries.len();
     st.entries.retain(|e| !Arc::ptr_eq(e, entry));
-    if st.entries.len() == before || !st.entries.is_empty() {
-        return None;
+    if st.entries.len() < before && st.entries.is_empty() && st.has_thread {
+        st.has_thread = false;
+        st.generation += 1;
+        reg.wake.notify_all();
     }
-    let handle = st.thread.take()?;
-    st.generation += 1;
-    reg.wake.notify_all();
-    Some(handle)
 }
 
 /// The heartbeat of one watched event loop, and its place in the watcher's list.
@@ -311,8 +323,9 @@ impl LoopWatch {
         self.entry.watch.pause();
     }
 
-    /// Stops watching for good; the last watch closed ends the watcher thread and waits for it.
-    fn close(&self, py: Python<'_>) {
+    /// Stops watching for good and lets go of the handler; the last watch closed ends the
+    /// watcher thread, which this does not wait for.
+    fn close(&self) {
         self.entry.watch.close();
         let handler = self
             .entry
@@ -321,14 +334,7 @@ impl LoopWatch {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .take();
         drop(handler);
-        if let Some(handle) = unregister(&self.entry) {
-            if handle.thread().id() != std::thread::current().id() {
-                // The watcher may be waiting for the GIL to call a handler: released here.
-                finalize::detach(py, || {
-                    let _ = handle.join();
-                });
-            }
-        }
+        unregister(&self.entry);
     }
 
     /// Whether `close()` ran.
@@ -343,8 +349,28 @@ impl LoopWatch {
     }
 }
 
-/// Whether this process's watcher thread is running (for tests of its lifecycle).
+/// Whether a watcher thread of this process is alive (the current one, or one told to end that
+/// has not yet).
 #[pyfunction]
 pub(crate) fn watchdog_thread_running() -> bool {
-    registry().lock().thread.is_some()
+    registry().live.load(Ordering::Acquire) > 0
+}
+
+/// Waits up to `timeout` seconds, with the GIL released, for every watcher thread of this process
+/// to end; whether they did.
+#[pyfunction]
+pub(crate) fn watchdog_wait_stopped(py: Python<'_>, timeout: f64) -> bool {
+    let reg = registry();
+    let deadline =
+        Instant::now() + Duration::try_from_secs_f64(timeout.max(0.0)).unwrap_or(Duration::from_secs(86_400));
+    finalize::detach(py, || {
+        // Polling: a thread ending has no one to tell; this runs at exit and in tests.
+        while reg.live.load(Ordering::Acquire) > 0 {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        true
+    })
 }
