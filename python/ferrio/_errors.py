@@ -248,6 +248,6 @@ class LoopBlockedError(AssertionError):
         longest = max((r.duration for r in reports), default=0.0)
         first = reports[0].format() if reports else "(none)"
         super().__init__(
-            f"the event loop was blocked {len(reports)} time(s), the longest for {longest * 1e3:.0f} ms; "
-            f"the first block:\n{first}"
+            f"the event loop was blocked {'once' if len(reports) == 1 else f'{len(reports)} times'}, "
+            f"the longest for {longest * 1e3:.0f} ms; the first block:\n{first}"
         )

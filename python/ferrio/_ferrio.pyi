@@ -508,6 +508,9 @@ class LoopWatch:
     def beat(self) -> float | None:
         """The beat, run by the loop: records its lag into ``lag``; the seconds until the next
         one, or ``None`` once closed."""
+    def settle(self) -> float:
+        """Seconds left to report as the watch stops: the lag of a late beat the watcher has not
+        taken yet, or else how late the next beat is now."""
     def pause(self) -> None:
         """The loop stopped running: nothing is due until ``arm()``."""
     def close(self) -> None:

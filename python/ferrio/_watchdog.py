@@ -215,6 +215,9 @@ class _LoopWatch:
         self.task: asyncio.Task[Any] | None = None
         self.interval = dog.threshold
         self.next_ongoing = max(1.0, 10 * dog.threshold)
+        # The watcher thread and a stop() on another thread both conclude blocks; reports are
+        # delivered after it is released (on_block may take its time).
+        self.lock = threading.Lock()
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the heartbeat on ``loop``, which runs in this thread."""
@@ -231,17 +234,24 @@ class _LoopWatch:
 
     def _sample(self, lag: float, gil_wait: float) -> float:
         lag += gil_wait  # the watcher saw `lag`, then waited for the GIL
+        with self.lock:
+            next_lag, ongoing = self._take_sample(lag, gil_wait)
+        if ongoing is not None:
+            self.dog._deliver(ongoing)
+        return next_lag
+
+    def _take_sample(self, lag: float, gil_wait: float) -> tuple[float, BlockReport | None]:
         loop = self.loop_ref()
         if loop is None or loop.is_closed() or not loop.is_running():
             # The loop stopped without the hook seeing it (a uvloop imported before the watchdog).
             self.core.pause()
             self._reset()
-            return math.inf
+            return math.inf, None
         frame = sys._current_frames().get(self.thread_id)
         if frame is None:
             self.core.pause()
             self._reset()
-            return math.inf
+            return math.inf, None
         try:
             task = asyncio.current_task(loop)
         except RuntimeError:
@@ -257,23 +267,38 @@ class _LoopWatch:
         if len(self.samples) > MAX_SAMPLES:
             self.samples = self.samples[::2]
             self.interval *= 2
+        ongoing = None
         if lag >= self.next_ongoing and self._one_callback():
             self.next_ongoing *= 2
-            self.dog._deliver(self._report(lag, ongoing=True))
+            ongoing = self._report(lag, ongoing=True)
         threshold = self.dog.threshold
-        return lag + self.interval if lag >= threshold else threshold
+        return (lag + self.interval if lag >= threshold else threshold), ongoing
 
     def _end(self, lag: float) -> None:
+        with self.lock:
+            report = self._conclude(lag)
+        if report is not None:
+            self.dog._deliver(report)
+
+    def _flush(self) -> None:
+        """Concludes the block in progress as the watch stops: one that just ended on the loop's
+        own thread (leaving ``async with``) has run no late beat for the watcher to see."""
+        lag = self.core.settle()
+        with self.lock:
+            report = self._conclude(lag) if self.samples or lag >= self.dog.threshold else None
+        if report is not None:
+            self.dog._deliver(report)
+
+    def _conclude(self, lag: float) -> BlockReport | None:
         try:
             if lag < self.dog.threshold:
-                return
+                return None
             if not self._one_callback():
                 self.dog._count_busy()
                 logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, _ms(lag))
-                return
-            report = self._report(lag, ongoing=False)
+                return None
             self.dog._count_block(lag)
-            self.dog._deliver(report)
+            return self._report(lag, ongoing=False)
         finally:
             self._reset()
 
@@ -373,6 +398,7 @@ class Watchdog:
             self._loops.clear()
         for w in watches:
             w.core.close()
+            w._flush()
         if self.strict and self._reports:
             reports = tuple(self._reports)
             raise LoopBlockedError(reports)

@@ -139,6 +139,19 @@ impl Watch {
         }
     }
 
+    /// What is left to report as the watch closes: the lag of a late beat the watcher has not
+    /// taken yet, or else how late the next beat is now (a block that just ended, on the loop's
+    /// own thread, runs no beat before the watch stops).
+    pub fn settle(&self) -> u64 {
+        if let Some((lag, _)) = self.take_ended() {
+            return lag;
+        }
+        match self.due.load(Ordering::Acquire) {
+            0 => 0,
+            due => now_ns().saturating_sub(due),
+        }
+    }
+
     /// Stops the beat for good.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

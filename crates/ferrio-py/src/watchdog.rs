@@ -318,6 +318,12 @@ impl LoopWatch {
         self.entry.watch.beat().map(|d| d.as_secs_f64())
     }
 
+    /// Seconds left to report as the watch stops: the lag of a late beat the watcher has not
+    /// taken yet, or else how late the next beat is now.
+    fn settle(&self) -> f64 {
+        secs(self.entry.watch.settle())
+    }
+
     /// The loop stopped running: nothing is due until `arm()`.
     fn pause(&self) {
         self.entry.watch.pause();
