@@ -23,6 +23,7 @@ __all__ = [
     "LimiterCore",
     "LimiterCounts",
     "LoopWaker",
+    "LoopWatch",
     "PanicException",
     "PoolCounts",
     "QueueCore",
@@ -49,6 +50,8 @@ __all__ = [
     "set_parent_death_signal",
     "split_lines",
     "stop_attaching",
+    "watchdog_thread_running",
+    "watchdog_wait_stopped",
 ]
 
 __version__: str
@@ -491,7 +494,7 @@ class LoopWatch:
     Raises ``ValueError``/``TypeError`` for a threshold that is not a number of seconds from
     0.001 to 86400."""
 
-    def __init__(self, *, threshold: float, handler: object, lag: LatencyHistogram) -> None: ...
+    def __new__(cls, *, threshold: float, handler: object, lag: LatencyHistogram) -> Self: ...
     @property
     def period(self) -> float:
         """Seconds between beats: a quarter threshold, at most a second."""
