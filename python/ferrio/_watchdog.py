@@ -42,6 +42,8 @@ logger = logging.getLogger("ferrio.watchdog")
 
 #: Samples kept per block: a longer block keeps every other one and samples half as often.
 MAX_SAMPLES = 32
+#: Frames kept per sample, innermost first (a deep recursion keeps its last ones).
+MAX_FRAMES = 256
 #: Modules whose frames run the loop rather than the code it calls back.
 _LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops")
 
@@ -206,9 +208,9 @@ class _LoopWatch:
         self.dog = dog
         self.loop_ref = weakref.ref(loop)
         self.loop_repr = _safe_repr(loop)
-        thread = threading.current_thread()
         self.thread_id = threading.get_ident()
-        self.thread_name = thread.name
+        self.thread_name = threading.current_thread().name
+        self.chain = object()
         self.core = _ferrio.LoopWatch(threshold=dog.threshold, handler=self, lag=dog._lag)
         self.samples: list[StackSample] = []
         self.keys: list[object] = []
@@ -220,11 +222,17 @@ class _LoopWatch:
         self.lock = threading.Lock()
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Starts the heartbeat on ``loop``, which runs in this thread."""
+        """Starts the heartbeat on ``loop``, which runs in this thread. A loop that stopped and
+        runs again still holds its old heartbeat's timer: that chain ends when it fires."""
+        self.thread_id = threading.get_ident()
+        self.thread_name = threading.current_thread().name
+        chain = self.chain = object()
         beat = self.core.beat
         call_later = loop.call_later
 
         def heartbeat() -> None:
+            if self.chain is not chain:
+                return
             period = beat()
             if period is not None:
                 call_later(period, heartbeat)
@@ -257,7 +265,7 @@ class _LoopWatch:
         except RuntimeError:
             task = None
         root = _callback_root(frame)
-        stack = traceback.StackSummary.extract(_frames_up_to(frame, root), lookup_lines=False)
+        stack = traceback.StackSummary.extract(_frames_up_to(frame, root), limit=MAX_FRAMES, lookup_lines=False)
         stack.reverse()
         if not self.samples:
             self.task = task
@@ -463,6 +471,9 @@ class Watchdog:
     def _loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         w = self._loops.get(loop)
         if w is not None:
+            # The loop's last callback may have blocked: concluded now, while the loop is stopping
+            # (its thread runs no callback any more), so a report is complete when run() returns.
+            w._flush()
             w.core.pause()
         self._forget_closed_loops()
 
@@ -500,10 +511,12 @@ class Watchdog:
                 logger.exception("ferrio.watchdog(): on_block %r raised", self.on_block)
 
     def _after_fork_in_child(self) -> None:
-        with self._mutex:
-            watches = list(self._loops.values())
-            self._loops.clear()
+        # A parent thread (the watcher) may have held these locks at the fork: new ones.
+        self._mutex = threading.Lock()
+        watches = list(self._loops.values())
+        self._loops.clear()
         for w in watches:
+            w.lock = threading.Lock()
             w.core.close()
 
 
@@ -511,7 +524,8 @@ class _RunningLoopHook:
     """Wraps ``asyncio._set_running_loop`` while any watchdog runs, to see loops start and stop."""
 
     def __init__(self) -> None:
-        self.dogs: weakref.WeakSet[Watchdog] = weakref.WeakSet()
+        # Strong: a started watchdog runs until stopped, referenced or not (`watchdog().start()`).
+        self.dogs: set[Watchdog] = set()
         self.original: Callable[[asyncio.AbstractEventLoop | None], None] | None = None
         self.running = threading.local()
 
