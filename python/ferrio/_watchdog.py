@@ -550,13 +550,22 @@ class _RunningLoopHook:
         if loop is not None:
             self.running.loop = loop
             for dog in list(self.dogs):
-                dog._loop_started(loop)
+                self._notify(dog._loop_started, loop)
         else:
             stopped = getattr(self.running, "loop", None)
             self.running.loop = None
             if stopped is not None:
                 for dog in list(self.dogs):
-                    dog._loop_stopped(stopped)
+                    self._notify(dog._loop_stopped, stopped)
+
+    @staticmethod
+    def _notify(event: Callable[[asyncio.AbstractEventLoop], None], loop: asyncio.AbstractEventLoop) -> None:
+        # Inside asyncio's own start and stop of the loop: a failure (the watcher thread could not
+        # start, under a memory limit) leaves that loop unwatched and is logged, never raised there.
+        try:
+            event(loop)
+        except Exception:
+            logger.exception("ferrio.watchdog() could not watch event loop %s", _safe_repr(loop))
 
 
 _original_set_running_loop = asyncio.events._set_running_loop
