@@ -490,7 +490,8 @@ class LoopWatch:
     """The heartbeat of one watched event loop (``ferrio.watchdog``), and its place in the list
     of the one watcher thread, ``ferrio-watchdog``. ``handler._sample(lag, gil_wait)`` is called
     on that thread, with the GIL, while a beat is late past the lag it last returned (the first
-    time at half the threshold); ``handler._end(lag)`` once a beat that came that late ran.
+    time at half the threshold); ``handler._end(lag)`` once a beat that came that late ran;
+    ``handler._paused()`` once a second while the watch is paused.
     Raises ``ValueError``/``TypeError`` for a threshold that is not a number of seconds from
     0.001 to 86400."""
 

@@ -310,6 +310,13 @@ class _LoopWatch:
         finally:
             self._reset()
 
+    def _paused(self) -> None:
+        """Asked by the watcher, once a second, while the loop is not running: a loop closed (or
+        gone) since then has its watch closed, so the watcher thread does not outlive it."""
+        loop = self.loop_ref()
+        if loop is None or loop.is_closed():
+            self.dog._forget_closed_loops()
+
     def _one_callback(self) -> bool:
         return all(k is self.keys[0] for k in self.keys)
 
@@ -481,7 +488,7 @@ class Watchdog:
         """Closes the watches of loops closed or gone (kept paused until then: ``asyncio.run``
         starts and stops its loop three times)."""
         with self._mutex:
-            gone = [loop for loop, w in self._loops.items() if loop.is_closed() or w.loop_ref() is None]
+            gone = [loop for loop in self._loops if loop.is_closed()]
             watches = [self._loops.pop(loop) for loop in gone]
         for w in watches:
             w.core.close()

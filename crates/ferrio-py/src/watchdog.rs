@@ -6,7 +6,8 @@
 //! Only when a beat is overdue past the next sampling point, or a late beat has ended a block, does
 //! it take the GIL, once per wake-up for all of them, to call the watch's handler (Python):
 //! `handler._sample(lag, gil_wait)` while a block lasts, which samples the loop thread's stack and
-//! returns the lag for the next sample, and `handler._end(lag)` after it. `gil_wait` is how long
+//! returns the lag for the next sample, and `handler._end(lag)` after it; and, once a second,
+//! `handler._paused()` for a watch whose loop is not running. `gil_wait` is how long
 //! taking the GIL took: a block in C code that holds the GIL is sampled only when it gives it back,
 //! and the handler says so.
 //!
@@ -101,7 +102,13 @@ fn secs(ns: u64) -> f64 {
 enum Call {
     Sample(Arc<Entry>, u64),
     End(Arc<Entry>, u64),
+    /// A paused watch, every [`PAUSED_CHECK`]: its loop may have been closed since it stopped.
+    Paused(Arc<Entry>),
 }
+
+/// How often a paused watch's handler is asked whether its loop still exists: a loop closed after
+/// it stopped has no hook to say so, and its watch would keep this thread alive.
+const PAUSED_CHECK: u64 = 1_000_000_000;
 
 /// The watcher thread's body: runs until no watch is left or a newer generation replaced it.
 fn watch_loop(reg: &'static Registry, generation: u64) {
@@ -114,6 +121,7 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
     let _alive = Alive(reg);
     let mut stalls = Stalls::default();
     let mut last = now_ns();
+    let mut last_paused_check = last;
     loop {
         let (entries, tick) = {
             let mut st = reg.lock();
@@ -148,6 +156,10 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
             stalls.record(expected, now);
         }
         let mut calls = Vec::new();
+        let check_paused = now.saturating_sub(last_paused_check) >= PAUSED_CHECK;
+        if check_paused {
+            last_paused_check = now;
+        }
         for e in &entries {
             if let Some((lag, at)) = e.watch.take_ended() {
                 e.next_sample.store(e.watch.first_sample(), Ordering::Relaxed);
@@ -155,7 +167,12 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
                 calls.push(Call::End(Arc::clone(e), lag));
                 continue;
             }
-            let Some(due) = e.watch.due() else { continue };
+            let Some(due) = e.watch.due() else {
+                if check_paused && !e.watch.is_closed() {
+                    calls.push(Call::Paused(Arc::clone(e)));
+                }
+                continue;
+            };
             if now <= due {
                 continue;
             }
@@ -210,6 +227,13 @@ fn dispatch(py: Python<'_>, call: Call, gil_wait: u64) {
             let Some(handler) = handler_of(py, &e) else { return };
             let handler = handler.bind(py);
             if let Err(err) = handler.call_method1("_end", (secs(lag),)) {
+                err.write_unraisable(py, Some(handler));
+            }
+        }
+        Call::Paused(e) => {
+            let Some(handler) = handler_of(py, &e) else { return };
+            let handler = handler.bind(py);
+            if let Err(err) = handler.call_method0("_paused") {
                 err.write_unraisable(py, Some(handler));
             }
         }
