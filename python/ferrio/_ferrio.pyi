@@ -498,7 +498,7 @@ class LoopWatch:
     def __new__(cls, *, threshold: float, handler: object, lag: LatencyHistogram) -> Self: ...
     @property
     def period(self) -> float:
-        """Seconds between beats: a quarter threshold, at most a second."""
+        """Seconds between beats: an eighth of the threshold, at most a second."""
     @property
     def threshold(self) -> float:
         """The threshold in seconds."""

@@ -1,6 +1,6 @@
 """``ferrio.watchdog``: reports of event loops blocked by the code they run, caught while it blocks.
 
-How it works. A watched loop runs a heartbeat on a timer every quarter threshold: a Rust call
+How it works. A watched loop runs a heartbeat on a timer every eighth of the threshold: a Rust call
 that stores the time. One Rust thread, ``ferrio-watchdog``, watches every loop's heartbeat with
 the GIL released. When a beat is half a threshold late, the loop is stuck in one iteration, so
 the watcher takes the GIL and samples the stack of the loop's thread (and the task running), and
@@ -45,7 +45,7 @@ MAX_SAMPLES = 32
 #: Frames kept per sample, innermost first (a deep recursion keeps its last ones).
 MAX_FRAMES = 256
 #: Modules whose frames run the loop rather than the code it calls back.
-_LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops")
+_LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops", "selectors")
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,9 @@ class StackSample:
 class BlockReport:
     """One block of an event loop: how long, where, and by what."""
 
-    #: How long the loop ran no timer or I/O callback, in seconds (at least: the heartbeat sees a
-    #: block to within a quarter threshold). For an ongoing report, how long so far.
+    #: How long the loop ran no timer or I/O callback, in seconds: the heartbeat's lag plus half
+    #: its period, so within a sixteenth of the threshold of the block. For an ongoing report, how
+    #: long so far.
     duration: float
     #: The threshold of the watchdog that reported it.
     threshold: float
@@ -173,6 +174,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
 
 
+def _is_loop_frame(frame: types.FrameType) -> bool:
+    return str(frame.f_globals.get("__name__", "")).startswith(_LOOP_MODULES)
+
+
 def _callback_root(frame: types.FrameType) -> types.FrameType:
     """The outermost frame below the loop's own: the callback the loop is running."""
     frames: list[types.FrameType] = []
@@ -183,8 +188,7 @@ def _callback_root(frame: types.FrameType) -> types.FrameType:
     frames.reverse()
     in_loop = False
     for f in frames:
-        loop_frame = str(f.f_globals.get("__name__", "")).startswith(_LOOP_MODULES)
-        if loop_frame:
+        if _is_loop_frame(f):
             in_loop = True
         elif in_loop:
             return f
@@ -212,6 +216,7 @@ class _LoopWatch:
         self.thread_name = threading.current_thread().name
         self.chain = object()
         self.core = _ferrio.LoopWatch(threshold=dog.threshold, handler=self, lag=dog._lag)
+        self.half_period = self.core.period / 2
         self.samples: list[StackSample] = []
         self.keys: list[object] = []
         self.task: asyncio.Task[Any] | None = None
@@ -241,12 +246,14 @@ class _LoopWatch:
         call_later(period, heartbeat)
 
     def _sample(self, lag: float, gil_wait: float) -> float:
-        lag += gil_wait  # the watcher saw `lag`, then waited for the GIL
+        # The watcher saw `lag`, then waited for the GIL; the block began, on average, half a
+        # period before the beat it delayed was due.
+        lag += gil_wait + self.half_period
         with self.lock:
             next_lag, ongoing = self._take_sample(lag, gil_wait)
         if ongoing is not None:
             self.dog._deliver(ongoing)
-        return next_lag
+        return next_lag - self.half_period  # the watcher compares its own, uncorrected lags
 
     def _take_sample(self, lag: float, gil_wait: float) -> tuple[float, BlockReport | None]:
         loop = self.loop_ref()
@@ -260,6 +267,11 @@ class _LoopWatch:
             self.core.pause()
             self._reset()
             return math.inf, None
+        if _is_loop_frame(frame):
+            # The loop's own code is running (waiting in select(), between callbacks): the block
+            # ended, and its late beat is about to run. Not a sample of it.
+            del frame
+            return lag + self.core.period, None
         try:
             task = asyncio.current_task(loop)
         except RuntimeError:
@@ -283,6 +295,7 @@ class _LoopWatch:
         return (lag + self.interval if lag >= threshold else threshold), ongoing
 
     def _end(self, lag: float) -> None:
+        lag += self.half_period
         with self.lock:
             report = self._conclude(lag)
         if report is not None:
@@ -292,6 +305,7 @@ class _LoopWatch:
         """Concludes the block in progress as the watch stops: one that just ended on the loop's
         own thread (leaving ``async with``) has run no late beat for the watcher to see."""
         lag = self.core.settle()
+        lag += self.half_period if lag > 0 else 0.0
         with self.lock:
             report = self._conclude(lag) if self.samples or lag >= self.dog.threshold else None
         if report is not None:

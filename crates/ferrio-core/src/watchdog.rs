@@ -58,14 +58,14 @@ pub struct Watch {
 
 impl Watch {
     /// A watch for blocks of `threshold` or more (clamped to [`MIN_THRESHOLD`], [`MAX_THRESHOLD`]).
-    /// Its beat comes every quarter threshold, at most every second: a block is seen within a
-    /// quarter threshold of its length. Each beat's lag is recorded into `lag`.
+    /// Its beat comes every eighth of the threshold (at least every second, at most every 250 us):
+    /// a beat's lag is a block's length less at most one period. Each lag is recorded into `lag`.
     #[must_use]
     pub fn new(threshold: Duration, lag: Arc<Histogram>) -> Self {
         let threshold = ns(threshold.clamp(MIN_THRESHOLD, MAX_THRESHOLD));
         Self {
             threshold,
-            period: (threshold / 4).clamp(ns(MIN_THRESHOLD) / 4, 1_000_000_000),
+            period: (threshold / 8).clamp(ns(MIN_THRESHOLD) / 4, 1_000_000_000),
             due: AtomicU64::new(0),
             ended_lag: AtomicU64::new(0),
             ended_at: AtomicU64::new(0),
@@ -203,12 +203,12 @@ mod tests {
     #[test]
     fn a_beat_on_time_ends_nothing_and_a_late_one_reports_its_lag() {
         let w = Watch::new(Duration::from_millis(40), Arc::default());
-        assert_eq!(w.period(), Duration::from_millis(10));
+        assert_eq!(w.period(), Duration::from_millis(5));
         assert_eq!(w.due(), None, "paused until armed");
         w.arm();
         assert!(w.beat().is_some());
         assert_eq!(w.take_ended(), None);
-        std::thread::sleep(Duration::from_millis(10 + 25));
+        std::thread::sleep(Duration::from_millis(5 + 25));
         w.beat();
         let (lag, at) = w.take_ended().expect("25 ms late, past half the threshold");
         assert!(lag >= 20_000_000, "lag {lag}");
@@ -222,6 +222,10 @@ mod tests {
     #[test]
     fn thresholds_are_clamped() {
         assert_eq!(Watch::new(Duration::ZERO, Arc::default()).threshold(), 1_000_000);
+        assert_eq!(
+            Watch::new(Duration::ZERO, Arc::default()).period(),
+            Duration::from_micros(250)
+        );
         assert_eq!(
             Watch::new(Duration::MAX, Arc::default()).threshold(),
             86_400_000_000_000

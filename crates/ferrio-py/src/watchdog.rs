@@ -2,7 +2,7 @@
 //! the process.
 //!
 //! Each [`LoopWatch`] wraps a core [`Watch`] whose beat the loop runs on a timer. The watcher wakes
-//! every quarter of the smallest threshold, with the GIL released, and reads each watch's atomics.
+//! every eighth of the smallest threshold, with the GIL released, and reads each watch's atomics.
 //! Only when a beat is overdue past the next sampling point, or a late beat has ended a block, does
 //! it take the GIL, once per wake-up for all of them, to call the watch's handler (Python):
 //! `handler._sample(lag, gil_wait)` while a block lasts, which samples the loop thread's stack and
