@@ -60,13 +60,13 @@ FULL = Sizes(
     rounds=5, n=20_000, seq=5_000, sleeps=2_000, calls=1_000_000, bridges=5_000, items=200_000,
     lines=100_000, small_files=2_000, big_mib=256,
     proc_calls=2_000, proc_mib=16, crash_calls=2_000, kills=100, crash_rounds=3,
-    watch_rounds=41, watch_n=10_000, pings=20_000, beats=1_000_000, blocks=3,
+    watch_rounds=31, watch_n=10_000, pings=40_000, beats=1_000_000, blocks=3,
 )  # fmt: skip
 QUICK = Sizes(
     rounds=3, n=20_000, seq=2_000, sleeps=2_000, calls=200_000, bridges=2_000, items=50_000,
     lines=20_000, small_files=2_000, big_mib=64,
     proc_calls=2_000, proc_mib=16, crash_calls=500, kills=25, crash_rounds=3,
-    watch_rounds=21, watch_n=5_000, pings=20_000, beats=200_000, blocks=3,
+    watch_rounds=15, watch_n=5_000, pings=20_000, beats=200_000, blocks=3,
 )  # fmt: skip
 # Tiny sizes that only prove every workload runs (the test suite uses it); not a measurement.
 SMOKE = Sizes(
