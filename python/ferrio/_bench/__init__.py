@@ -9,7 +9,7 @@ start-up). The *ceiling* contender awaits futures the loop resolves itself
 tasks and futures.
 
 - ``_harness``: the result record, the peers, and the timing harnesses every family uses
-- ``_threads``, ``_bridges``, ``_sync``, ``_processes``, ``_files``: the workload families
+- ``_threads``, ``_bridges``, ``_sync``, ``_processes``, ``_files``, ``_watchdog``: the workload families
 - ``_report``: the text report; ``_cli``: the ``bench`` command and the run
 """
 

@@ -18,12 +18,12 @@ from typing import IO, Any
 
 import ferrio
 
-from . import _bridges, _files, _processes, _sync, _threads
+from . import _bridges, _files, _processes, _sync, _threads, _watchdog
 from ._harness import Batches, LoopFactory, Result, peer
 from ._report import report
 
 #: The workload families ``--only`` chooses from, each a module of this package.
-FAMILIES = ("threads", "bridges", "sync", "processes", "files")
+FAMILIES = ("threads", "bridges", "sync", "processes", "files", "watchdog")
 
 # NOTE: measured with a release build on the 2-CPU x86_64 VM of benchmarks/README.md: 2 min 45 s
 # wall for `python -m ferrio bench --quick` (both loops, every peer installed), other work running.
@@ -49,23 +49,31 @@ class Sizes:
     crash_calls: int
     kills: int
     crash_rounds: int
+    watch_rounds: int  # the watchdog's on/off pairs: many short ones, since the difference is small
+    watch_n: int  # offloaded no-ops per run of a pair
+    pings: int  # sleep(0) hand-offs per run of a pair
+    beats: int  # heartbeat beats timed in a row
+    blocks: int  # deliberate blocks of each kind
 
 
 FULL = Sizes(
     rounds=5, n=20_000, seq=5_000, sleeps=2_000, calls=1_000_000, bridges=5_000, items=200_000,
     lines=100_000, small_files=2_000, big_mib=256,
     proc_calls=2_000, proc_mib=16, crash_calls=2_000, kills=100, crash_rounds=3,
+    watch_rounds=31, watch_n=10_000, pings=40_000, beats=1_000_000, blocks=3,
 )  # fmt: skip
 QUICK = Sizes(
     rounds=3, n=20_000, seq=2_000, sleeps=2_000, calls=200_000, bridges=2_000, items=50_000,
     lines=20_000, small_files=2_000, big_mib=64,
     proc_calls=2_000, proc_mib=16, crash_calls=500, kills=25, crash_rounds=3,
+    watch_rounds=15, watch_n=5_000, pings=20_000, beats=200_000, blocks=3,
 )  # fmt: skip
 # Tiny sizes that only prove every workload runs (the test suite uses it); not a measurement.
 SMOKE = Sizes(
     rounds=1, n=640, seq=50, sleeps=128, calls=2_000, bridges=50, items=400,
     lines=200, small_files=20, big_mib=1,
     proc_calls=40, proc_mib=1, crash_calls=40, kills=3, crash_rounds=1,
+    watch_rounds=1, watch_n=640, pings=200, beats=1_000, blocks=1,
 )  # fmt: skip
 
 
@@ -101,6 +109,12 @@ ON_EACH_LOOP: list[tuple[str, str, OnLoop]] = [
         "warm process pools",
         lambda lp, ln, s: _processes.warm(lp, ln, s.rounds, s.proc_calls, s.proc_mib),
     ),
+    (
+        "watchdog",
+        "the watchdog on vs off",
+        lambda lp, ln, s: _watchdog.cost(lp, ln, s.watch_rounds, s.watch_n, s.pings, s.beats),
+    ),
+    ("watchdog", "blocks caught", lambda lp, ln, s: _watchdog.detection(lp, ln, s.blocks)),
 ]
 #: Workloads that make their own loops (or threads with loops): measured once, on the first chosen loop.
 ONCE: list[tuple[str, str, OwnLoop]] = [

@@ -8,9 +8,12 @@ from collections.abc import Iterable
 from ._harness import Result
 
 #: Units whose figures are counts of things: printed as integers, compared by difference.
-COUNT_UNITS = frozenset({"calls", "fds", "threads"})
+COUNT_UNITS = frozenset({"blocks", "calls", "fds", "threads"})
 #: Units that are not speeds (rates or times): their ratios read "better"/"worse".
 OTHER_UNITS = frozenset({"MB"})
+#: Units of a ratio between two of a block's figures (the watchdog on / off): printed to two
+#: decimals, since the differences that matter are a few percent, and compared with nothing.
+RATIO_UNITS = frozenset({"x"})
 #: The contender column is at least this wide, so most blocks line up with each other.
 MIN_LABEL_WIDTH = 28
 
@@ -44,21 +47,24 @@ def compare(ref: Result, other: Result) -> str:
 
 
 def figure(r: Result) -> str:
-    """The value as printed: counts as integers, measurements to one decimal."""
+    """The value as printed: counts as integers, ratios to two decimals, measurements to one."""
     if r.unit in COUNT_UNITS:
         return f"{round(r.value):,}"
+    if r.unit in RATIO_UNITS:
+        return f"{r.value:,.2f}"
     return f"{r.value:,.1f}"
 
 
 def block(rs: list[Result]) -> list[str]:
-    """The lines of one workload's block: a title, then one aligned line per contender."""
+    """The lines of one workload's block: a title, then one aligned line per contender, and beside
+    each figure in the unit of ferrio's, how ferrio compares."""
     ref = next((r for r in rs if r.contender.startswith("ferrio")), rs[0])
     label_w = max(MIN_LABEL_WIDTH, *(len(r.contender) for r in rs))
     value_w = max(14, *(len(figure(r)) for r in rs))
     unit_w = max(len(r.unit) for r in rs)
     lines = [f"{rs[0].workload}  [{rs[0].loop}]"]
     for r in rs:
-        ratio = compare(ref, r) if r is not ref else ""
+        ratio = compare(ref, r) if r is not ref and r.unit == ref.unit else ""
         line = f"  {r.contender:<{label_w}} {figure(r):>{value_w}} {r.unit:<{unit_w}}"
         lines.append(f"{line}   {ratio}".rstrip() if ratio else line.rstrip())
     return lines
