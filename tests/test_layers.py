@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("from_thread",),
     ("__init__",),
     ("_bench", "_watch_cli"),  # tools over the public package: the benchmark, `python -m ferrio watch`
+    ("pytest_plugin",),  # the pytest plugin, over the watch command's threshold parser
     ("__main__",),  # the command line
 ]
 

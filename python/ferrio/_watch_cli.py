@@ -211,18 +211,21 @@ def _program_frames(tb: types.TracebackType | None) -> types.TracebackType | Non
     return tb
 
 
-def settle(dog: ferrio.Watchdog, timeout: float = 2.0) -> None:
-    """Waits, for ``timeout`` seconds at most, until every block ``dog`` has started sampling has
-    been reported.
+def settle(dog: ferrio.Watchdog) -> None:
+    """Waits until every block that ended on a loop ``dog`` watches has been reported, or for
+    about two beats of the watcher at most.
 
-    A block is reported by the watcher thread on its wake-up after the block ended (up to a
-    quarter threshold later); ``stop()`` before that drops it. So a program that blocks just
-    before it returns would show no block. Until ``stop()`` delivers a block that ended first, this
-    waits for the watcher: a watched loop that has samples is in a block, or has just ended one.
+    The watcher thread reports a block on its first wake-up after the block ended, up to a
+    quarter threshold (a second at most) later; ``stop()`` before that loses it, so a program
+    that blocks just before it returns would show no block. A loop that stopped running while
+    the watcher still holds samples of it had a block that ended and is not reported yet. (A loop
+    still running in another thread may be in a block now: no one waits for that.)
     """
-    deadline = time.monotonic() + timeout
-    while any(w.samples for w in list(dog._loops.values())) and time.monotonic() < deadline:
-        time.sleep(min(dog.threshold / 4, 0.05))  # polling: the watcher thread gives no signal
+    deadline = time.monotonic() + min(dog.threshold, 1.0) + 0.5
+    while time.monotonic() < deadline and any(
+        w.samples and not loop.is_running() for loop, w in list(dog._loops.items())
+    ):
+        time.sleep(min(dog.threshold / 8, 0.02))  # polling: the watcher thread gives no signal
 
 
 def summary(stats: ferrio.WatchdogStatistics, threshold: float) -> str:
