@@ -141,6 +141,45 @@ def test_a_fixture_that_blocks_errors_the_test(folder: pytest.Pytester) -> None:
     )
 
 
+def test_async_tests_run_by_anyios_plugin_are_watched(folder: pytest.Pytester) -> None:
+    # anyio's runner keeps its loop from test to test; the watchdog sees it start each time.
+    folder.makepyfile(
+        test_anyio="""
+        import time
+        import anyio, pytest
+
+        pytestmark = pytest.mark.anyio
+        BACKENDS = ["asyncio"]
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            BACKENDS.append(("asyncio", {"use_uvloop": True}))
+
+        @pytest.fixture(params=BACKENDS, ids=["asyncio", "uvloop"][: len(BACKENDS)])
+        def anyio_backend(request):
+            return request.param
+
+        def blocking_function():
+            time.sleep(0.3)
+
+        async def test_blocks():
+            blocking_function()
+
+        async def test_does_not_block():
+            await anyio.sleep(0.01)
+        """
+    )
+    result = _run(folder, "-p", "anyio", "--ferrio-watchdog=100ms", "test_anyio.py")
+    result.assert_outcomes(failed=_loops(), passed=_loops())
+    result.stdout.fnmatch_lines(
+        ["test_anyio.py::test_blocks?asyncio?: blocked its event loop for * ms in blocking_function()"]
+    )
+    if _loops() == 2:
+        result.stdout.fnmatch_lines(["event loop <uvloop.Loop * was blocked for * ms (threshold 100 ms)*"])
+
+
 def test_with_no_test_blocking_the_summary_says_so(folder: pytest.Pytester) -> None:
     result = _run(folder, "--ferrio-watchdog=100ms", "-k", "does_not_block")
     result.assert_outcomes(passed=_loops(), skipped=2 - _loops())

@@ -133,6 +133,14 @@ def test_an_uncaught_exception_prints_the_programs_traceback_and_exits_1(tmp_pat
     assert "ferrio watch: 1 event loop block" in proc.stderr
 
 
+def test_ctrl_c_prints_the_traceback_and_exits_130_as_a_shell_reports_sigint(tmp_path: Path) -> None:
+    script = _program(tmp_path, "asyncio", "run(blocks())\nraise KeyboardInterrupt\n")
+    proc = _watch("--threshold", "100ms", script, cwd=tmp_path)
+    assert proc.returncode == 130, proc.stderr
+    assert "\nKeyboardInterrupt\n" in proc.stderr
+    assert "ferrio watch: 1 event loop block" in proc.stderr
+
+
 @pytest.mark.parametrize("loop", LOOPS)
 def test_dash_m_runs_a_module_from_the_path_as_python_dash_m_does(tmp_path: Path, loop: str) -> None:
     (tmp_path / "lib").mkdir()

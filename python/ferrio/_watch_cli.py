@@ -41,7 +41,7 @@ DESCRIPTION = """\
 Run a Python program as `python script.py ARG...` or `python -m MODULE ARG...` would, with
 ferrio.watchdog() watching every event loop it starts (asyncio and uvloop, in any thread).
 Each block of the threshold or more is printed on stderr as it happens, with the stack of the
-code that blocked, taken while it blocked; a summary follows at exit. Reports go to the
+code that blocked, taken while it blocked; a summary follows when the program returns. Reports go to the
 `ferrio.watchdog` logger: a program that configures logging gets them through its own handlers."""
 
 EPILOG = f"""\
