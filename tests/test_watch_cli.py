@@ -100,6 +100,16 @@ def test_the_programs_exit_status_is_kept_even_under_strict(tmp_path: Path, loop
     assert "ferrio watch: 1 event loop block" in proc.stderr
 
 
+def test_the_scripts_directory_comes_first_on_the_path_as_under_python(tmp_path: Path) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "helper.py").write_text("NAME = 'the helper next to the script'\n")
+    script = _program(app, "asyncio", "import helper\nprint(helper.NAME, sys.path[0])\n")
+    proc = _watch(script, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"the helper next to the script {app}\n"
+
+
 def test_a_non_integer_exit_code_is_printed_and_exits_1_as_python_does(tmp_path: Path) -> None:
     script = _program(tmp_path, "asyncio", 'sys.exit("giving up")\n')
     proc = _watch(script, cwd=tmp_path)

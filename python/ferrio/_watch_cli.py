@@ -152,9 +152,9 @@ def _run_script(script: str, args: list[str]) -> None:
     if not os.path.exists(script):
         raise _CannotRun(f"can't open file {os.path.abspath(script)!r}: no such file or directory", status=2)
     sys.argv[:] = [script, *args]
-    # What python does for `python script.py`: the script's directory (or the zip file or
-    # directory itself, which run_path runs the __main__.py of) comes first on the path.
-    sys.path[0] = os.path.dirname(os.path.abspath(script)) if os.path.isfile(script) else script
+    # What python does for `python script.py`: the directory of the script, symbolic links
+    # resolved (or the zip file or directory itself, whose __main__.py run_path runs) comes first.
+    sys.path[0] = os.path.dirname(os.path.realpath(script)) if os.path.isfile(script) else script
     runpy.run_path(script, run_name="__main__")
 
 
