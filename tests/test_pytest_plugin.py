@@ -191,7 +191,7 @@ def test_with_no_test_blocking_the_summary_says_so(folder: pytest.Pytester) -> N
     [
         (
             ["--ferrio-watchdog=fast"],
-            "*argument --ferrio-watchdog: expected a duration such as 50ms, 0.05s or 200us*, got 'fast'",
+            "*argument --ferrio-watchdog: expected a duration such as 50ms, 0.05s or 1s*, got 'fast'",
         ),
         (["--ferrio-watchdog=0"], "*argument --ferrio-watchdog: '0' is out of range*"),
         (["--ferrio-watchdog-report"], "*--ferrio-watchdog-report needs --ferrio-watchdog=THRESHOLD*"),

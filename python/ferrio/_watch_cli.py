@@ -41,8 +41,9 @@ DESCRIPTION = """\
 Run a Python program as `python script.py ARG...` or `python -m MODULE ARG...` would, with
 ferrio.watchdog() watching every event loop it starts (asyncio and uvloop, in any thread).
 Each block of the threshold or more is printed on stderr as it happens, with the stack of the
-code that blocked, taken while it blocked; a summary follows when the program returns. Reports go to the
-`ferrio.watchdog` logger: a program that configures logging gets them through its own handlers."""
+code that blocked, taken while it blocked; a summary follows when the program returns.
+Reports go to the `ferrio.watchdog` logger: a program that configures logging gets them
+through its own handlers."""
 
 EPILOG = f"""\
 exit status:
@@ -58,7 +59,7 @@ examples:
 
 def parse_threshold(text: str) -> float:
     """Seconds from a duration as a user writes it: ``"50ms"``, ``"0.05"`` or ``"0.05s"``,
-    ``"1s"``, ``"200us"`` (a bare number is seconds).
+    ``"1s"``, ``"1500us"`` (a bare number is seconds).
 
     Raises:
         argparse.ArgumentTypeError: ``text`` is not a duration, or not one ``ferrio.watchdog()``
@@ -68,7 +69,7 @@ def parse_threshold(text: str) -> float:
     match = _DURATION.fullmatch(text)
     if match is None or match.group(2) not in _PER_SECOND:
         raise argparse.ArgumentTypeError(
-            f"expected a duration such as 50ms, 0.05s or 200us (a bare number is seconds), got {text!r}"
+            f"expected a duration such as 50ms, 0.05s or 1s (a bare number is seconds), got {text!r}"
         )
     seconds = float(match.group(1)) / _PER_SECOND[match.group(2)]
     try:
@@ -94,7 +95,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=parse_threshold,
         default=DEFAULT_THRESHOLD,
         help=(
-            "report blocks of this long or longer: 50ms, 0.05s, 200us, or seconds "
+            "report blocks of this long or longer: 50ms, 0.05s, 1500us, or seconds "
             f"(default: {DEFAULT_THRESHOLD * 1e3:.0f}ms, ferrio.watchdog()'s)"
         ),
     )

@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         dest="ferrio_watchdog",
         help=(
-            "fail each test whose event loop blocked for THRESHOLD or longer (50ms, 0.05s, 200us, or "
+            "fail each test whose event loop blocked for THRESHOLD or longer (50ms, 0.05s, 1500us, or "
             "seconds), with the stack of the code that blocked. Off unless given."
         ),
     )
