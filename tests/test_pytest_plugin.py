@@ -4,6 +4,8 @@ a small test folder whose tests block their loop, on asyncio and on uvloop."""
 from __future__ import annotations
 
 import importlib.metadata
+import re
+from xml.etree import ElementTree
 
 import pytest
 
@@ -74,7 +76,7 @@ def test_without_the_option_the_plugin_does_nothing(folder: pytest.Pytester) -> 
 
 
 def test_a_test_that_blocks_its_loop_fails_with_the_stack_of_the_blocking_function(folder: pytest.Pytester) -> None:
-    result = _run(folder, "--ferrio-watchdog=100ms", "-v")
+    result = _run(folder, "--ferrio-watchdog=100ms", "-v", "--junitxml=junit.xml")
     result.assert_outcomes(failed=_loops(), passed=_loops(), skipped=2 * (2 - _loops()))
     result.stdout.fnmatch_lines(
         [
@@ -100,6 +102,13 @@ def test_a_test_that_blocks_its_loop_fails_with_the_stack_of_the_blocking_functi
             ]
         )
     assert "test_does_not_block" not in result.stdout.str().split("= ferrio watchdog =")[1]
+    # Each test that blocked says so in a property of its own, which CI tools read from JUnit XML.
+    cases = {c.get("name"): c for c in ElementTree.parse(folder.path / "junit.xml").iter("testcase")}
+    said = [(p.get("name"), p.get("value")) for p in cases["test_blocks[asyncio]"].iter("property")]
+    assert len(said) == 1, said
+    assert said[0][0] == "ferrio_watchdog_call"
+    assert re.fullmatch(r"blocked its event loop for \d+ ms in blocking_function\(\)", said[0][1] or ""), said
+    assert not list(cases["test_does_not_block[asyncio]"].iter("property"))
 
 
 def test_report_only_lists_the_tests_that_blocked_and_fails_none(folder: pytest.Pytester) -> None:

@@ -32,10 +32,9 @@ from ferrio._watch_cli import parse_threshold, settle
 
 #: How many reports of one test its failure shows in full; the rest are counted.
 SHOWN_REPORTS = 5
-
-
-#: A test phase that blocked: the test's node id, the phase ("setup", "call", "teardown"), the blocks.
-_Blocked = tuple[str, str, tuple[ferrio.BlockReport, ...]]
+#: The name of the user property (``item.user_properties``, a ``<property>`` in JUnit XML) that
+#: says a test phase blocked its loop, and of its report section: ``ferrio_watchdog_call``, ...
+PROPERTY = "ferrio_watchdog"
 
 
 class _SessionWatch:
@@ -44,8 +43,6 @@ class _SessionWatch:
     def __init__(self, threshold: float) -> None:
         #: The blocks of the phase running, or None between phases (blocks then are no test's).
         self.current: list[ferrio.BlockReport] | None = None
-        #: Each test phase that blocked.
-        self.blocked: list[_Blocked] = []
         self.dog = ferrio.watchdog(threshold, on_block=self._on_block, log=False).start()
 
     def _on_block(self, report: ferrio.BlockReport) -> None:
@@ -53,6 +50,35 @@ class _SessionWatch:
         current = self.current
         if current is not None and not report.ongoing:
             current.append(report)
+
+
+class _Summary:
+    """The summary at the end of the run: the tests that blocked, read from their reports (so
+    from pytest-xdist's workers too)."""
+
+    def __init__(self, threshold: float, *, report_only: bool) -> None:
+        self.threshold = threshold
+        self.report_only = report_only
+        self.lines: dict[str, None] = {}  # in order, once each (a report repeats earlier phases')
+        self.texts: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = f"{PROPERTY}_{report.when}"
+        for key, value in report.user_properties:
+            if key == name:
+                where = "" if report.when == "call" else f" (in {report.when})"
+                self.lines.setdefault(f"{report.nodeid}{where}: {value}")
+        if self.report_only:
+            self.texts += [text for title, text in report.sections if title == f"Captured {PROPERTY} {report.when}"]
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_sep("=", "ferrio watchdog")
+        if not self.lines:
+            terminalreporter.write_line(f"no test blocked its event loop for {_ms(self.threshold)} or more")
+        for line in self.lines:
+            terminalreporter.write_line(line)
+        for text in self.texts:
+            terminalreporter.write_line("\n" + text)
 
 
 _WATCH = pytest.StashKey[_SessionWatch]()
@@ -87,11 +113,15 @@ def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     threshold: float | None = config.getoption("ferrio_watchdog")
-    if config.getoption("ferrio_watchdog_report") and threshold is None:
-        raise pytest.UsageError(
-            "--ferrio-watchdog-report needs --ferrio-watchdog=THRESHOLD, e.g. --ferrio-watchdog=50ms"
-        )
+    report_only = bool(config.getoption("ferrio_watchdog_report"))
+    if threshold is None:
+        if report_only:
+            raise pytest.UsageError(
+                "--ferrio-watchdog-report needs --ferrio-watchdog=THRESHOLD, e.g. --ferrio-watchdog=50ms"
+            )
+        return
     _start(config, threshold)  # loaded from a conftest's pytest_plugins: too late for the hook above
+    config.pluginmanager.register(_Summary(threshold, report_only=report_only), f"{PROPERTY}_summary")
 
 
 def _start(config: pytest.Config, threshold: float | None) -> None:
@@ -135,19 +165,22 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
         settle(watch.dog)  # a block that ended as the phase did is still this phase's
         watch.current = None
         if blocks:
-            watch.blocked.append((item.nodeid, when, tuple(blocks)))
+            longest = max(blocks, key=lambda b: b.duration)
+            function = f" in {longest.function}()" if longest.function else ""
+            said = f"blocked its event loop for {_ms(longest.duration)}{function}"
+            item.user_properties.append((f"{PROPERTY}_{when}", said))
     if blocks and not item.config.getoption("ferrio_watchdog_report"):
-        pytest.fail(_explain(blocks, watch), pytrace=False)
-    if blocks:  # shown with -rP, and in the terminal summary
-        item.add_report_section(when, "ferrio watchdog", _explain(blocks, watch))
+        pytest.fail(_explain(blocks, watch.dog.threshold), pytrace=False)
+    if blocks:  # shown with -rP, and in the summary at the end
+        item.add_report_section(when, PROPERTY, _explain(blocks, watch.dog.threshold))
     return result
 
 
-def _explain(blocks: list[ferrio.BlockReport], watch: _SessionWatch) -> str:
+def _explain(blocks: list[ferrio.BlockReport], threshold: float) -> str:
     times = "once" if len(blocks) == 1 else f"{len(blocks)} times"
     lines = [
-        f"The event loop was blocked {times} for {_ms(watch.dog.threshold)} or more "
-        f"(--ferrio-watchdog); the longest for {_ms(max(b.duration for b in blocks))}.",
+        f"The event loop was blocked {times} for {_ms(threshold)} or more (--ferrio-watchdog); "
+        f"the longest for {_ms(max(b.duration for b in blocks))}.",
         "",
     ]
     lines += [b.format() + "\n" for b in blocks[:SHOWN_REPORTS]]
@@ -158,21 +191,3 @@ def _explain(blocks: list[ferrio.BlockReport], watch: _SessionWatch) -> str:
 
 def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms"
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    watch = config.stash.get(_WATCH, None)
-    if watch is None:
-        return
-    report_only = config.getoption("ferrio_watchdog_report")
-    terminalreporter.write_sep("=", "ferrio watchdog")
-    if not watch.blocked:
-        terminalreporter.write_line(f"no test blocked its event loop for {_ms(watch.dog.threshold)} or more")
-        return
-    for nodeid, when, blocks in watch.blocked:
-        where = "" if when == "call" else f" (in {when})"
-        longest = max(blocks, key=lambda b: b.duration)
-        function = f" in {longest.function}()" if longest.function else ""
-        terminalreporter.write_line(f"{nodeid}{where}: blocked its event loop for {_ms(longest.duration)}{function}")
-        if report_only:
-            terminalreporter.write_line(_explain(list(blocks), watch) + "\n")
