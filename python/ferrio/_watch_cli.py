@@ -1,12 +1,13 @@
 """``python -m ferrio watch``: runs a program as ``python script.py`` or ``python -m module``
 would, with a :func:`ferrio.watchdog` watching every event loop it starts; each block is printed
-on stderr as it happens, and a summary at exit.
+on stderr as it happens, and a summary when the program returns.
 
 The watchdog starts before the program's first line runs, outside any loop, so it watches every
 loop started afterwards in any thread, uvloop's included (uvloop is caught only if imported after
 the watchdog started, which is why the program cannot start it itself as early).
 
-The threshold parser here is the one the pytest plugin's ``--ferrio-watchdog`` uses too.
+The pytest plugin (``ferrio.pytest_plugin``) shares two pieces with it: the threshold parser
+(``--ferrio-watchdog=50ms``) and :func:`settle`, which waits for blocks still to be reported.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the program under a watchdog; returns the exit status (see :data:`EPILOG`)."""
+    """Runs the program under a watchdog; returns the exit status (the list is in :data:`EPILOG`)."""
     parser: argparse.ArgumentParser = args.parser
     module: list[str] | None = args.module
     if module is not None and not module:
