@@ -1,4 +1,4 @@
-"""The command line: ``python -m ferrio --help``, ``--version`` and ``bench``."""
+"""The command line: ``python -m ferrio --help``, ``--version``, ``bench`` and ``watch``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 # Absolute imports: worker processes started by forkserver run this file by path.
 import ferrio
 import ferrio._bench
+import ferrio._watch_cli
 
 DESCRIPTION = """\
 ferrio bridges sync and async Python through a Rust core: thread pools shaped like
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     )
     commands = p.add_subparsers(title="commands", dest="command", metavar="COMMAND", required=True)
     ferrio._bench.add_parser(commands)
+    ferrio._watch_cli.add_parser(commands)
     return p
 
 

@@ -1,0 +1,193 @@
+"""ferrio's pytest plugin: fails the tests that block their event loop.
+
+::
+
+    pytest --ferrio-watchdog=50ms                           # a test that blocked a loop 50 ms fails
+    pytest --ferrio-watchdog=50ms --ferrio-watchdog-report  # listed at the end instead
+
+It does nothing unless ``--ferrio-watchdog`` is given. Installed with ferrio, pytest loads it by
+itself (through the ``pytest11`` entry point ``ferrio.pytest_plugin``); with plugin autoloading off,
+pass ``-p ferrio.pytest_plugin``, and ``-p no:ferrio.pytest_plugin`` keeps it out.
+
+A test fails with the report of each block: how long, and the stack of the code that blocked,
+taken while it blocked. Any blocking code is caught, C extensions included, on asyncio and uvloop,
+whoever runs the loop: ``asyncio.run`` in the test, anyio's or pytest-asyncio's plugins. A
+fixture's setup or teardown that blocks errors the same way.
+
+One watchdog, started outside any loop, watches every loop the session starts, in any thread. It
+starts before the first conftest is imported, because uvloop is watched only if imported after it
+(a conftest that names this plugin in ``pytest_plugins`` starts it later, and a uvloop imported
+by then is not watched). A loop that was already running when the watchdog started (in another
+thread, say) is not watched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+import pytest
+
+import ferrio
+from ferrio._watch_cli import parse_threshold, settle
+
+#: How many reports of one test its failure shows in full; the rest are counted.
+SHOWN_REPORTS = 5
+#: The name of the user property (``item.user_properties``, a ``<property>`` in JUnit XML) that
+#: says a test phase blocked its loop, and of its report section: ``ferrio_watchdog_call``, ...
+PROPERTY = "ferrio_watchdog"
+
+
+class _SessionWatch:
+    """The session's watchdog, started outside any loop, and the blocks of the test phase running."""
+
+    def __init__(self, threshold: float) -> None:
+        #: The blocks of the phase running, or None between phases (blocks then are no test's).
+        self.current: list[ferrio.BlockReport] | None = None
+        self.dog = ferrio.watchdog(threshold, on_block=self._on_block, log=False).start()
+
+    def _on_block(self, report: ferrio.BlockReport) -> None:
+        """Runs on the watcher thread: keeps the block for the phase running now."""
+        current = self.current
+        if current is not None and not report.ongoing:
+            current.append(report)
+
+
+class _Summary:
+    """The summary at the end of the run: the tests that blocked, read from their reports (so
+    from pytest-xdist's workers too)."""
+
+    def __init__(self, threshold: float, *, report_only: bool) -> None:
+        self.threshold = threshold
+        self.report_only = report_only
+        self.lines: dict[str, None] = {}  # in order, once each (a report repeats earlier phases')
+        self.texts: list[str] = []
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        name = f"{PROPERTY}_{report.when}"
+        for key, value in report.user_properties:
+            if key == name:
+                where = "" if report.when == "call" else f" (in {report.when})"
+                self.lines.setdefault(f"{report.nodeid}{where}: {value}")
+        if self.report_only:
+            self.texts += [text for title, text in report.sections if title == f"Captured {PROPERTY} {report.when}"]
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        terminalreporter.write_sep("=", "ferrio watchdog")
+        if not self.lines:
+            terminalreporter.write_line(f"no test blocked its event loop for {_ms(self.threshold)} or more")
+        for line in self.lines:
+            terminalreporter.write_line(line)
+        for text in self.texts:
+            terminalreporter.write_line("\n" + text)
+
+
+_WATCH = pytest.StashKey[_SessionWatch]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("ferrio", "ferrio's watchdog for blocked event loops")
+    group.addoption(
+        "--ferrio-watchdog",
+        metavar="THRESHOLD",
+        type=parse_threshold,
+        default=None,
+        dest="ferrio_watchdog",
+        help=(
+            "fail each test whose event loop blocked for THRESHOLD or longer (50ms, 0.05s, 1500us, or "
+            "seconds), with the stack of the code that blocked. Off unless given."
+        ),
+    )
+    group.addoption(
+        "--ferrio-watchdog-report",
+        action="store_true",
+        dest="ferrio_watchdog_report",
+        help="with --ferrio-watchdog: list the tests that blocked at the end, instead of failing them",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config) -> None:
+    # Before the conftests are imported: a uvloop they import is then watched too.
+    _start(early_config, early_config.known_args_namespace.ferrio_watchdog)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    threshold: float | None = config.getoption("ferrio_watchdog")
+    report_only = bool(config.getoption("ferrio_watchdog_report"))
+    if threshold is None:
+        if report_only:
+            raise pytest.UsageError(
+                "--ferrio-watchdog-report needs --ferrio-watchdog=THRESHOLD, e.g. --ferrio-watchdog=50ms"
+            )
+        return
+    _start(config, threshold)  # loaded from a conftest's pytest_plugins: too late for the hook above
+    config.pluginmanager.register(_Summary(threshold, report_only=report_only), f"{PROPERTY}_summary")
+
+
+def _start(config: pytest.Config, threshold: float | None) -> None:
+    if threshold is None or _WATCH in config.stash:
+        return
+    config.stash[_WATCH] = _SessionWatch(threshold)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    watch = config.stash.get(_WATCH, None)
+    if watch is not None:
+        watch.dog.stop()
+        del config.stash[_WATCH]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _watched(item, "setup"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _watched(item, "call"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Generator[None, None, None]:
+    return (yield from _watched(item, "teardown"))
+
+
+def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
+    """Runs one phase of a test, and fails it if it blocked a loop (unless only reporting)."""
+    watch = item.config.stash.get(_WATCH, None)
+    if watch is None:
+        return (yield)
+    blocks: list[ferrio.BlockReport] = []
+    watch.current = blocks
+    try:
+        result = yield
+    finally:
+        settle(watch.dog)  # a block that ended as the phase did is still this phase's
+        watch.current = None
+        if blocks:
+            longest = max(blocks, key=lambda b: b.duration)
+            function = f" in {longest.function}()" if longest.function else ""
+            said = f"blocked its event loop for {_ms(longest.duration)}{function}"
+            item.user_properties.append((f"{PROPERTY}_{when}", said))
+    if blocks and not item.config.getoption("ferrio_watchdog_report"):
+        pytest.fail(_explain(blocks, watch.dog.threshold), pytrace=False)
+    if blocks:  # shown with -rP, and in the summary at the end
+        item.add_report_section(when, PROPERTY, _explain(blocks, watch.dog.threshold))
+    return result
+
+
+def _explain(blocks: list[ferrio.BlockReport], threshold: float) -> str:
+    times = "once" if len(blocks) == 1 else f"{len(blocks)} times"
+    lines = [
+        f"The event loop was blocked {times} for {_ms(threshold)} or more (--ferrio-watchdog); "
+        f"the longest for {_ms(max(b.duration for b in blocks))}.",
+        "",
+    ]
+    lines += [b.format() + "\n" for b in blocks[:SHOWN_REPORTS]]
+    if len(blocks) > SHOWN_REPORTS:
+        lines.append(f"... and {len(blocks) - SHOWN_REPORTS} more blocks.")
+    return "\n".join(lines).rstrip("\n")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:.0f} ms"
