@@ -16,14 +16,13 @@ import pytest
 
 PUBLIC_MODULES = [ferrio, ferrio.from_thread]
 # Public submodules that `import ferrio` does not import, so not in its __all__: the pytest
-# plugin, which pytest imports by name (`-p ferrio.pytest_plugin`, or its entry point).
+# plugin, which pytest imports by name (`-p ferrio.pytest_plugin`).
 LOADED_BY_NAME = ("pytest_plugin",)
 
 
 def _public_names(module: types.ModuleType) -> set[str]:
     # Not identifiers, so no one's attributes: the globals pytest's assertion rewriting adds
-    # ("@py_builtins", "@pytest_ar") to every module of a distribution with a pytest plugin, as
-    # ferrio is (ferrio.pytest_plugin), once the plugin is loaded.
+    # ("@py_builtins", "@pytest_ar") to a module it rewrites (a plugin's, as ferrio.pytest_plugin).
     return {
         name
         for name in dir(module)

@@ -3,7 +3,6 @@ a small test folder whose tests block their loop, on asyncio and on uvloop."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import re
 from xml.etree import ElementTree
 
@@ -210,25 +209,3 @@ def test_a_bad_option_is_a_usage_error(folder: pytest.Pytester, args: list[str],
     result = _run(folder, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
-
-
-# With autoloading on, pytest imports every installed plugin; these two are the slowest to start,
-# and have nothing to do with the test (blocking a name that is not installed is harmless).
-SLOW_PLUGINS = ("-p", "no:hypothesispytest", "-p", "no:anyio")
-
-
-def test_installed_ferrio_loads_the_plugin_through_its_entry_point(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    entry = [ep for ep in importlib.metadata.entry_points(group="pytest11") if ep.value == "ferrio.pytest_plugin"]
-    assert [ep.name for ep in entry] == ["ferrio.pytest_plugin"], "reinstall ferrio (make build-dev): no entry point"
-    pytester.makepyfile(test_loops=TESTS)
-    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", raising=False)
-    result = pytester.runpytest_subprocess(*SLOW_PLUGINS, "--ferrio-watchdog=100ms", "-k", "asyncio", timeout=60)
-    result.assert_outcomes(failed=1, passed=1, deselected=2)
-    result.stdout.fnmatch_lines(["*, in blocking_function"])
-    # Named on the command line too, it is the same plugin, loaded once (pytest would refuse to
-    # register one module under two names: the entry point's name is the module's for this).
-    args = ("-p", "ferrio.pytest_plugin", "--ferrio-watchdog=100ms", "-k", "asyncio")
-    result = pytester.runpytest_subprocess(*SLOW_PLUGINS, *args, timeout=60)
-    result.assert_outcomes(failed=1, passed=1, deselected=2)

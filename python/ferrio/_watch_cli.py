@@ -6,8 +6,7 @@ The watchdog starts before the program's first line runs, outside any loop, so i
 loop started afterwards in any thread, uvloop's included (uvloop is caught only if imported after
 the watchdog started, which is why the program cannot start it itself as early).
 
-The pytest plugin (``ferrio.pytest_plugin``) shares two pieces with it: the threshold parser
-(``--ferrio-watchdog=50ms``) and :func:`settle`, which waits for blocks still to be reported.
+The pytest plugin (``ferrio.pytest_plugin``) shares its threshold parser (``--ferrio-watchdog=50ms``).
 """
 
 from __future__ import annotations
@@ -134,7 +133,6 @@ def run(args: argparse.Namespace) -> int:
             status = _run_program(lambda: _run_module(module[0], module[1:]))
         else:
             status = _run_program(lambda: _run_script(args.script, args.args))
-        settle(dog)
     except _CannotRun as e:
         print(f"python -m ferrio watch: {e}", file=sys.stderr)
         return e.status
@@ -211,23 +209,6 @@ def _program_frames(tb: types.TracebackType | None) -> types.TracebackType | Non
     while tb is not None and tb.tb_frame.f_globals.get("__name__") in (__name__, "runpy"):
         tb = tb.tb_next
     return tb
-
-
-def settle(dog: ferrio.Watchdog) -> None:
-    """Waits until every block that ended on a loop ``dog`` watches has been reported, or for
-    about two beats of the watcher at most.
-
-    The watcher thread reports a block on its first wake-up after the block ended, up to a
-    quarter threshold (a second at most) later; ``stop()`` before that loses it, so a program
-    that blocks just before it returns would show no block. A loop that stopped running while
-    the watcher still holds samples of it had a block that ended and is not reported yet. (A loop
-    still running in another thread may be in a block now: no one waits for that.)
-    """
-    deadline = time.monotonic() + min(dog.threshold, 1.0) + 0.5
-    while time.monotonic() < deadline and any(
-        w.samples and not loop.is_running() for loop, w in list(dog._loops.items())
-    ):
-        time.sleep(min(dog.threshold / 8, 0.02))  # polling: the watcher thread gives no signal
 
 
 def summary(stats: ferrio.WatchdogStatistics, threshold: float) -> str:

@@ -222,9 +222,10 @@ class _LoopWatch:
         self.task: asyncio.Task[Any] | None = None
         self.interval = dog.threshold
         self.next_ongoing = max(1.0, 10 * dog.threshold)
-        # The watcher thread and a stop() on another thread both conclude blocks; reports are
-        # delivered after it is released (on_block may take its time).
-        self.lock = threading.Lock()
+        # Held by whoever concludes a block (the watcher thread, or the thread that stops the loop
+        # or the watchdog) until the report is delivered: once a loop's run() returned, its blocks
+        # are in `reports` and on_block has seen them. Re-entrant: on_block may stop the watchdog.
+        self.lock = threading.RLock()
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the heartbeat on ``loop``, which runs in this thread. A loop that stopped and
@@ -242,6 +243,8 @@ class _LoopWatch:
             if period is not None:
                 call_later(period, heartbeat)
 
+        with self.lock:
+            self._reset()  # samples of a block the watcher saw but no beat concluded
         period = self.core.arm()
         call_later(period, heartbeat)
 
@@ -251,8 +254,8 @@ class _LoopWatch:
         lag += gil_wait + self.half_period
         with self.lock:
             next_lag, ongoing = self._take_sample(lag, gil_wait)
-        if ongoing is not None:
-            self.dog._deliver(ongoing)
+            if ongoing is not None:
+                self.dog._deliver(ongoing)
         return next_lag - self.half_period  # the watcher compares its own, uncorrected lags
 
     def _take_sample(self, lag: float, gil_wait: float) -> tuple[float, BlockReport | None]:
@@ -298,18 +301,24 @@ class _LoopWatch:
         lag += self.half_period
         with self.lock:
             report = self._conclude(lag)
-        if report is not None:
-            self.dog._deliver(report)
+            if report is not None:
+                self.dog._deliver(report)
 
     def _flush(self) -> None:
         """Concludes the block in progress as the watch stops: one that just ended on the loop's
         own thread (leaving ``async with``) has run no late beat for the watcher to see."""
         lag = self.core.settle()
         lag += self.half_period if lag > 0 else 0.0
-        with self.lock:
+        # Bounded: the watcher may be stuck in an on_block that waits for this very thread.
+        if not self.lock.acquire(timeout=1.0):
+            logger.warning("ferrio.watchdog(): a block's report is still being delivered; not waiting for it")
+            return
+        try:
             report = self._conclude(lag) if self.samples or lag >= self.dog.threshold else None
-        if report is not None:
-            self.dog._deliver(report)
+            if report is not None:
+                self.dog._deliver(report)
+        finally:
+            self.lock.release()
 
     def _conclude(self, lag: float) -> BlockReport | None:
         try:
@@ -537,7 +546,7 @@ class Watchdog:
         watches = list(self._loops.values())
         self._loops.clear()
         for w in watches:
-            w.lock = threading.Lock()
+            w.lock = threading.RLock()
             w.core.close()
 
 

@@ -2,12 +2,12 @@
 
 ::
 
-    pytest --ferrio-watchdog=50ms                           # a test that blocked a loop 50 ms fails
-    pytest --ferrio-watchdog=50ms --ferrio-watchdog-report  # listed at the end instead
+    pytest -p ferrio.pytest_plugin --ferrio-watchdog=50ms          # a test that blocked a loop 50 ms fails
+    pytest -p ferrio.pytest_plugin --ferrio-watchdog=50ms --ferrio-watchdog-report   # listed instead
 
-It does nothing unless ``--ferrio-watchdog`` is given. Installed with ferrio, pytest loads it by
-itself (through the ``pytest11`` entry point ``ferrio.pytest_plugin``); with plugin autoloading off,
-pass ``-p ferrio.pytest_plugin``, and ``-p no:ferrio.pytest_plugin`` keeps it out.
+Load it with ``-p ferrio.pytest_plugin`` (on the command line, or in ``addopts``); it does nothing
+unless ``--ferrio-watchdog`` is given too. There is no entry point that would load it by itself:
+that would import ferrio into every pytest session of every project where it is installed.
 
 A test fails with the report of each block: how long, and the stack of the code that blocked,
 taken while it blocked. Any blocking code is caught, C extensions included, on asyncio and uvloop,
@@ -28,7 +28,7 @@ from collections.abc import Generator
 import pytest
 
 import ferrio
-from ferrio._watch_cli import parse_threshold, settle
+from ferrio._watch_cli import parse_threshold
 
 #: How many reports of one test its failure shows in full; the rest are counted.
 SHOWN_REPORTS = 5
@@ -162,7 +162,8 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     try:
         result = yield
     finally:
-        settle(watch.dog)  # a block that ended as the phase did is still this phase's
+        # A block that ended as the phase did was concluded when its loop stopped (the watchdog
+        # guarantees it), so it is in `blocks` already.
         watch.current = None
         if blocks:
             longest = max(blocks, key=lambda b: b.duration)
