@@ -19,7 +19,6 @@ import os
 import re
 import runpy
 import sys
-import time
 import types
 from collections.abc import Callable
 
