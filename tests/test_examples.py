@@ -97,3 +97,11 @@ def test_process_blocks_logs_which_worker_ran_each_call() -> None:
         assert [m[3] for m in mine] == ["running", "done"]
         assert mine[0][1] == mine[1][1]  # both lines of one call come from the same worker
     assert lines[-2].endswith("results: [0, 1, 4, 9, 16, 25]")
+
+
+def test_find_blocking_calls() -> None:
+    assert run("find_blocking_calls.py").splitlines() == [
+        "handler_that_blocks: 1 block(s)",
+        "  in main -> handler_that_blocks -> count_rows, True",
+        "handler_that_offloads: 0 block(s)",
+    ]
