@@ -86,7 +86,7 @@ def test_a_test_that_blocks_its_loop_fails_with_the_stack_of_the_blocking_functi
             "event loop <_UnixSelectorEventLoop * was blocked for * ms (threshold 100 ms), by task *",
             "*test_loops.py*, in blocking_function",
             "    time.sleep(0.3)",
-            "Run the blocking code in blocking_function() off the loop*",
+            "Run the blocking call in blocking_function() off the loop*",
             "*= ferrio watchdog =*",
             "test_loops.py::test_blocks?asyncio?: blocked its event loop for * ms in blocking_function()",
             "FAILED test_loops.py::test_blocks?asyncio? - Failed: The event loop was block*",

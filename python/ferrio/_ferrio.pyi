@@ -490,10 +490,11 @@ class LoopWatch:
     """The heartbeat of one watched event loop (``ferrio.watchdog``), and its place in the list
     of the one watcher thread, ``ferrio-watchdog``. ``handler._sample(lag, gil_wait)`` is called
     on that thread, with the GIL, while a beat is late past the lag it last returned (the first
-    time at half the threshold); ``handler._end(lag)`` once a beat that came that late ran;
+    time at half the threshold); ``handler._end()`` once a beat that came that late ran (the
+    handler takes its lag with ``take_ended()``);
     ``handler._paused()`` once a second while the watch is paused.
     Raises ``ValueError``/``TypeError`` for a threshold that is not a number of seconds from
-    0.001 to 86400."""
+    0.01 to 86400."""
 
     def __new__(cls, *, threshold: float, handler: object, lag: LatencyHistogram) -> Self: ...
     @property
@@ -512,9 +513,12 @@ class LoopWatch:
     def beat(self) -> float | None:
         """The beat, run by the loop: records its lag into ``lag``; the seconds until the next
         one, or ``None`` once closed."""
-    def settle(self) -> float:
-        """Seconds left to report as the watch stops: the lag of a late beat the watcher has not
-        taken yet, or else how late the next beat is now."""
+    def take_ended(self) -> float | None:
+        """The lag in seconds of the late beat that ended a block, if no one took it yet (less the
+        time the process was stopped within it)."""
+    def overdue(self) -> float | None:
+        """How late the next beat is now, in seconds (less the time the process was stopped), or
+        ``None`` while paused."""
     def pause(self) -> None:
         """The loop stopped running: nothing is due until ``arm()``."""
     def close(self) -> None:

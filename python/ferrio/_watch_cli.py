@@ -58,7 +58,7 @@ examples:
 
 def parse_threshold(text: str) -> float:
     """Seconds from a duration as a user writes it: ``"50ms"``, ``"0.05"`` or ``"0.05s"``,
-    ``"1s"``, ``"1500us"`` (a bare number is seconds).
+    ``"1s"``, ``"20000us"`` (a bare number is seconds).
 
     Raises:
         argparse.ArgumentTypeError: ``text`` is not a duration, or not one ``ferrio.watchdog()``
@@ -94,7 +94,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=parse_threshold,
         default=DEFAULT_THRESHOLD,
         help=(
-            "report blocks of this long or longer: 50ms, 0.05s, 1500us, or seconds "
+            "report blocks of this long or longer: 50ms, 0.05s, 20000us, or seconds "
             f"(default: {DEFAULT_THRESHOLD * 1e3:.0f}ms, ferrio.watchdog()'s)"
         ),
     )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import inspect
 import logging
 import math
 import os
@@ -35,6 +36,7 @@ from typing import Any
 from . import _ferrio
 from ._errors import LoopBlockedError
 from ._stats import Percentiles, percentiles_of
+from ._threads import ThreadPool
 
 __all__ = ("BlockReport", "StackSample", "Watchdog", "WatchdogStatistics", "watchdog")
 
@@ -86,10 +88,17 @@ class BlockReport:
     task: str | None
     #: The qualified name of the task's coroutine, e.g. ``"main"``.
     coroutine: str | None
+    #: ``repr()`` of the ``asyncio.Handle`` that ran, when its callback is C code with no frame
+    #: of its own (``call_soon(time.sleep, 1)`` reads ``<Handle sleep(1)>``); else ``None``.
+    callback: str | None
     #: The stacks taken while it lasted, first to last (at most :data:`MAX_SAMPLES`).
     samples: tuple[StackSample, ...]
-    #: Whether the blocking code held the GIL, so no stack could be taken until it returned.
+    #: Whether the blocking code held the GIL (a C call that never let go of it), so no stack
+    #: could be taken until it returned.
     gil_held: bool
+    #: Whether it kept the GIL at all (Python code, switched out only when asked): CPU-bound
+    #: work, which a thread does not take off the loop's hands; a process does.
+    cpu_bound: bool
 
     @property
     def function(self) -> str | None:
@@ -100,7 +109,13 @@ class BlockReport:
 
     def format(self) -> str:
         """The report as text, its stacks formatted like a traceback."""
-        what = f"task {self.task_name!r} ({self.coroutine}())" if self.task_name else "a callback"
+        what = (
+            f"task {self.task_name!r} ({self.coroutine}())"
+            if self.task_name
+            else f"the callback {self.callback}"
+            if self.callback
+            else "a callback"
+        )
         state = "has been blocked for" if self.ongoing else "was blocked for"
         lines = [
             f"event loop {self.loop} in thread {self.thread_name!r} {state} {_ms(self.duration)} "
@@ -134,17 +149,13 @@ class BlockReport:
 
     def advice(self) -> str:
         """What to do about it."""
-        call = self.function or "the blocking call"
-        moving = len({tuple((f.filename, f.lineno) for f in s.stack) for s in self.samples}) > 1
-        if self.gil_held or moving:
+        where = f"in {self.function}() " if self.function else ""
+        if self.gil_held or self.cpu_bound:
             return (
-                f"Move the CPU-bound work in {call}() off the loop: `await ferrio.to_process(func, *args)` "
-                "(or `await ferrio.to_thread(func, *args)` if it releases the GIL)."
+                f"Move the CPU-bound work {where}off the loop: `await ferrio.to_process(func, *args)` "
+                "(a thread would hold the GIL the loop needs)."
             )
-        return (
-            f"Run the blocking code in {call}() off the loop: `await ferrio.to_thread(func, *args)` "
-            "(or `await ferrio.to_process(func, *args)` if it is CPU-bound Python)."
-        )
+        return f"Run the blocking call {where}off the loop: `await ferrio.to_thread(func, *args)`."
 
     def __str__(self) -> str:
         return self.format()
@@ -159,6 +170,9 @@ class WatchdogStatistics:
     #: Loop iterations that took the threshold or more running many short callbacks (the samples
     #: showed different ones): the loop was slow to respond, but no one callback blocked it.
     busy: int
+    #: Times an idle loop could not run for the threshold or more (another thread held the GIL,
+    #: or the machine gave its thread no CPU): logged, not reported as blocks of its own.
+    starved: int
     #: The longest block and the sum of all blocks, in seconds.
     longest: float
     total_blocked: float
@@ -215,6 +229,10 @@ class _LoopWatch:
         self.thread_id = threading.get_ident()
         self.thread_name = threading.current_thread().name
         self.chain = object()
+        # On a loop that runs callbacks from C (uvloop), the frame that entered the loop: no loop
+        # frame of Python's separates the callbacks from it. Its id, taken by every beat (it
+        # lives as long as the loop runs, so the id is its own meanwhile).
+        self.base_id: int | None = None
         self.core = _ferrio.LoopWatch(threshold=dog.threshold, handler=self, lag=dog._lag)
         self.half_period = self.core.period / 2
         self.samples: list[StackSample] = []
@@ -222,9 +240,13 @@ class _LoopWatch:
         self.task: asyncio.Task[Any] | None = None
         self.interval = dog.threshold
         self.next_ongoing = max(1.0, 10 * dog.threshold)
-        # Held by whoever concludes a block (the watcher thread, or the thread that stops the loop
-        # or the watchdog) until the report is delivered: once a loop's run() returned, its blocks
-        # are in `reports` and on_block has seen them. Re-entrant: on_block may stop the watchdog.
+        #: The longest GIL wait of the looks that found the loop idle, None if none did.
+        self.idle_seen: float | None = None
+        self.callback: str | None = None
+        # Held by whoever concludes a block (the watcher thread, or the thread that stops the
+        # loop or the watchdog) while it does: exactly one of them takes a block's lag, and once
+        # a loop's run() returned, its blocks are in `reports`. Re-entrant: on_block, called
+        # under it on the watcher thread, may stop the watchdog.
         self.lock = threading.RLock()
 
     def arm(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -235,6 +257,7 @@ class _LoopWatch:
         chain = self.chain = object()
         beat = self.core.beat
         call_later = loop.call_later
+        getframe = sys._getframe
 
         def heartbeat() -> None:
             if self.chain is not chain:
@@ -243,10 +266,21 @@ class _LoopWatch:
             if period is not None:
                 call_later(period, heartbeat)
 
+        def heartbeat_from_c() -> None:
+            if self.chain is not chain:
+                return
+            self.base_id = id(getframe(1))
+            period = beat()
+            if period is not None:
+                call_later(period, heartbeat_from_c)
+
         with self.lock:
             self._reset()  # samples of a block the watcher saw but no beat concluded
+        self.base_id = None if isinstance(loop, asyncio.BaseEventLoop) else _base_frame_id()
         period = self.core.arm()
-        call_later(period, heartbeat)
+        call_later(period, heartbeat if isinstance(loop, asyncio.BaseEventLoop) else heartbeat_from_c)
+
+    # -- called by the watcher thread, with the GIL -------------------------------------------
 
     def _sample(self, lag: float, gil_wait: float) -> float:
         # The watcher saw `lag`, then waited for the GIL; the block began, on average, half a
@@ -259,32 +293,38 @@ class _LoopWatch:
         return next_lag - self.half_period  # the watcher compares its own, uncorrected lags
 
     def _take_sample(self, lag: float, gil_wait: float) -> tuple[float, BlockReport | None]:
+        threshold = self.dog.threshold
         loop = self.loop_ref()
-        if loop is None or loop.is_closed() or not loop.is_running():
-            # The loop stopped without the hook seeing it (a uvloop imported before the watchdog).
-            self.core.pause()
-            self._reset()
-            return math.inf, None
         frame = sys._current_frames().get(self.thread_id)
-        if frame is None:
+        if loop is None or frame is None or loop.is_closed() or not loop.is_running():
+            # The loop stopped without the hook seeing it (a uvloop imported before the
+            # watchdog): paused until its heartbeat runs again, which re-arms it.
             self.core.pause()
             self._reset()
-            return math.inf, None
+            return threshold / 2, None
+        handle: object = None
         if _is_loop_frame(frame):
-            # The loop's own code is running (waiting in select(), between callbacks): the block
-            # ended, and its late beat is about to run. Not a sample of it.
-            del frame
+            handle = _running_handle(frame)
+            if handle is None:
+                # The loop's own code is running (waiting in select(), between callbacks): a
+                # block ended, and its late beat is about to run; or no callback blocked at all,
+                # and the loop was kept from running (the GIL held elsewhere, no CPU for it).
+                self._saw_idle(gil_wait)
+                return lag + self.core.period, None
+        elif id(frame) == self.base_id:
+            self._saw_idle(gil_wait)  # the same, on a loop that runs from C
             return lag + self.core.period, None
         try:
             task = asyncio.current_task(loop)
         except RuntimeError:
             task = None
-        root = _callback_root(frame)
+        root = self._root(frame)
         stack = traceback.StackSummary.extract(_frames_up_to(frame, root), limit=MAX_FRAMES, lookup_lines=False)
         stack.reverse()
         if not self.samples:
             self.task = task
-        self.keys.append(task if task is not None else root)
+            self.callback = _safe_repr(handle) if handle is not None else None
+        self.keys.append(task if task is not None else handle if handle is not None else root)
         del frame, root
         self.samples.append(StackSample(at=lag, stack=stack, gil_wait=gil_wait))
         if len(self.samples) > MAX_SAMPLES:
@@ -294,51 +334,87 @@ class _LoopWatch:
         if lag >= self.next_ongoing and self._one_callback():
             self.next_ongoing *= 2
             ongoing = self._report(lag, ongoing=True)
-        threshold = self.dog.threshold
         return (lag + self.interval if lag >= threshold else threshold), ongoing
 
-    def _end(self, lag: float) -> None:
-        lag += self.half_period
+    def _saw_idle(self, gil_wait: float) -> None:
+        self.idle_seen = gil_wait if self.idle_seen is None else max(self.idle_seen, gil_wait)
+
+    def _root(self, frame: types.FrameType) -> types.FrameType:
+        if self.base_id is not None:
+            f = frame
+            while (outer := f.f_back) is not None:
+                if id(outer) == self.base_id:
+                    return f
+                f = outer
+        return _callback_root(frame)
+
+    def _end(self) -> None:
         with self.lock:
-            report = self._conclude(lag)
+            lag = self.core.take_ended()
+            if lag is None:
+                return  # a stop concluded it first
+            report = self._conclude(lag + self.half_period)
             if report is not None:
                 self.dog._deliver(report)
-
-    def _flush(self) -> None:
-        """Concludes the block in progress as the watch stops: one that just ended on the loop's
-        own thread (leaving ``async with``) has run no late beat for the watcher to see."""
-        lag = self.core.settle()
-        lag += self.half_period if lag > 0 else 0.0
-        # Bounded: the watcher may be stuck in an on_block that waits for this very thread.
-        if not self.lock.acquire(timeout=1.0):
-            logger.warning("ferrio.watchdog(): a block's report is still being delivered; not waiting for it")
-            return
-        try:
-            report = self._conclude(lag) if self.samples or lag >= self.dog.threshold else None
-            if report is not None:
-                self.dog._deliver(report)
-        finally:
-            self.lock.release()
-
-    def _conclude(self, lag: float) -> BlockReport | None:
-        try:
-            if lag < self.dog.threshold:
-                return None
-            if not self._one_callback():
-                self.dog._count_busy()
-                logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, _ms(lag))
-                return None
-            self.dog._count_block(lag)
-            return self._report(lag, ongoing=False)
-        finally:
-            self._reset()
 
     def _paused(self) -> None:
         """Asked by the watcher, once a second, while the loop is not running: a loop closed (or
         gone) since then has its watch closed, so the watcher thread does not outlive it."""
         loop = self.loop_ref()
-        if loop is None or loop.is_closed():
+        if loop is None:
+            self.core.close()
+        elif loop.is_closed():
             self.dog._forget_closed_loops()
+
+    # -- called by the thread that stops the loop or the watchdog -----------------------------
+
+    def _flush(self) -> BlockReport | None:
+        """Concludes the block in progress as the watch stops: one that just ended on the loop's
+        own thread (leaving ``async with``) has run no late beat for the watcher to see. Returns
+        its report, for the caller to deliver off the loop."""
+        # Bounded: the watcher may be in an on_block that waits for this very thread.
+        if not self.lock.acquire(timeout=1.0):
+            logger.warning("ferrio.watchdog(): a block's report is still being delivered; not waiting for it")
+            return None
+        try:
+            lag = self.core.take_ended()
+            if lag is None:
+                lag = self.core.overdue()
+            if lag is None or (not self.samples and lag < self.dog.threshold):
+                self._reset()
+                return None
+            return self._conclude(lag + self.half_period)
+        finally:
+            self.lock.release()
+
+    # -- shared, under the lock ---------------------------------------------------------------
+
+    def _conclude(self, lag: float) -> BlockReport | None:
+        """Decides what a late beat of ``lag`` was: a block (counted and kept in the dog's
+        reports, and returned to be delivered), a busy loop, the GIL held elsewhere, or nothing."""
+        try:
+            if lag < self.dog.threshold:
+                return None
+            if not self.samples and self.idle_seen is not None:
+                # Every look found the loop idle: nothing of its own blocked it.
+                self.dog._count_starved(lag)
+                held = self.idle_seen >= self.dog.threshold / 2
+                logger.warning(
+                    "event loop %s in thread %r could not run for %s, though idle: %s",
+                    self.loop_repr, self.thread_name, _ms(lag),
+                    f"another thread held the GIL (the watcher waited {_ms(self.idle_seen)} for it)"
+                    if held else "its thread got no CPU (a loaded machine)",
+                )  # fmt: skip
+                return None
+            if not self._one_callback():
+                self.dog._count_busy()
+                logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, _ms(lag))
+                return None
+            report = self._report(lag, ongoing=False)
+            self.dog._count_block(report)
+            return report
+        finally:
+            self._reset()
 
     def _one_callback(self) -> bool:
         return all(k is self.keys[0] for k in self.keys)
@@ -347,25 +423,64 @@ class _LoopWatch:
         self.samples = []
         self.keys = []
         self.task = None
+        self.callback = None
+        self.idle_seen = None
         self.interval = self.dog.threshold
         self.next_ongoing = max(1.0, 10 * self.dog.threshold)
 
     def _report(self, lag: float, *, ongoing: bool) -> BlockReport:
         task = self.task
         coro = task.get_coro() if task is not None else None
+        loop = self.loop_ref()
+        # Python code holds the GIL until the interpreter asks it to switch: waits of a switch
+        # interval or so are that, not a C call that never lets go.
+        held = max(self.dog.threshold / 2, 2 * sys.getswitchinterval())
         return BlockReport(
             duration=lag,
             threshold=self.dog.threshold,
             ongoing=ongoing,
-            loop=self.loop_repr,
+            loop=_safe_repr(loop) if loop is not None else self.loop_repr,
             thread_name=self.thread_name,
             thread_id=self.thread_id,
             task_name=task.get_name() if task is not None else None,
             task=_safe_repr(task) if task is not None else None,
             coroutine=getattr(coro, "__qualname__", None) if coro is not None else None,
+            callback=self.callback,
             samples=tuple(self.samples),
-            gil_held=any(s.gil_wait >= self.dog.threshold / 2 for s in self.samples),
+            gil_held=any(s.gil_wait >= held for s in self.samples),
+            cpu_bound=any(s.gil_wait >= sys.getswitchinterval() / 2 for s in self.samples),
         )
+
+
+_COROUTINE_FLAGS = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _base_frame_id() -> int | None:
+    """The id of the frame that entered the running loop, found from this thread's stack: the
+    caller of the outermost coroutine (a task's, run from C), or, where no coroutine runs (the
+    hook, as the loop starts), the first frame outside this module: the one that called the
+    loop's run method."""
+    outermost_coroutine = None
+    f: types.FrameType | None = sys._getframe(1)
+    first_outside: types.FrameType | None = None
+    while f is not None:
+        if f.f_code.co_flags & _COROUTINE_FLAGS:
+            outermost_coroutine = f
+        elif first_outside is None and f.f_globals.get("__name__") != __name__:
+            first_outside = f
+        f = f.f_back
+    if outermost_coroutine is not None:
+        base = outermost_coroutine.f_back
+        return id(base) if base is not None else None
+    return id(first_outside) if first_outside is not None else None
+
+
+def _running_handle(frame: types.FrameType) -> object:
+    """The ``asyncio.Handle`` whose callback runs, if ``frame`` is its ``_run``: the callback is
+    then C code (``call_soon(time.sleep, 1)``), with no frame of its own."""
+    if frame.f_code.co_name == "_run" and frame.f_globals.get("__name__") == "asyncio.events":
+        return frame.f_locals.get("self")
+    return None
 
 
 def _safe_repr(obj: object) -> str:
@@ -390,21 +505,28 @@ class Watchdog:
             raise TypeError(f"ferrio.watchdog(): on_block must be a callable taking a BlockReport, got {on_block!r}")
         # Validated (and its errors worded) by the Rust side, which holds the same limits.
         self._lag = _ferrio.LatencyHistogram()
-        _ferrio.LoopWatch(threshold=threshold, handler=self, lag=self._lag).close()
-        self.threshold = float(threshold)
+        self._threshold = _ferrio.LoopWatch(threshold=threshold, handler=self, lag=self._lag).threshold
         self.on_block = on_block
         self.strict = bool(strict)
         self.log = bool(log)
         self._mutex = threading.Lock()
-        self._loops: dict[asyncio.AbstractEventLoop, _LoopWatch] = {}
+        # Weak: a loop dropped unclosed is freed (its watch closes on the watcher's next check).
+        self._loops: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopWatch] = weakref.WeakKeyDictionary()
         self._every_loop = False
         self._started = False
         self._reports: list[BlockReport] = []
         self._blocks = 0
+        self._blocks_at_start = 0
         self._busy = 0
+        self._starved = 0
         self._longest = 0.0
         self._total = 0.0
         self._durations = _ferrio.LatencyHistogram()
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in seconds."""
+        return self._threshold
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -419,27 +541,41 @@ class Watchdog:
             loop = None
         self._every_loop = loop is None
         self._started = True
+        with self._mutex:
+            self._blocks_at_start = self._blocks
         _hook.add(self)
         if loop is not None:
-            self._watch(loop)
+            try:
+                self._watch(loop)
+            except BaseException:
+                self._started = False  # the watcher thread could not start: as if never started
+                _hook.discard(self)
+                self._close_watches()
+                raise
         return self
 
     def stop(self) -> None:
         """Stops watching and ends the heartbeats (and the watcher thread, if no other watchdog
-        needs it). With ``strict=True``, raises :class:`ferrio.LoopBlockedError` if any loop blocked."""
+        needs it). With ``strict=True``, raises :class:`ferrio.LoopBlockedError` if a loop blocked
+        since ``start()``."""
         if not self._started:
             return
         self._started = False
         _hook.discard(self)
+        self._close_watches()
+        with self._mutex:
+            new = self._blocks - self._blocks_at_start
+            reports = tuple(self._reports[-new:]) if new else ()
+        if self.strict and reports:
+            raise LoopBlockedError(reports)
+
+    def _close_watches(self) -> None:
         with self._mutex:
             watches = list(self._loops.values())
             self._loops.clear()
         for w in watches:
             w.core.close()
-            w._flush()
-        if self.strict and self._reports:
-            reports = tuple(self._reports)
-            raise LoopBlockedError(reports)
+            _deliver_later(self, w._flush())
 
     def __enter__(self) -> Watchdog:
         return self.start()
@@ -467,7 +603,8 @@ class Watchdog:
 
     @property
     def reports(self) -> tuple[BlockReport, ...]:
-        """Every block reported so far (the last 1,000), oldest first."""
+        """Every block reported so far (the last 1,000), oldest first. A block that ended as its
+        loop or the watchdog stopped is in it once ``run()`` or ``stop()`` has returned."""
         with self._mutex:
             return tuple(self._reports)
 
@@ -477,11 +614,12 @@ class Watchdog:
             return WatchdogStatistics(
                 blocks=self._blocks,
                 busy=self._busy,
+                starved=self._starved,
                 longest=self._longest,
                 total_blocked=self._total,
                 durations=percentiles_of(self._durations.percentiles()),
                 lag=percentiles_of(self._lag.percentiles()),
-                loops=len(self._loops),
+                loops=sum(1 for loop in self._loops if not loop.is_closed()),
             )
 
     # -- called by the hook and the watcher ----------------------------------------------------
@@ -491,7 +629,13 @@ class Watchdog:
             w = self._loops.get(loop)
             if w is None:
                 w = self._loops[loop] = _LoopWatch(self, loop)
-        w.arm(loop)
+        try:
+            w.arm(loop)
+        except BaseException:
+            with self._mutex:
+                self._loops.pop(loop, None)
+            w.core.close()
+            raise
 
     def _loop_started(self, loop: asyncio.AbstractEventLoop) -> None:
         self._forget_closed_loops()
@@ -501,37 +645,40 @@ class Watchdog:
     def _loop_stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         w = self._loops.get(loop)
         if w is not None:
-            # The loop's last callback may have blocked: concluded now, while the loop is stopping
-            # (its thread runs no callback any more), so a report is complete when run() returns.
-            w._flush()
+            # The loop's last callback may have blocked: concluded now, as the loop stops, so
+            # its report is in `reports` when run() returns; delivered off this thread.
+            _deliver_later(self, w._flush())
             w.core.pause()
         self._forget_closed_loops()
 
     def _forget_closed_loops(self) -> None:
-        """Closes the watches of loops closed or gone (kept paused until then: ``asyncio.run``
-        starts and stops its loop three times)."""
+        """Closes the watches of closed loops (kept paused until then: ``asyncio.run`` starts and
+        stops its loop three times)."""
         with self._mutex:
             gone = [loop for loop in self._loops if loop.is_closed()]
             watches = [self._loops.pop(loop) for loop in gone]
         for w in watches:
             w.core.close()
 
-    def _count_block(self, duration: float) -> None:
+    def _count_block(self, report: BlockReport) -> None:
         with self._mutex:
             self._blocks += 1
-            self._longest = max(self._longest, duration)
-            self._total += duration
-            self._durations.record(duration)
+            self._longest = max(self._longest, report.duration)
+            self._total += report.duration
+            self._durations.record(report.duration)
+            self._reports.append(report)
+            del self._reports[:-1000]
 
     def _count_busy(self) -> None:
         with self._mutex:
             self._busy += 1
 
+    def _count_starved(self, duration: float) -> None:
+        with self._mutex:
+            self._starved += 1
+
     def _deliver(self, report: BlockReport) -> None:
-        if not report.ongoing:
-            with self._mutex:
-                self._reports.append(report)
-                del self._reports[:-1000]
+        """Logs the report and passes it to ``on_block``, on the calling thread."""
         if self.log:
             logger.warning("%s", report.format())
         if self.on_block is not None:
@@ -541,13 +688,35 @@ class Watchdog:
                 logger.exception("ferrio.watchdog(): on_block %r raised", self.on_block)
 
     def _after_fork_in_child(self) -> None:
-        # A parent thread (the watcher) may have held these locks at the fork: new ones.
+        # A parent thread (the watcher) may have held these locks at the fork: new ones. The
+        # parent's watches, and whatever they were in the middle of, are the parent's.
         self._mutex = threading.Lock()
         watches = list(self._loops.values())
         self._loops.clear()
         for w in watches:
             w.lock = threading.RLock()
             w.core.close()
+
+
+_delivery: ThreadPool | None = None
+
+
+def _deliver_later(dog: Watchdog, report: BlockReport | None) -> None:
+    """Delivers a report concluded by a stop: on this thread, unless it runs an event loop
+    (leaving ``async with`` inside it), which must not wait for logging and ``on_block``; then on
+    one thread of its own, in order (or here after all, once pools take no work: at exit)."""
+    global _delivery
+    if report is None:
+        return
+    if asyncio._get_running_loop() is None:
+        dog._deliver(report)
+        return
+    try:
+        if _delivery is None:
+            _delivery = ThreadPool(1, thread_name_prefix="ferrio-watchdog-report", idle_timeout=1.0)
+        _delivery.submit(dog._deliver, report)
+    except RuntimeError:
+        dog._deliver(report)
 
 
 class _RunningLoopHook:
@@ -558,6 +727,9 @@ class _RunningLoopHook:
         self.dogs: set[Watchdog] = set()
         self.original: Callable[[asyncio.AbstractEventLoop | None], None] | None = None
         self.running = threading.local()
+        # A forked child runs asyncio's own at-fork hook (3.12+: it clears the running loop)
+        # before ferrio's renews the watchdogs: until then, loops are the parent's business.
+        self.pid = os.getpid()
 
     def add(self, dog: Watchdog) -> None:
         self.dogs.add(dog)
@@ -575,7 +747,7 @@ class _RunningLoopHook:
     def set_running_loop(self, loop: asyncio.AbstractEventLoop | None) -> None:
         original = self.original or _original_set_running_loop
         original(loop)
-        if not self.dogs:
+        if not self.dogs or os.getpid() != self.pid:
             return
         if loop is not None:
             self.running.loop = loop
@@ -606,12 +778,15 @@ def _stop_all() -> None:
     for dog in list(_hook.dogs):
         dog.strict = False
         dog.stop()
-    # Bounded: a thread stuck in a user's on_block is left to die with the process (it parks
-    # rather than touch the finalizing interpreter).
-    _ferrio.watchdog_wait_stopped(1.0)
+    # Not bounded: the watcher may be running an on_block, Python code that must be out of the
+    # interpreter before it finalizes (as threading waits for its non-daemon threads).
+    if not _ferrio.watchdog_wait_stopped(1.0):
+        logger.warning("ferrio.watchdog(): waiting at exit for an on_block callback to return")
+        _ferrio.watchdog_wait_stopped(math.inf)
 
 
 def _after_fork_in_child() -> None:
+    _hook.pid = os.getpid()
     for dog in list(_hook.dogs):
         dog._after_fork_in_child()
 

@@ -38,18 +38,15 @@ PROPERTY = "ferrio_watchdog"
 
 
 class _SessionWatch:
-    """The session's watchdog, started outside any loop, and the blocks of the test phase running."""
+    """The session's watchdog, started outside any loop."""
 
     def __init__(self, threshold: float) -> None:
-        #: The blocks of the phase running, or None between phases (blocks then are no test's).
-        self.current: list[ferrio.BlockReport] | None = None
-        self.dog = ferrio.watchdog(threshold, on_block=self._on_block, log=False).start()
+        self.dog = ferrio.watchdog(threshold, log=False).start()
 
-    def _on_block(self, report: ferrio.BlockReport) -> None:
-        """Runs on the watcher thread: keeps the block for the phase running now."""
-        current = self.current
-        if current is not None and not report.ongoing:
-            current.append(report)
+    def blocks_since(self, count: int) -> list[ferrio.BlockReport]:
+        """The blocks reported after the first ``count``."""
+        new = self.dog.statistics().blocks - count
+        return list(self.dog.reports[-new:]) if new > 0 else []
 
 
 class _Summary:
@@ -93,7 +90,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         dest="ferrio_watchdog",
         help=(
-            "fail each test whose event loop blocked for THRESHOLD or longer (50ms, 0.05s, 1500us, or "
+            "fail each test whose event loop blocked for THRESHOLD or longer (50ms, 0.05s, 20000us, or "
             "seconds), with the stack of the code that blocked. Off unless given."
         ),
     )
@@ -157,14 +154,14 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
     watch = item.config.stash.get(_WATCH, None)
     if watch is None:
         return (yield)
+    before = watch.dog.statistics().blocks
     blocks: list[ferrio.BlockReport] = []
-    watch.current = blocks
     try:
         result = yield
     finally:
-        # A block that ended as the phase did was concluded when its loop stopped (the watchdog
-        # guarantees it), so it is in `blocks` already.
-        watch.current = None
+        # A block that ended as the phase did was concluded when its loop stopped: it is in the
+        # watchdog's reports once the loop's run() returned.
+        blocks = watch.blocks_since(before)
         if blocks:
             longest = max(blocks, key=lambda b: b.duration)
             function = f" in {longest.function}()" if longest.function else ""

@@ -19,9 +19,13 @@ use std::time::Duration;
 
 use crate::stats::{Histogram, Percentiles};
 
-/// The shortest threshold a watch accepts: below a millisecond, timer resolution (uvloop's is a
-/// millisecond) is the whole signal.
-pub const MIN_THRESHOLD: Duration = Duration::from_millis(1);
+/// The shortest threshold a watch accepts. Loops' timers are only good to a millisecond (uvloop
+/// rounds delays to whole milliseconds, epoll its timeouts), so a heartbeat needs a period of a
+/// millisecond or more, and a threshold well above it: an idle loop's timers may come a
+/// millisecond late.
+pub const MIN_THRESHOLD: Duration = Duration::from_millis(10);
+/// The shortest time between beats (see [`MIN_THRESHOLD`]).
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 /// The longest threshold a watch accepts: a day.
 pub const MAX_THRESHOLD: Duration = Duration::from_secs(86_400);
 
@@ -58,14 +62,19 @@ pub struct Watch {
 
 impl Watch {
     /// A watch for blocks of `threshold` or more (clamped to [`MIN_THRESHOLD`], [`MAX_THRESHOLD`]).
-    /// Its beat comes every eighth of the threshold (at least every second, at most every 250 us):
-    /// a beat's lag is a block's length less at most one period. Each lag is recorded into `lag`.
+    /// Its beat comes every eighth of the threshold, rounded up to whole milliseconds (at least
+    /// every second): a beat's lag is a block's length less at most one period. Each lag is
+    /// recorded into `lag`.
     #[must_use]
     pub fn new(threshold: Duration, lag: Arc<Histogram>) -> Self {
         let threshold = ns(threshold.clamp(MIN_THRESHOLD, MAX_THRESHOLD));
         Self {
             threshold,
-            period: (threshold / 8).clamp(ns(MIN_THRESHOLD) / 4, 1_000_000_000),
+            // Whole milliseconds: uvloop rounds timer delays to them, and would beat early.
+            period: (threshold / 8)
+                .div_ceil(1_000_000)
+                .saturating_mul(1_000_000)
+                .clamp(ns(MIN_PERIOD), 1_000_000_000),
             due: AtomicU64::new(0),
             ended_lag: AtomicU64::new(0),
             ended_at: AtomicU64::new(0),
@@ -131,6 +140,12 @@ impl Watch {
         Some(self.period())
     }
 
+    /// Whether a late beat's lag is waiting for [`Watch::take_ended`].
+    #[must_use]
+    pub fn has_ended(&self) -> bool {
+        self.ended_lag.load(Ordering::Acquire) != 0
+    }
+
     /// The lag and time of the late beat that ended a block since the last call, if any.
     pub fn take_ended(&self) -> Option<(u64, u64)> {
         match self.ended_lag.swap(0, Ordering::Acquire) {
@@ -139,16 +154,13 @@ impl Watch {
         }
     }
 
-    /// What is left to report as the watch closes: the lag of a late beat the watcher has not
-    /// taken yet, or else how late the next beat is now (a block that just ended, on the loop's
-    /// own thread, runs no beat before the watch stops).
-    pub fn settle(&self) -> u64 {
-        if let Some((lag, _)) = self.take_ended() {
-            return lag;
-        }
+    /// How late the next beat is now, and when it was due (a block that just ended on the loop's
+    /// own thread runs no beat before the loop or the watch stops); `None` while paused.
+    #[must_use]
+    pub fn overdue(&self) -> Option<(u64, u64)> {
         match self.due.load(Ordering::Acquire) {
-            0 => 0,
-            due => now_ns().saturating_sub(due),
+            0 => None,
+            due => Some((now_ns().saturating_sub(due), due)),
         }
     }
 
@@ -167,6 +179,29 @@ impl Watch {
     #[must_use]
     pub fn lag_percentiles(&self) -> Percentiles {
         self.lag.percentiles()
+    }
+}
+
+/// This thread's time spent runnable but waiting for a CPU, in nanoseconds, from
+/// `/proc/thread-self/schedstat` (its second field): what tells a thread the machine starved
+/// (its wait grows) from a process that was stopped (a stopped thread waits for no CPU).
+pub struct RunDelay(Option<std::fs::File>);
+
+impl RunDelay {
+    /// Opens this thread's `schedstat`; without it (no procfs), every reading is `None`.
+    #[must_use]
+    pub fn of_this_thread() -> Self {
+        Self(std::fs::File::open("/proc/thread-self/schedstat").ok())
+    }
+
+    /// The wait so far, or `None` if it cannot be read.
+    #[must_use]
+    pub fn read(&self) -> Option<u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 96];
+        let n = self.0.as_ref()?.read_at(&mut buf, 0).ok()?;
+        let text = std::str::from_utf8(&buf[..n]).ok()?;
+        text.split_ascii_whitespace().nth(1)?.parse().ok()
     }
 }
 
@@ -210,6 +245,7 @@ mod tests {
         assert_eq!(w.take_ended(), None);
         std::thread::sleep(Duration::from_millis(5 + 25));
         w.beat();
+        assert!(w.has_ended());
         let (lag, at) = w.take_ended().expect("25 ms late, past half the threshold");
         assert!(lag >= 20_000_000, "lag {lag}");
         assert!(at <= now_ns());
@@ -221,10 +257,10 @@ mod tests {
 
     #[test]
     fn thresholds_are_clamped() {
-        assert_eq!(Watch::new(Duration::ZERO, Arc::default()).threshold(), 1_000_000);
+        assert_eq!(Watch::new(Duration::ZERO, Arc::default()).threshold(), 10_000_000);
         assert_eq!(
             Watch::new(Duration::ZERO, Arc::default()).period(),
-            Duration::from_micros(250)
+            Duration::from_millis(2)
         );
         assert_eq!(
             Watch::new(Duration::MAX, Arc::default()).threshold(),
@@ -234,6 +270,16 @@ mod tests {
             Watch::new(Duration::from_secs(3600), Arc::default()).period(),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn run_delay_reads_and_grows_only_while_waiting() {
+        let d = RunDelay::of_this_thread();
+        let Some(before) = d.read() else { return }; // no procfs here
+        std::thread::sleep(Duration::from_millis(20));
+        let after = d.read().expect("readable once, readable again");
+        assert!(after >= before);
+        assert!(after - before < 20_000_000, "a sleeping thread waits for no CPU");
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! Only when a beat is overdue past the next sampling point, or a late beat has ended a block, does
 //! it take the GIL, once per wake-up for all of them, to call the watch's handler (Python):
 //! `handler._sample(lag, gil_wait)` while a block lasts, which samples the loop thread's stack and
-//! returns the lag for the next sample, and `handler._end(lag)` after it; and, once a second,
+//! returns the lag for the next sample, and `handler._end()` after it, which takes the lag with
+//! `LoopWatch.take_ended()`; and, once a second,
 //! `handler._paused()` for a watch whose loop is not running. `gil_wait` is how long
 //! taking the GIL took: a block in C code that holds the GIL is sampled only when it gives it back,
 //! and the handler says so.
@@ -22,7 +23,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use ferrio_core::fork::Owner;
-use ferrio_core::watchdog::{now_ns, Stalls, Watch};
+use ferrio_core::watchdog::{now_ns, RunDelay, Stalls, Watch};
 use pyo3::prelude::*;
 
 use crate::counts::{LatencyCounts, LatencyHistogram};
@@ -46,6 +47,9 @@ struct State {
     /// Which thread is the current one: bumped when one is started or told to end, so a thread
     /// told to end never mistakes itself for its successor.
     generation: u64,
+    /// When the process was stopped (the watcher overslept without waiting for a CPU), kept here
+    /// so the lags the Python side takes are corrected as the watcher's are.
+    stalls: Stalls,
 }
 
 struct Registry {
@@ -90,6 +94,11 @@ impl Registry {
         // The lock guards plain data and no Python code runs under it.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+
+    /// `lag` (ending at `end`) less the time the process was stopped within it.
+    fn unstalled(&self, lag: u64, end: u64) -> u64 {
+        lag.saturating_sub(self.lock().stalls.overlap(end.saturating_sub(lag), end))
+    }
 }
 
 /// Nanoseconds as seconds.
@@ -101,7 +110,9 @@ fn secs(ns: u64) -> f64 {
 /// What the watcher hands to a handler on one wake-up.
 enum Call {
     Sample(Arc<Entry>, u64),
-    End(Arc<Entry>, u64),
+    /// A late beat ended a block: the handler takes its lag (`LoopWatch.take_ended()`), under
+    /// the lock it also holds when a stop concludes the block, so exactly one of them reports it.
+    End(Arc<Entry>),
     /// A paused watch, every [`PAUSED_CHECK`]: its loop may have been closed since it stopped.
     Paused(Arc<Entry>),
 }
@@ -111,7 +122,7 @@ enum Call {
 const PAUSED_CHECK: u64 = 1_000_000_000;
 
 /// The watcher thread's body: runs until no watch is left or a newer generation replaced it.
-fn watch_loop(reg: &'static Registry, generation: u64) {
+fn watch_loop(reg: &'static Registry, generation: u64, started: u64) {
     struct Alive(&'static Registry);
     impl Drop for Alive {
         fn drop(&mut self) {
@@ -119,8 +130,11 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
         }
     }
     let _alive = Alive(reg);
-    let mut stalls = Stalls::default();
-    let mut last = now_ns();
+    let run_delay = RunDelay::of_this_thread();
+    // From the spawn, not from this thread's first instruction: a process stopped in between
+    // is a stall too.
+    let mut last = started;
+    let mut last_delay = run_delay.read();
     let mut last_paused_check = last;
     loop {
         let (entries, tick) = {
@@ -149,11 +163,19 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
             (st.entries.clone(), tick)
         };
         let now = now_ns();
+        let delay = run_delay.read();
         let min_threshold = entries.iter().map(|e| e.watch.threshold()).min().unwrap_or(0);
         let expected = last.saturating_add(u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX));
-        if now.saturating_sub(expected) > min_threshold / 2 {
-            // This thread did not run: the process was stopped, or the machine starved it.
-            stalls.record(expected, now);
+        // This thread overslept: either the process was stopped (SIGSTOP, a debugger), or the
+        // machine had no CPU for it. Only the first is a stall: time spent waiting for a CPU
+        // shows in the run delay (and the loop's thread, blocked, was running all along).
+        let waited_for_cpu = match (last_delay, delay) {
+            (Some(a), Some(b)) => b.saturating_sub(a),
+            _ => 0,
+        };
+        let stopped = now.saturating_sub(expected).saturating_sub(waited_for_cpu);
+        if stopped > min_threshold / 2 {
+            reg.lock().stalls.record(now - stopped, now);
         }
         let mut calls = Vec::new();
         let check_paused = now.saturating_sub(last_paused_check) >= PAUSED_CHECK;
@@ -161,10 +183,9 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
             last_paused_check = now;
         }
         for e in &entries {
-            if let Some((lag, at)) = e.watch.take_ended() {
+            if e.watch.has_ended() {
                 e.next_sample.store(e.watch.first_sample(), Ordering::Relaxed);
-                let lag = lag.saturating_sub(stalls.overlap(at.saturating_sub(lag), at));
-                calls.push(Call::End(Arc::clone(e), lag));
+                calls.push(Call::End(Arc::clone(e)));
                 continue;
             }
             let Some(due) = e.watch.due() else {
@@ -176,7 +197,7 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
             if now <= due {
                 continue;
             }
-            let lag = (now - due).saturating_sub(stalls.overlap(due, now));
+            let lag = reg.unstalled(now - due, now);
             if lag >= e.next_sample.load(Ordering::Relaxed) {
                 calls.push(Call::Sample(Arc::clone(e), lag));
             }
@@ -193,6 +214,7 @@ fn watch_loop(reg: &'static Registry, generation: u64) {
         }
         // Time spent waiting for the GIL and in the handlers is not a stall.
         last = now_ns();
+        last_delay = run_delay.read();
     }
 }
 
@@ -223,10 +245,10 @@ fn dispatch(py: Python<'_>, call: Call, gil_wait: u64) {
             };
             e.next_sample.store(next, Ordering::Relaxed);
         }
-        Call::End(e, lag) => {
+        Call::End(e) => {
             let Some(handler) = handler_of(py, &e) else { return };
             let handler = handler.bind(py);
-            if let Err(err) = handler.call_method1("_end", (secs(lag),)) {
+            if let Err(err) = handler.call_method0("_end") {
                 err.write_unraisable(py, Some(handler));
             }
         }
@@ -261,7 +283,8 @@ fn register(entry: Arc<Entry>) -> std::io::Result<()> {
                 b = b.stack_size(bytes);
             }
             reg.live.fetch_add(1, Ordering::AcqRel);
-            b.spawn(move || watch_loop(reg, generation)).inspect_err(|_| {
+            let started = now_ns();
+            b.spawn(move || watch_loop(reg, generation, started)).inspect_err(|_| {
                 reg.live.fetch_sub(1, Ordering::AcqRel);
             })
         });
@@ -342,10 +365,18 @@ impl LoopWatch {
         self.entry.watch.beat().map(|d| d.as_secs_f64())
     }
 
-    /// Seconds left to report as the watch stops: the lag of a late beat the watcher has not
-    /// taken yet, or else how late the next beat is now.
-    fn settle(&self) -> f64 {
-        secs(self.entry.watch.settle())
+    /// The lag in seconds of the late beat that ended a block, if no one took it yet (less the
+    /// time the process was stopped within it).
+    fn take_ended(&self) -> Option<f64> {
+        let (lag, at) = self.entry.watch.take_ended()?;
+        Some(secs(registry().unstalled(lag, at)))
+    }
+
+    /// How late the next beat is now, in seconds (less the time the process was stopped), or
+    /// `None` while paused: a block that ended as the loop or the watch stops ran no late beat.
+    fn overdue(&self) -> Option<f64> {
+        let (lag, _) = self.entry.watch.overdue()?;
+        Some(secs(registry().unstalled(lag, now_ns())))
     }
 
     /// The loop stopped running: nothing is due until `arm()`.
