@@ -52,7 +52,7 @@ async def main() -> None:
         print(f"{handler.__name__}: {len(reports)} block(s)")
         for report in reports:
             frames = [frame.name for frame in report.samples[0].stack]
-            print(f"  in {' -> '.join(frames)}, {report.duration >= 0.3 - 0.1 / 16}")
+            print(f"  in {' -> '.join(frames)}, at least the threshold: {report.duration >= dog.threshold}")
 
 
 asyncio.run(main())

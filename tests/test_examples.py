@@ -102,6 +102,6 @@ def test_process_blocks_logs_which_worker_ran_each_call() -> None:
 def test_find_blocking_calls() -> None:
     assert run("find_blocking_calls.py").splitlines() == [
         "handler_that_blocks: 1 block(s)",
-        "  in main -> handler_that_blocks -> count_rows, True",
+        "  in main -> handler_that_blocks -> count_rows, at least the threshold: True",
         "handler_that_offloads: 0 block(s)",
     ]

@@ -1,13 +1,14 @@
 """``ferrio.watchdog``: reports of event loops blocked by the code they run, caught while it blocks.
 
-How it works. A watched loop runs a heartbeat on a timer every eighth of the threshold: a Rust call
-that stores the time. One Rust thread, ``ferrio-watchdog``, watches every loop's heartbeat with
-the GIL released. When a beat is half a threshold late, the loop is stuck in one iteration, so
-the watcher takes the GIL and samples the stack of the loop's thread (and the task running), and
-samples again as the block goes on. When the late beat finally runs, the loop reports its lag:
-past the threshold, and with every sample showing the same callback, it is a block, reported off
-the loop (to the ``ferrio.watchdog`` logger and ``on_block``). Samples that show different
-callbacks mean a loop busy with many short ones: counted, not reported as a block.
+How it works. A watched loop runs a heartbeat on a timer every eighth of the threshold (in whole
+milliseconds): a Rust call that stores the time. One Rust thread, ``ferrio-watchdog``, watches
+every loop's heartbeat with the GIL released. When a beat is half a threshold late, the loop is
+stuck in one iteration, so the watcher takes the GIL and samples the stack of the loop's thread
+(and the task running), and samples again as the block goes on. When the late beat finally runs,
+the loop reports its lag: past the threshold, and with every sample showing the same callback, it
+is a block, reported off the loop (to the ``ferrio.watchdog`` logger and ``on_block``). Samples
+that show different callbacks mean a loop busy with many short ones, and looks that find the loop
+in its own code (``select()``) an idle loop kept from running: counted, not reported as blocks.
 
 Nothing of the loop is patched: the heartbeat is an ordinary timer. To follow loops that stop and
 start again (and, for ``start()`` outside any loop, every loop of the program) it wraps
@@ -321,6 +322,10 @@ class _LoopWatch:
         root = self._root(frame)
         stack = traceback.StackSummary.extract(_frames_up_to(frame, root), limit=MAX_FRAMES, lookup_lines=False)
         stack.reverse()
+        if handle is not None:
+            # The C callable the handle runs, as the innermost "frame": what blocked.
+            name = getattr(getattr(handle, "_callback", None), "__qualname__", None) or "<a C callable>"
+            stack.append(traceback.FrameSummary("<C code>", None, name, line=""))
         if not self.samples:
             self.task = task
             self.callback = _safe_repr(handle) if handle is not None else None
@@ -813,8 +818,14 @@ def watchdog(
 
         ferrio.watchdog(0.05).start()                       # every loop started from now on
 
-    Reports go to the ``ferrio.watchdog`` logger (unless ``log=False``) and to ``on_block(report)``,
-    which runs on the watcher thread, never on the loop. With ``strict=True``, ``stop()`` (and
-    leaving the ``with`` block) raises :class:`ferrio.LoopBlockedError` if any loop blocked.
+    ``threshold`` is in seconds, from 0.01 to 86400. Reports go to the ``ferrio.watchdog`` logger
+    (unless ``log=False``), to ``dog.reports`` and to ``on_block(report)``, which never runs on a
+    running loop's thread (on the watcher thread, or on a thread of its own for a block concluded
+    by a stop inside a loop). With ``strict=True``, ``stop()`` (and leaving the ``with`` block)
+    raises :class:`ferrio.LoopBlockedError` if a loop blocked since ``start()``.
+
+    Raises:
+        ValueError: ``threshold`` is not finite or outside 0.01-86400.
+        TypeError: ``threshold`` is not a number, or ``on_block`` not callable.
     """
     return Watchdog(threshold, on_block=on_block, strict=strict, log=log)
