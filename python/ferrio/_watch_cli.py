@@ -23,6 +23,7 @@ import types
 from collections.abc import Callable
 
 import ferrio
+from ferrio._watchdog import format_duration
 
 #: ``--strict``'s exit status: the program succeeded, but blocked an event loop.
 EXIT_BLOCKED = 3
@@ -214,26 +215,20 @@ def summary(stats: ferrio.WatchdogStatistics, threshold: float) -> str:
     """The line ``watch`` prints at exit: the blocks, and how late the loops ran their timers."""
     if not stats.lag.count:
         return "ferrio watch: no event loop ran, so none was watched"
-    blocks = f"{stats.blocks} event loop block{'' if stats.blocks == 1 else 's'} of {_duration(threshold)} or more"
+    plural = "" if stats.blocks == 1 else "s"
+    blocks = f"{stats.blocks} event loop block{plural} of {format_duration(threshold)} or more"
     if stats.blocks:
-        blocks += f", the longest {_duration(stats.longest)}, {_duration(stats.total_blocked)} blocked in all"
+        longest, total = format_duration(stats.longest), format_duration(stats.total_blocked)
+        blocks += f", the longest {longest}, {total} blocked in all"
     if stats.busy:
         blocks += (
             f"; {stats.busy} time{'' if stats.busy == 1 else 's'} the loop took that long over many short callbacks"
         )
     lag = stats.lag
     return (
-        f"ferrio watch: {blocks}; loop lag p50 {_duration(lag.p50)}, p99 {_duration(lag.p99)} "
+        f"ferrio watch: {blocks}; loop lag p50 {format_duration(lag.p50)}, p99 {format_duration(lag.p99)} "
         f"({lag.count} heartbeat{'' if lag.count == 1 else 's'})"
     )
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 10:
-        return f"{seconds:.1f} s"
-    if seconds >= 0.01:
-        return f"{seconds * 1e3:.0f} ms"
-    return f"{seconds * 1e3:.2g} ms"
 
 
 _watchdog_logger = logging.getLogger("ferrio.watchdog")

@@ -119,8 +119,8 @@ class BlockReport:
         )
         state = "has been blocked for" if self.ongoing else "was blocked for"
         lines = [
-            f"event loop {self.loop} in thread {self.thread_name!r} {state} {_ms(self.duration)} "
-            f"(threshold {_ms(self.threshold)}), by {what}"
+            f"event loop {self.loop} in thread {self.thread_name!r} {state} {format_duration(self.duration)} "
+            f"(threshold {format_duration(self.threshold)}), by {what}"
         ]
         if not self.samples:
             lines.append("No stack was taken: the block ended before the watcher could sample it.")
@@ -129,16 +129,17 @@ class BlockReport:
         for s in self.samples:
             body = s.stack.format()
             if body == shown:
-                same.append(_ms(s.at))
+                same.append(format_duration(s.at))
                 continue
             if same:
                 lines.append(f"The same stack after {', '.join(same)}.")
                 same = []
             shown = body
-            where = f"Stack of the callback the loop ran, after {_ms(s.at)} of the block"
+            where = f"Stack of the callback the loop ran, after {format_duration(s.at)} of the block"
             if s.gil_wait >= self.threshold / 2:
+                held = format_duration(s.gil_wait)
                 where += (
-                    f" (the blocking code held the GIL for {_ms(s.gil_wait)}: this is where it returned to, "
+                    f" (the blocking code held the GIL for {held}: this is where it returned to, "
                     "the first place a stack could be taken)"
                 )
             lines.append(where + ":")
@@ -185,8 +186,13 @@ class WatchdogStatistics:
     loops: int
 
 
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+def format_duration(seconds: float) -> str:
+    """A duration as reports print it: ``1.5 s``, ``523 ms``, ``2.5 ms``."""
+    if seconds >= 10:
+        return f"{seconds:.1f} s"
+    if seconds >= 0.01:
+        return f"{seconds * 1e3:.0f} ms"
+    return f"{seconds * 1e3:.2g} ms"
 
 
 def _is_loop_frame(frame: types.FrameType) -> bool:
@@ -406,14 +412,14 @@ class _LoopWatch:
                 held = self.idle_seen >= self.dog.threshold / 2
                 logger.warning(
                     "event loop %s in thread %r could not run for %s, though idle: %s",
-                    self.loop_repr, self.thread_name, _ms(lag),
-                    f"another thread held the GIL (the watcher waited {_ms(self.idle_seen)} for it)"
+                    self.loop_repr, self.thread_name, format_duration(lag),
+                    f"another thread held the GIL (the watcher waited {format_duration(self.idle_seen)} for it)"
                     if held else "its thread got no CPU (a loaded machine)",
                 )  # fmt: skip
                 return None
             if not self._one_callback():
                 self.dog._count_busy()
-                logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, _ms(lag))
+                logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, format_duration(lag))
                 return None
             report = self._report(lag, ongoing=False)
             self.dog._count_block(report)

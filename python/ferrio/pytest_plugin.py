@@ -29,6 +29,7 @@ import pytest
 
 import ferrio
 from ferrio._watch_cli import parse_threshold
+from ferrio._watchdog import format_duration
 
 #: How many reports of one test its failure shows in full; the rest are counted.
 SHOWN_REPORTS = 5
@@ -71,7 +72,7 @@ class _Summary:
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_sep("=", "ferrio watchdog")
         if not self.lines:
-            terminalreporter.write_line(f"no test blocked its event loop for {_ms(self.threshold)} or more")
+            terminalreporter.write_line(f"no test blocked its event loop for {format_duration(self.threshold)} or more")
         for line in self.lines:
             terminalreporter.write_line(line)
         for text in self.texts:
@@ -165,7 +166,7 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
         if blocks:
             longest = max(blocks, key=lambda b: b.duration)
             function = f" in {longest.function}()" if longest.function else ""
-            said = f"blocked its event loop for {_ms(longest.duration)}{function}"
+            said = f"blocked its event loop for {format_duration(longest.duration)}{function}"
             item.user_properties.append((f"{PROPERTY}_{when}", said))
     if blocks and not item.config.getoption("ferrio_watchdog_report"):
         pytest.fail(_explain(blocks, watch.dog.threshold), pytrace=False)
@@ -177,15 +178,11 @@ def _watched(item: pytest.Item, when: str) -> Generator[None, None, None]:
 def _explain(blocks: list[ferrio.BlockReport], threshold: float) -> str:
     times = "once" if len(blocks) == 1 else f"{len(blocks)} times"
     lines = [
-        f"The event loop was blocked {times} for {_ms(threshold)} or more (--ferrio-watchdog); "
-        f"the longest for {_ms(max(b.duration for b in blocks))}.",
+        f"The event loop was blocked {times} for {format_duration(threshold)} or more (--ferrio-watchdog); "
+        f"the longest for {format_duration(max(b.duration for b in blocks))}.",
         "",
     ]
     lines += [b.format() + "\n" for b in blocks[:SHOWN_REPORTS]]
     if len(blocks) > SHOWN_REPORTS:
         lines.append(f"... and {len(blocks) - SHOWN_REPORTS} more blocks.")
     return "\n".join(lines).rstrip("\n")
-
-
-def _ms(seconds: float) -> str:
-    return f"{seconds * 1e3:.0f} ms"
