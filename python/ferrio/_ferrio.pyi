@@ -52,6 +52,7 @@ __all__ = [
     "stop_attaching",
     "watchdog_thread_running",
     "watchdog_wait_stopped",
+    "watchdog_wakeups",
 ]
 
 __version__: str
@@ -530,6 +531,10 @@ class LoopWatch:
 def watchdog_thread_running() -> bool:
     """Whether a ``ferrio-watchdog`` thread of this process is alive (the current one, or one
     told to end that has not yet)."""
+
+def watchdog_wakeups() -> int:
+    """How many times a ``ferrio-watchdog`` thread of this process woke from its wait (two more
+    mean it went back to its wait once, out of any Python call)."""
 
 def watchdog_wait_stopped(timeout: float) -> bool:
     """Waits up to ``timeout`` seconds (GIL released) for every ``ferrio-watchdog`` thread of this

@@ -48,7 +48,7 @@ MAX_SAMPLES = 32
 #: Frames kept per sample, innermost first (a deep recursion keeps its last ones).
 MAX_FRAMES = 256
 #: Modules whose frames run the loop rather than the code it calls back.
-_LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops", "selectors")
+_LOOP_MODULES = ("asyncio.", "uvloop", "ferrio._loops", "selectors", __name__)  # this one: the heartbeat
 
 
 @dataclass(frozen=True)
@@ -243,13 +243,15 @@ class _LoopWatch:
         self.core = _ferrio.LoopWatch(threshold=dog.threshold, handler=self, lag=dog._lag)
         self.half_period = self.core.period / 2
         self.samples: list[StackSample] = []
+        # Per sample, beside `samples`: what ran (the task, the handle or the callback's frame),
+        # the task, and the handle's repr for a C callback.
         self.keys: list[object] = []
-        self.task: asyncio.Task[Any] | None = None
-        self.interval = dog.threshold
+        self.tasks: list[asyncio.Task[Any] | None] = []
+        self.callbacks: list[str | None] = []
+        self.interval = dog.threshold / 2
         self.next_ongoing = max(1.0, 10 * dog.threshold)
         #: The longest GIL wait of the looks that found the loop idle, None if none did.
         self.idle_seen: float | None = None
-        self.callback: str | None = None
         # Held by whoever concludes a block (the watcher thread, or the thread that stops the
         # loop or the watchdog) while it does: exactly one of them takes a block's lag, and once
         # a loop's run() returned, its blocks are in `reports`. Re-entrant: on_block, called
@@ -332,19 +334,23 @@ class _LoopWatch:
             # The C callable the handle runs, as the innermost "frame": what blocked.
             name = getattr(getattr(handle, "_callback", None), "__qualname__", None) or "<a C callable>"
             stack.append(traceback.FrameSummary("<C code>", None, name, line=""))
-        if not self.samples:
-            self.task = task
-            self.callback = _safe_repr(handle) if handle is not None else None
         self.keys.append(task if task is not None else handle if handle is not None else root)
+        self.tasks.append(task)
+        self.callbacks.append(_safe_repr(handle) if handle is not None else None)
         del frame, root
         self.samples.append(StackSample(at=lag, stack=stack, gil_wait=gil_wait))
         if len(self.samples) > MAX_SAMPLES:
-            self.samples = self.samples[::2]
+            # Every other one, the last kept: it says what runs now.
+            for name in ("samples", "keys", "tasks", "callbacks"):
+                kept = getattr(self, name)
+                setattr(self, name, kept[-1::-2][::-1])
             self.interval *= 2
         ongoing = None
         if lag >= self.next_ongoing and self._one_callback():
             self.next_ongoing *= 2
-            ongoing = self._report(lag, ongoing=True)
+            ongoing = self._report(lag, 0, len(self.samples), ongoing=True)
+        # Every half threshold while it lasts: a callback that blocks for the threshold amid
+        # others shows in two samples or more.
         return (lag + self.interval if lag >= threshold else threshold), ongoing
 
     def _saw_idle(self, gil_wait: float) -> None:
@@ -364,8 +370,7 @@ class _LoopWatch:
             lag = self.core.take_ended()
             if lag is None:
                 return  # a stop concluded it first
-            report = self._conclude(lag + self.half_period)
-            if report is not None:
+            for report in self._conclude(lag + self.half_period):
                 self.dog._deliver(report)
 
     def _paused(self) -> None:
@@ -379,33 +384,33 @@ class _LoopWatch:
 
     # -- called by the thread that stops the loop or the watchdog -----------------------------
 
-    def _flush(self) -> BlockReport | None:
+    def _flush(self) -> list[BlockReport]:
         """Concludes the block in progress as the watch stops: one that just ended on the loop's
         own thread (leaving ``async with``) has run no late beat for the watcher to see. Returns
-        its report, for the caller to deliver off the loop."""
+        its reports, for the caller to deliver off the loop."""
         # Bounded: the watcher may be in an on_block that waits for this very thread.
         if not self.lock.acquire(timeout=1.0):
             logger.warning("ferrio.watchdog(): a block's report is still being delivered; not waiting for it")
-            return None
+            return []
         try:
             lag = self.core.take_ended()
             if lag is None:
                 lag = self.core.overdue()
             if lag is None or (not self.samples and lag < self.dog.threshold):
                 self._reset()
-                return None
+                return []
             return self._conclude(lag + self.half_period)
         finally:
             self.lock.release()
 
     # -- shared, under the lock ---------------------------------------------------------------
 
-    def _conclude(self, lag: float) -> BlockReport | None:
-        """Decides what a late beat of ``lag`` was: a block (counted and kept in the dog's
-        reports, and returned to be delivered), a busy loop, the GIL held elsewhere, or nothing."""
+    def _conclude(self, lag: float) -> list[BlockReport]:
+        """Decides what a late beat of ``lag`` was: blocks (counted and kept in the dog's reports,
+        and returned to be delivered), a busy loop, the GIL held elsewhere, or nothing."""
         try:
             if lag < self.dog.threshold:
-                return None
+                return []
             if not self.samples and self.idle_seen is not None:
                 # Every look found the loop idle: nothing of its own blocked it.
                 self.dog._count_starved(lag)
@@ -416,16 +421,43 @@ class _LoopWatch:
                     f"another thread held the GIL (the watcher waited {format_duration(self.idle_seen)} for it)"
                     if held else "its thread got no CPU (a loaded machine)",
                 )  # fmt: skip
-                return None
-            if not self._one_callback():
+                return []
+            if self._one_callback():
+                reports = [self._report(lag, 0, len(self.samples), ongoing=False)]
+            else:
+                reports = self._blocks_among_others(lag)
+            if not reports:
                 self.dog._count_busy()
                 logger.debug("event loop %s spent %s on many short callbacks", self.loop_repr, format_duration(lag))
-                return None
-            report = self._report(lag, ongoing=False)
-            self.dog._count_block(report)
-            return report
+            for report in reports:
+                self.dog._count_block(report)
+            return reports
         finally:
             self._reset()
+
+    def _blocks_among_others(self, lag: float) -> list[BlockReport]:
+        """The blocks in an iteration whose samples showed several callbacks (two tasks that
+        blocked one after the other, or a block amid many short callbacks): each run of samples
+        of one callback, two samples or more, that lasted the threshold. A run lasted from halfway
+        between its first sample and the one before (or the start) to halfway between its last and
+        the one after (or the end). A callback seen once, between others, is not a block: samples
+        come every half threshold, further apart when the GIL is slow to come."""
+        bounds: list[tuple[int, int]] = []
+        for i, key in enumerate(self.keys):
+            if bounds and self.keys[bounds[-1][0]] is key:
+                bounds[-1] = (bounds[-1][0], i + 1)
+            else:
+                bounds.append((i, i + 1))
+        at = [s.at for s in self.samples]
+        reports: list[BlockReport] = []
+        for first, end in bounds:
+            if end - first < 2:
+                continue
+            start = (at[first - 1] + at[first]) / 2 if first > 0 else 0.0
+            stop = (at[end - 1] + at[end]) / 2 if end < len(at) else lag
+            if stop - start >= self.dog.threshold:
+                reports.append(self._report(stop - start, first, end, ongoing=False))
+        return reports
 
     def _one_callback(self) -> bool:
         return all(k is self.keys[0] for k in self.keys)
@@ -433,14 +465,16 @@ class _LoopWatch:
     def _reset(self) -> None:
         self.samples = []
         self.keys = []
-        self.task = None
-        self.callback = None
+        self.tasks = []
+        self.callbacks = []
         self.idle_seen = None
-        self.interval = self.dog.threshold
+        self.interval = self.dog.threshold / 2
         self.next_ongoing = max(1.0, 10 * self.dog.threshold)
 
-    def _report(self, lag: float, *, ongoing: bool) -> BlockReport:
-        task = self.task
+    def _report(self, lag: float, first: int, end: int, *, ongoing: bool) -> BlockReport:
+        """The report of a block of ``lag`` seconds, from samples ``first`` to ``end``."""
+        task = self.tasks[first] if first < end else None
+        samples = self.samples[first:end]
         coro = task.get_coro() if task is not None else None
         loop = self.loop_ref()
         # Python code holds the GIL until the interpreter asks it to switch: waits of a switch
@@ -456,10 +490,10 @@ class _LoopWatch:
             task_name=task.get_name() if task is not None else None,
             task=_safe_repr(task) if task is not None else None,
             coroutine=getattr(coro, "__qualname__", None) if coro is not None else None,
-            callback=self.callback,
-            samples=tuple(self.samples),
-            gil_held=any(s.gil_wait >= held for s in self.samples),
-            cpu_bound=any(s.gil_wait >= sys.getswitchinterval() / 2 for s in self.samples),
+            callback=self.callbacks[first] if first < end else None,
+            samples=tuple(samples),
+            gil_held=any(s.gil_wait >= held for s in samples),
+            cpu_bound=any(s.gil_wait >= sys.getswitchinterval() / 2 for s in samples),
         )
 
 
@@ -712,22 +746,21 @@ class Watchdog:
 _delivery: ThreadPool | None = None
 
 
-def _deliver_later(dog: Watchdog, report: BlockReport | None) -> None:
+def _deliver_later(dog: Watchdog, reports: list[BlockReport]) -> None:
     """Delivers a report concluded by a stop: on this thread, unless it runs an event loop
     (leaving ``async with`` inside it), which must not wait for logging and ``on_block``; then on
     one thread of its own, in order (or here after all, once pools take no work: at exit)."""
     global _delivery
-    if report is None:
-        return
-    if asyncio._get_running_loop() is None:
-        dog._deliver(report)
-        return
-    try:
-        if _delivery is None:
-            _delivery = ThreadPool(1, thread_name_prefix="ferrio-watchdog-report", idle_timeout=1.0)
-        _delivery.submit(dog._deliver, report)
-    except RuntimeError:
-        dog._deliver(report)
+    for report in reports:
+        if asyncio._get_running_loop() is None:
+            dog._deliver(report)
+            continue
+        try:
+            if _delivery is None:
+                _delivery = ThreadPool(1, thread_name_prefix="ferrio-watchdog-report", idle_timeout=1.0)
+            _delivery.submit(dog._deliver, report)
+        except RuntimeError:
+            dog._deliver(report)
 
 
 class _RunningLoopHook:

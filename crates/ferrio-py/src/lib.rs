@@ -50,7 +50,7 @@ mod _ferrio {
     #[pymodule_export]
     use super::waker::LoopWaker;
     #[pymodule_export]
-    use super::watchdog::{watchdog_thread_running, watchdog_wait_stopped, LoopWatch};
+    use super::watchdog::{watchdog_thread_running, watchdog_wait_stopped, watchdog_wakeups, LoopWatch};
 
     #[pymodule_init]
     fn init(m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {

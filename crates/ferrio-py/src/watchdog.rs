@@ -58,6 +58,9 @@ struct Registry {
     wake: Condvar,
     /// Watcher threads alive in this process, current or told to end.
     live: AtomicUsize,
+    /// Times a watcher thread woke from its wait: a test waits on it for the watcher to be back
+    /// in its wait, out of Python.
+    wakeups: AtomicU64,
 }
 
 static REGISTRY: AtomicPtr<Registry> = AtomicPtr::new(std::ptr::null_mut());
@@ -78,6 +81,7 @@ fn registry() -> &'static Registry {
             state: Mutex::new(State::default()),
             wake: Condvar::new(),
             live: AtomicUsize::new(0),
+            wakeups: AtomicU64::new(0),
         }));
         if REGISTRY
             .compare_exchange(current, mine, Ordering::AcqRel, Ordering::Acquire)
@@ -162,6 +166,7 @@ fn watch_loop(reg: &'static Registry, generation: u64, started: u64) {
             }
             (st.entries.clone(), tick)
         };
+        reg.wakeups.fetch_add(1, Ordering::Relaxed);
         let now = now_ns();
         let delay = run_delay.read();
         let min_threshold = entries.iter().map(|e| e.watch.threshold()).min().unwrap_or(0);
@@ -415,6 +420,13 @@ impl LoopWatch {
 #[pyfunction]
 pub(crate) fn watchdog_thread_running() -> bool {
     registry().live.load(Ordering::Acquire) > 0
+}
+
+/// How many times a watcher thread of this process woke from its wait (for tests: two more
+/// wake-ups mean it went back to its wait once, out of any Python call).
+#[pyfunction]
+pub(crate) fn watchdog_wakeups() -> u64 {
+    registry().wakeups.load(Ordering::Relaxed)
 }
 
 /// Waits up to `timeout` seconds, with the GIL released, for every watcher thread of this process
