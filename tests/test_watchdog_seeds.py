@@ -5,6 +5,7 @@ thread holds. Each block lasts 0.3 s (the stimulus), three times the threshold."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
@@ -82,3 +83,19 @@ async def test_a_threading_lock_held_elsewhere_is_reported() -> None:
     finally:
         other.join(10)
     _one_report(dog, "bad")
+
+
+async def test_handlers_that_block_one_after_the_other_are_each_reported() -> None:
+    # Three requests that arrived together, each handler blocking: the loop runs them in one
+    # iteration, with no timer between them, so the samples name each in turn.
+    async def handler() -> None:
+        time.sleep(BLOCK)
+
+    async with ferrio.watchdog(THRESHOLD, log=False) as dog:
+        await asyncio.sleep(0)
+        await asyncio.gather(handler(), handler(), handler())
+    reports = dog.reports
+    assert len({r.task_name for r in reports}) == 3, [r.format() for r in reports]
+    assert [r.function for r in reports] == ["handler"] * 3
+    assert all(r.duration >= THRESHOLD for r in reports)
+    assert dog.statistics().busy == 0
