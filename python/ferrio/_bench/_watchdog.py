@@ -30,7 +30,7 @@ import ferrio
 from .. import _ferrio
 from ._harness import Batches, Result, alternate, noop, per_call_us, results, tasks
 
-#: The watchdog's settings in every row: blocks of 100 ms or more; a beat every 25 ms.
+#: The watchdog's settings in every row: blocks of 100 ms or more; a beat every 13 ms.
 THRESHOLD = 0.1
 #: The idle time before each timed run of the cost rows: a little more than one watcher tick.
 SETTLE = 0.03
@@ -40,7 +40,7 @@ BLOCK = 0.15
 #: The idle time after each block, as a program would await something between two requests.
 GAP = 0.05
 #: How long the ferrio run waits for the watcher to deliver the last report (it wakes every
-#: quarter threshold), before counting what it has.
+#: eighth of the threshold), before counting what it has.
 DELIVERY = 1.0
 #: Catastrophic backtracking: one C call that holds the GIL for 2**n steps of the ``re`` engine,
 #: which never releases the GIL and never returns to the interpreter until it is done.
@@ -139,7 +139,7 @@ def cost(loop: asyncio.AbstractEventLoop, loop_name: str, rounds: int, n: int, p
         lambda: _ping_pong(pings),
         timer=True,  # asyncio's loop does a little more per iteration while a timer is pending
     )
-    # The beat the loop runs every quarter threshold, unarmed: no watcher thread, the same atomics.
+    # The beat the loop runs every eighth of the threshold, unarmed: no watcher thread, the same atomics.
     watch = _ferrio.LoopWatch(threshold=THRESHOLD, handler=object(), lag=_ferrio.LatencyHistogram())
     try:
         per_beat = [per_call_us(beats, watch.beat) * 1e3 for _ in range(min(rounds, 5))]
