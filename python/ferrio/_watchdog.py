@@ -477,9 +477,9 @@ class _LoopWatch:
         samples = self.samples[first:end]
         coro = task.get_coro() if task is not None else None
         loop = self.loop_ref()
-        # Python code holds the GIL until the interpreter asks it to switch: waits of a switch
-        # interval or so are that, not a C call that never lets go.
-        held = max(self.dog.threshold / 2, 2 * sys.getswitchinterval())
+        # Python code holds the GIL until the interpreter asks it to switch: waits of a few switch
+        # intervals are that (more on a loaded machine: 17 ms seen), not a C call that never lets go.
+        held = max(self.dog.threshold / 2, 5 * sys.getswitchinterval())
         return BlockReport(
             duration=lag,
             threshold=self.dog.threshold,
