@@ -225,7 +225,7 @@ class _Hosted:
     __slots__ = (
         "_claim",
         "_done",
-        "_finished",
+        "_ended",
         "awaitable",
         "caller_loop",
         "cancelled",
@@ -255,7 +255,8 @@ class _Hosted:
         self.exc: BaseException | None = None
         #: Set when the host ended after this job (interpreter exit): the caller joins it.
         self.retired_host: threading.Thread | None = None
-        self._finished = False
+        #: Set by the host just before it releases ``_done`` (see :meth:`wait`).
+        self._ended = False
         self._done = _thread.allocate_lock()
         self._done.acquire()
         # Taken once: by the host that runs the job, or by a caller interrupted while handing it
@@ -293,13 +294,19 @@ class _Hosted:
                 awaitable.close()  # never started (the loop could not be made): no "never awaited" warning
 
     def finish(self) -> None:
+        self._ended = True
         self._done.release()
 
     def wait(self, timeout: float) -> bool:
-        """Blocks up to ``timeout`` seconds for the job to end; interruptible by Ctrl-C."""
-        if not self._finished and self._done.acquire(timeout=timeout):
-            self._finished = True
-        return self._finished
+        """Blocks up to ``timeout`` seconds for the job to end; interruptible by Ctrl-C.
+
+        Whether it ended is the host's flag, not what ``acquire`` returned: a Ctrl-C that lands just
+        after ``acquire`` took the release loses that result, and the wait after it (the caller's
+        clean-up) would then sit out its whole timeout for a job long done (10 s, a CI timeout).
+        """
+        if not self._ended:
+            self._done.acquire(timeout=timeout)
+        return self._ended
 
     def cancel(self) -> None:
         """From any thread: cancel the coroutine (before it starts, or while it runs), and its nested runs."""
