@@ -504,9 +504,6 @@ class LoopWatch:
     @property
     def threshold(self) -> float:
         """The threshold in seconds."""
-    @property
-    def closed(self) -> bool:
-        """Whether ``close()`` ran."""
     def arm(self) -> float:
         """The loop runs: the next beat is due one period from now, and the watcher thread (started
         if need be) watches it. Returns the period. ``RuntimeError`` once closed; ``MemoryError``
@@ -525,8 +522,6 @@ class LoopWatch:
     def close(self) -> None:
         """Stops watching for good and lets go of the handler; closing the last watch ends the
         watcher thread, without waiting for it (``watchdog_wait_stopped`` does)."""
-    def lag(self) -> LatencyCounts:
-        """Percentiles of this watch's beats' lags (of everything recorded into ``lag``)."""
 
 def watchdog_thread_running() -> bool:
     """Whether a ``ferrio-watchdog`` thread of this process is alive (the current one, or one

@@ -413,7 +413,7 @@ class _LoopWatch:
                 return []
             if not self.samples and self.idle_seen is not None:
                 # Every look found the loop idle: nothing of its own blocked it.
-                self.dog._count_starved(lag)
+                self.dog._count_starved()
                 held = self.idle_seen >= self.dog.threshold / 2
                 logger.warning(
                     "event loop %s in thread %r could not run for %s, though idle: %s",
@@ -718,7 +718,7 @@ class Watchdog:
         with self._mutex:
             self._busy += 1
 
-    def _count_starved(self, duration: float) -> None:
+    def _count_starved(self) -> None:
         with self._mutex:
             self._starved += 1
 

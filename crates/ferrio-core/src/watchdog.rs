@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::stats::{Histogram, Percentiles};
+use crate::stats::Histogram;
 
 /// The shortest threshold a watch accepts. Loops' timers are only good to a millisecond (uvloop
 /// rounds delays to whole milliseconds, epoll its timeouts), so a heartbeat needs a period of a
@@ -173,12 +173,6 @@ impl Watch {
     #[must_use]
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
-    }
-
-    /// Percentiles of every beat's lag: the loop's responsiveness.
-    #[must_use]
-    pub fn lag_percentiles(&self) -> Percentiles {
-        self.lag.percentiles()
     }
 }
 

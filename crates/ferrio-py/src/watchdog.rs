@@ -26,7 +26,7 @@ use ferrio_core::fork::Owner;
 use ferrio_core::watchdog::{now_ns, RunDelay, Stalls, Watch};
 use pyo3::prelude::*;
 
-use crate::counts::{LatencyCounts, LatencyHistogram};
+use crate::counts::LatencyHistogram;
 use crate::{errors, finalize};
 
 struct Entry {
@@ -401,17 +401,6 @@ impl LoopWatch {
             .take();
         drop(handler);
         unregister(&self.entry);
-    }
-
-    /// Whether `close()` ran.
-    #[getter]
-    fn closed(&self) -> bool {
-        self.entry.watch.is_closed()
-    }
-
-    /// Percentiles of the beats' lags, in seconds.
-    fn lag(&self) -> LatencyCounts {
-        self.entry.watch.lag_percentiles().into()
     }
 }
 
