@@ -16,8 +16,9 @@ import pytest
 
 PUBLIC_MODULES = [ferrio, ferrio.from_thread]
 # Public submodules that `import ferrio` does not import, so not in its __all__: the pytest
-# plugin, which pytest imports by name (`-p ferrio.pytest_plugin`).
-LOADED_BY_NAME = ("pytest_plugin",)
+# plugin, which pytest imports by name (`-p ferrio.pytest_plugin`), and ferrio.sqlite, aiosqlite's
+# API, imported by name in its place (its __all__ re-exports sqlite3's names, as aiosqlite's does).
+LOADED_BY_NAME = ("pytest_plugin", "sqlite")
 
 
 def _public_names(module: types.ModuleType) -> set[str]:

@@ -24,11 +24,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("_limiter",),
     ("_loops",),  # event loops on threads: ferrio.run, calls into a loop, the coroutine runner
     ("_threads",),  # the thread pools; registers the hooks the core calls back
-    ("_sync", "_files", "_process", "_shared", "_watchdog"),  # the features, each over the pools
+    ("_sync", "_files", "_process", "_shared", "_watchdog", "_pinned"),  # the features, each over the pools
     ("_portal",),
     ("from_thread",),
     ("__init__",),
-    ("_bench", "_watch_cli"),  # tools over the public package: the benchmark, `python -m ferrio watch`
+    ("_bench", "_watch_cli", "sqlite"),  # tools over the public package: the benchmark, `python -m ferrio watch`
     ("pytest_plugin",),  # the pytest plugin, over the watch command's threshold parser
     ("__main__",),  # the command line
 ]

@@ -12,6 +12,7 @@ from ._errors import (
     BrokenProcessPool,
     LoopBlockedError,
     NoEventLoopError,
+    PinnedClosedError,
     QueueEmpty,
     QueueFull,
     QueueShutDown,
@@ -20,6 +21,7 @@ from ._errors import (
 from ._files import AsyncFile, Path, open_file, read_files
 from ._limiter import CapacityLimiter
 from ._loops import EventLoopToken, current_token, run, syncify
+from ._pinned import Pinned, PinnedAttribute, PinnedThread, SyncPinned, pinned
 from ._portal import BlockingPortal, start_blocking_portal
 from ._process import ProcessPool, default_process_pool, to_process
 from ._public import fixup_module_metadata as _fixup_module_metadata
@@ -77,6 +79,10 @@ __all__ = (
     "NoEventLoopError",
     "Path",
     "Percentiles",
+    "Pinned",
+    "PinnedAttribute",
+    "PinnedClosedError",
+    "PinnedThread",
     "PoolStatistics",
     "PriorityQueue",
     "ProcessPool",
@@ -90,6 +96,7 @@ __all__ = (
     "SharedCounter",
     "SharedValue",
     "StackSample",
+    "SyncPinned",
     "ThreadPool",
     "Watchdog",
     "WatchdogStatistics",
@@ -103,6 +110,7 @@ __all__ = (
     "from_thread",
     "is_cancelled",
     "open_file",
+    "pinned",
     "read_files",
     "run",
     "start_blocking_portal",

@@ -232,6 +232,12 @@ def with_remote_traceback(exc: BaseException, tb: str) -> BaseException:
 # -- watchdog --------------------------------------------------------------------------------------
 
 
+class PinnedClosedError(ValueError):
+    """A call on a pinned object (or its :class:`~ferrio.PinnedThread`) that was closed, or that
+    belongs to the parent of this forked child. A :class:`ValueError`, as aiosqlite raises for a
+    closed connection, so code written for aiosqlite catches it unchanged."""
+
+
 class LoopBlockedError(AssertionError):
     """A strict :func:`ferrio.watchdog` saw its loops blocked: raised as it stops.
 

@@ -83,6 +83,10 @@ class LoopWaker:
         """The descriptor to watch for readability; ``None`` for a ``threadsafe`` waker."""
     def drain(self) -> None:
         """Resolves every queued completion. Call on the loop's thread only."""
+    def wait_briefly(self, micros: int) -> bool:
+        """Waits up to ``micros`` microseconds, spinning with the GIL released, for a completion to
+        reach this loop; True if one is due (call :meth:`drain`). For a caller on the loop's thread
+        that expects its call back before the loop could sleep and wake."""
     def post(self, fut: asyncio.Future[Any], value: Any, failed: bool) -> None:
         """Queues ``fut.set_result(value)``, or ``fut.set_exception(value)`` when ``failed``, for
         the loop's next drain; callable from any thread. A future done by then is skipped."""
@@ -197,8 +201,17 @@ class ThreadPoolCore:
     public call in error messages.
     """
 
-    def __new__(cls, max_workers: int, thread_name_prefix: str, idle_timeout: float, stack_size: int = 0) -> Self:
+    def __new__(
+        cls,
+        max_workers: int,
+        thread_name_prefix: str,
+        idle_timeout: float,
+        stack_size: int = 0,
+        hold_signals: bool = False,
+    ) -> Self:
         """``stack_size`` is each worker's stack in bytes, 0 for what a new thread gets by default.
+        ``hold_signals``: workers hold each batch's completion signals to the batch's end, at most
+        2 ms (crates/ferrio-py/src/deferred.rs).
 
         Raises:
             ValueError: ``max_workers`` is 0, ``idle_timeout`` is negative or NaN, or
@@ -526,6 +539,10 @@ class LoopWatch:
 def watchdog_thread_running() -> bool:
     """Whether a ``ferrio-watchdog`` thread of this process is alive (the current one, or one
     told to end that has not yet)."""
+
+def deferred_flushes() -> int:
+    """How many held completion signals the flusher thread sent because a batch outlasted the
+    2 ms bound (``ThreadPoolCore(hold_signals=True)``)."""
 
 def watchdog_wakeups() -> int:
     """How many times a ``ferrio-watchdog`` thread of this process woke from its wait (two more

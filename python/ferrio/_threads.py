@@ -111,6 +111,10 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         RuntimeError: the interpreter is exiting.
     """
 
+    #: Whether workers hold a batch's completion signals to its end (crates/ferrio-py/src/deferred.rs);
+    #: for ferrio.PinnedThread's one-worker pool.
+    _hold_signals = False
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -134,7 +138,9 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         self._idle_timeout = float(idle_timeout)
         # Workers get the stack a threading.Thread started now would get (0: the platform's).
         self._stack_size = threading.stack_size()
-        self._core = _ferrio.ThreadPoolCore(max_workers, thread_name_prefix, self._idle_timeout, self._stack_size)
+        self._core = _ferrio.ThreadPoolCore(
+            max_workers, thread_name_prefix, self._idle_timeout, self._stack_size, self._hold_signals
+        )
         self._shutdown = False
         self._shutdown_lock = threading.Lock()
         _pools.add(self)
@@ -328,7 +334,7 @@ class ThreadPool(concurrent.futures.ThreadPoolExecutor):
         self._shutdown_lock = threading.Lock()
         self._core.forget_after_fork()
         self._core = _ferrio.ThreadPoolCore(
-            self._max_workers, self._thread_name_prefix or "", self._idle_timeout, self._stack_size
+            self._max_workers, self._thread_name_prefix or "", self._idle_timeout, self._stack_size, self._hold_signals
         )
         if self._shutdown:
             self._core.shutdown(False)

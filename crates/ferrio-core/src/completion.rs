@@ -174,6 +174,22 @@ impl<T, S: Signal> CompletionQueue<T, S> {
         }
     }
 
+    /// Queues one completion without signalling; true if the caller must call [`Self::notify`]
+    /// (soon: until then the consumer may not know a drain is due).
+    pub fn push_deferred(&self, item: T) -> bool {
+        if !self.owner.is_current() {
+            std::mem::forget(item);
+            return false;
+        }
+        self.with_items(|items| items.push(item));
+        !self.scheduled.swap(true, Ordering::SeqCst)
+    }
+
+    /// Signals the consumer, for a [`Self::push_deferred`] that returned true.
+    pub fn notify(&self) {
+        self.signal.notify();
+    }
+
     /// Moves every queued completion into `out` (which should be empty; it is appended to).
     pub fn drain_into(&self, out: &mut Vec<T>) {
         if !self.owner.is_current() {

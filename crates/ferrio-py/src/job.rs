@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 use pyo3::IntoPyObjectExt;
 
+use crate::deferred;
 use crate::errors;
 use crate::finalize;
 use crate::hooks;
@@ -64,6 +65,8 @@ pub(crate) struct PyJob {
 thread_local! {
     /// The future of the job this worker is running, for `check_cancelled()`.
     static CURRENT: RefCell<Option<Py<PyAny>>> = const { RefCell::new(None) };
+    /// While a worker of a pool that holds signals to the batch's end runs a batch: its slot.
+    static HOLDING: RefCell<Option<Arc<deferred::Slot>>> = const { RefCell::new(None) };
 }
 
 impl Target {
@@ -105,7 +108,17 @@ impl Target {
     /// (cancelled meanwhile) just drops it.
     pub(crate) fn resolve(self, py: Python<'_>, res: Resolution) {
         match self {
-            Target::Async { fut, loop_queue } => loop_queue.push((fut, res)),
+            Target::Async { fut, loop_queue } => {
+                let slot = HOLDING.with(|h| h.borrow().clone());
+                match slot {
+                    Some(slot) => {
+                        if loop_queue.push_deferred((fut, res)) && !slot.hold(&loop_queue) {
+                            loop_queue.notify();
+                        }
+                    }
+                    None => loop_queue.push((fut, res)),
+                }
+            }
             Target::Sync { fut } => {
                 let fut = fut.bind(py);
                 let _ = match res {
@@ -226,7 +239,9 @@ fn map_in_context(py: Python<'_>, func: &Bound<'_, PyAny>, items: &Bound<'_, PyT
 }
 
 /// The body of every worker thread (see the module documentation).
-pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
+///
+/// `hold_signals`: hold each batch's completion signals to its end ([`deferred`]).
+pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>, hold_signals: bool) {
     // `None`: started as the interpreter finalizes; exit without touching it.
     let _ = finalize::attach(|py| {
         // Give `threading` (and so logging's %(threadName)s) this thread's real name, and take
@@ -242,10 +257,12 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
                 .bind(py)
                 .call1((me.name().unwrap_or("ferrio-worker"),));
         }
+        let slot = if hold_signals { deferred::slot() } else { None };
         while let Some(first) = finalize::detach(py, || ctx.next()) {
             ctx.spread();
             let batch_start = Instant::now();
             let mut current = first;
+            HOLDING.with(|h| h.borrow_mut().clone_from(&slot));
             loop {
                 let job = current.job;
                 let outcome = catch_unwind(AssertUnwindSafe(|| job.run(py))).unwrap_or(Outcome::Failed);
@@ -254,6 +271,9 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>) {
                     Some(next) => current = next,
                     None => break,
                 }
+            }
+            if let Some(slot) = HOLDING.with(|h| h.borrow_mut().take()) {
+                slot.release();
             }
         }
         if let Some(hooks) = hooks {

@@ -12,6 +12,7 @@
 //!    beside them.
 
 mod counts;
+mod deferred;
 mod errors;
 mod files;
 mod finalize;
@@ -31,6 +32,8 @@ use pyo3::prelude::*;
 mod _ferrio {
     #[pymodule_export]
     use super::counts::{LatencyCounts, LatencyHistogram, LimiterCounts, PoolCounts, QueueCounts, SemaphoreCounts};
+    #[pymodule_export]
+    use super::deferred::deferred_flushes;
     #[pymodule_export]
     use super::files::{open_cached, read_cached, read_files_blocking, split_lines};
     #[pymodule_export]

@@ -147,8 +147,14 @@ fn limiter_arc(limiter: Option<&Bound<'_, LimiterCore>>) -> Option<Arc<ferrio_co
 #[pymethods]
 impl ThreadPoolCore {
     #[new]
-    #[pyo3(signature = (max_workers, thread_name_prefix, idle_timeout, stack_size=0))]
-    fn new(max_workers: usize, thread_name_prefix: String, idle_timeout: f64, stack_size: usize) -> PyResult<Self> {
+    #[pyo3(signature = (max_workers, thread_name_prefix, idle_timeout, stack_size=0, hold_signals=false))]
+    fn new(
+        max_workers: usize,
+        thread_name_prefix: String,
+        idle_timeout: f64,
+        stack_size: usize,
+        hold_signals: bool,
+    ) -> PyResult<Self> {
         if ferrio_core::pool::refusing_new_work() {
             return Err(errors::pool_after_exit_began());
         }
@@ -172,7 +178,7 @@ impl ThreadPoolCore {
             ..PoolConfig::default()
         };
         Ok(Self {
-            pool: ManuallyDrop::new(Pool::new(config, worker_body)),
+            pool: ManuallyDrop::new(Pool::new(config, move |ctx| worker_body(ctx, hold_signals))),
             forgotten: AtomicBool::new(false),
         })
     }

@@ -12,6 +12,7 @@
 //! holds wakers only weakly, leaving the loop's reader the one strong reference.
 
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use ferrio_core::{CompletionQueue, EventFd, Signal};
 use pyo3::prelude::*;
@@ -188,6 +189,29 @@ impl LoopWaker {
 
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         drain(py, &self.queue)
+    }
+
+    /// Waits up to `micros` microseconds, spinning with the GIL released, for a completion to
+    /// reach this loop; true if one is due (then call [`Self::drain`]). For a caller on the loop's
+    /// thread that expects its call back sooner than the loop could sleep and wake: it saves the
+    /// loop's wake-up. Ends early on a signal (Ctrl-C), returning what it has.
+    fn wait_briefly(&self, py: Python<'_>, micros: u32) -> bool {
+        if self.queue.is_scheduled() {
+            return true;
+        }
+        let queue = &*self.queue;
+        py.detach(|| {
+            let deadline = Instant::now() + Duration::from_micros(u64::from(micros));
+            let mut spins = 0u32;
+            while !queue.is_scheduled() {
+                spins = spins.wrapping_add(1);
+                if spins % 64 == 0 && Instant::now() >= deadline {
+                    break;
+                }
+                std::hint::spin_loop();
+            }
+        });
+        self.queue.is_scheduled()
     }
 
     /// Queues `fut.set_result(value)` (or `set_exception(value)` when `failed`) for the loop's
