@@ -39,8 +39,29 @@ AIOSQLITE_SDIST_SHA256 = "043e0bd78d32888c0a9ca90fc788b38796843360c855a7262a5328
 # The tests aiosqlite_tests (its aiosqlite/tests/__init__.py) loads: SmokeTest's methods.
 PEER_TESTS = 30
 
-# Every test of aiosqlite's suite that fails or errors against ferrio.sqlite, with why.
-EXPECTED_FAILURES: dict[str, str] = {}
+# Every test of aiosqlite's suite that fails or errors against ferrio.sqlite, with why. "why it
+# fails" marks a test of aiosqlite's private internals, where ferrio passes every assertion before
+# the line that reads them; "ferrio bug" marks a real difference, to be fixed in ferrio.sqlite.
+EXPECTED_FAILURES: dict[str, str] = {
+    "test_close_blocking_until_transaction_queue_empty": (
+        "why it fails: after close() it reads db._tx.empty(), aiosqlite's private queue of calls for"
+        " its thread; ferrio.sqlite has no such queue (calls go to a ferrio.PinnedThread, and close()"
+        " waits for those queued before it), so the read is an AttributeError. The 1000 executes and"
+        " the close before it pass."
+    ),
+    "test_connect_base_exception": (
+        "why it fails: after a connector that raises CancelledError it reads connection._running,"
+        " aiosqlite's private flag for its thread, which ferrio.sqlite lacks: an AttributeError. The"
+        " CancelledError does propagate out of `async with`, and ferrio's thread does end (its"
+        " PinnedThread is closed, with 'the connection failed to open')."
+    ),
+    "test_cursor_on_closed_connection": (
+        "ferrio bug: cursor.fetchall() after `await db.close()` returns the rows execute() read ahead"
+        " instead of raising ValueError('Connection closed') as aiosqlite does (and as ferrio.sqlite's"
+        " docstring promises): Cursor.fetchone/fetchmany/fetchall serve the read-ahead rows without"
+        " checking that the connection is still open."
+    ),
+}
 # Every test the suite skips against ferrio.sqlite, with why, beyond INTERPRETER_SKIPS.
 EXPECTED_SKIPS: dict[str, str] = {}
 # What the suite skips against either module, depending on how this Python's sqlite3 was built.
@@ -52,7 +73,8 @@ INTERPRETER_SKIPS: dict[str, str] = (
         " loading, so sqlite3.Connection has no enable_load_extension (pyenv's default build, for one)"
     }
 )
-# The rest pass: 29 on this repository's CI interpreter (pyenv's CPython 3.11, without extension loading).
+# The rest pass: 26 against ferrio.sqlite (29 against aiosqlite) on this repository's CI interpreter,
+# pyenv's CPython 3.11, whose sqlite3 has no extension loading.
 EXPECTED_PASSED = PEER_TESTS - len(EXPECTED_FAILURES) - len({**EXPECTED_SKIPS, **INTERPRETER_SKIPS})
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,8 +164,9 @@ def run_suite(peer_tests: Path, tmp_path: Path, *, shim: bool) -> dict[str, Any]
     return record
 
 
-def check(record: dict[str, Any], failures: dict[str, str], skips: dict[str, str]) -> None:
-    """Asserts that exactly ``failures`` failed, exactly ``skips`` were skipped and the rest passed."""
+def check(record: dict[str, Any], failures: dict[str, str], skips: dict[str, str], expected_passed: int) -> None:
+    """Asserts that exactly ``failures`` failed, exactly ``skips`` were skipped and ``expected_passed``
+    passed, of the suite's ``PEER_TESTS``."""
     outcomes: dict[str, dict[str, str]] = record["outcomes"]
     failed = {name for name, o in outcomes.items() if o["outcome"] in ("failed", "error")}
     skipped = {name for name, o in outcomes.items() if o["outcome"] == "skipped"}
@@ -164,7 +187,6 @@ def check(record: dict[str, Any], failures: dict[str, str], skips: dict[str, str
     ]
     if record["tests_run"] != PEER_TESTS:
         problems.append(f"{record['tests_run']} tests ran, but aiosqlite {AIOSQLITE_VERSION}'s suite has {PEER_TESTS}")
-    expected_passed = PEER_TESTS - len(failures) - len(skips)
     if len(passed) != expected_passed:
         problems.append(f"{len(passed)} tests passed, {expected_passed} are recorded as passing")
     assert not problems, "\n\n".join(problems)
@@ -182,7 +204,7 @@ def test_suite_against_ferrio_sqlite(peer_tests: Path, tmp_path: Path) -> None:
     assert identity["module"] == "ferrio.sqlite", identity
     assert identity["connect_module"].startswith("ferrio."), identity
     assert identity["aiosqlite_submodules"] == [], identity
-    check(record, EXPECTED_FAILURES, {**EXPECTED_SKIPS, **INTERPRETER_SKIPS})
+    check(record, EXPECTED_FAILURES, {**EXPECTED_SKIPS, **INTERPRETER_SKIPS}, EXPECTED_PASSED)
 
 
 def test_suite_against_aiosqlite_itself(peer_tests: Path, tmp_path: Path) -> None:
@@ -197,4 +219,4 @@ def test_suite_against_aiosqlite_itself(peer_tests: Path, tmp_path: Path) -> Non
     identity = record["identity"]
     assert identity["connect_module"] == "aiosqlite.core", identity
     assert identity["file"] == spec.origin, identity
-    check(record, {}, INTERPRETER_SKIPS)
+    check(record, {}, INTERPRETER_SKIPS, PEER_TESTS - len(INTERPRETER_SKIPS))
