@@ -140,9 +140,9 @@ def peer_tests(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def run_suite(peer_tests: Path, tmp_path: Path, *, shim: bool) -> dict[str, Any]:
-    """Runs aiosqlite's tests in a subprocess on this interpreter, with the shim first on its path
-    or (the control) without it; returns what tests/peers/run_unittest.py recorded."""
+def run_suite(peer_tests: Path, tmp_path: Path, *, shim: bool, loop: str = "asyncio") -> dict[str, Any]:
+    """Runs aiosqlite's tests in a subprocess on this interpreter, on ``loop``, with the shim first
+    on its path or (the control) without it; returns what tests/peers/run_unittest.py recorded."""
     import ferrio
 
     # The ferrio this process imported, so the subprocess tests the same one.
@@ -150,7 +150,14 @@ def run_suite(peer_tests: Path, tmp_path: Path, *, shim: bool) -> dict[str, Any]
     path += [str(peer_tests), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     out = tmp_path / "outcomes.json"
-    command = [sys.executable, str(PEERS / "run_unittest.py"), "aiosqlite_tests", str(out), str(SUITE_TIMEOUT - 5)]
+    command = [
+        sys.executable,
+        str(PEERS / "run_unittest.py"),
+        "aiosqlite_tests",
+        str(out),
+        str(SUITE_TIMEOUT - 5),
+        loop,
+    ]
     try:
         proc = subprocess.run(
             command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=SUITE_TIMEOUT, check=False
@@ -198,12 +205,18 @@ def test_record_explains_every_failure() -> None:
         assert why.startswith(("why it fails: ", "ferrio bug: ", "why it is skipped: ")), (name, why)
 
 
-def test_suite_against_ferrio_sqlite(peer_tests: Path, tmp_path: Path) -> None:
-    record = run_suite(peer_tests, tmp_path, shim=True)
+# ferrio delivers results to each kind of loop its own way; aiosqlite's own tests run on asyncio.
+LOOPS = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") is not None else [])
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_suite_against_ferrio_sqlite(peer_tests: Path, tmp_path: Path, loop: str) -> None:
+    record = run_suite(peer_tests, tmp_path, shim=True, loop=loop)
     identity = record["identity"]
     assert identity["module"] == "ferrio.sqlite", identity
     assert identity["connect_module"].startswith("ferrio."), identity
     assert identity["aiosqlite_submodules"] == [], identity
+    assert identity["loop"].startswith(f"{loop}."), identity
     check(record, EXPECTED_FAILURES, {**EXPECTED_SKIPS, **INTERPRETER_SKIPS}, EXPECTED_PASSED)
 
 

@@ -1,5 +1,6 @@
 """Runs a unittest suite and writes each test's outcome as JSON: the runner of
-tests/test_aiosqlite_suite.py, started in a subprocess as ``python run_unittest.py SUITE OUT HANG``.
+tests/test_aiosqlite_suite.py, started in a subprocess as ``python run_unittest.py SUITE OUT HANG LOOP``,
+LOOP being ``asyncio`` or ``uvloop``.
 
 The suite's verbose output goes to stderr as usual, for a person reading a failure; the JSON file
 is what the pytest test reads, so a test that prints, logs or warns cannot garble the record. It
@@ -10,7 +11,9 @@ shows where it hung rather than only that the subprocess timed out.
 
 from __future__ import annotations
 
+import asyncio
 import faulthandler
+import importlib
 import json
 import sys
 import traceback
@@ -76,17 +79,28 @@ class RecordingResult(unittest.TextTestResult):
 
 
 def main() -> None:
-    suite_name, out_path, hang_after = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    suite_name, out_path, hang_after, loop = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
     faulthandler.dump_traceback_later(hang_after, exit=True)
+    if loop == "uvloop":
+        # IsolatedAsyncioTestCase makes each test's loop through the policy (before 3.13 there is
+        # no other way in), so this puts every test on uvloop.
+        import uvloop
 
-    import aiosqlite
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+    # Whichever aiosqlite the path gives: the shim's ferrio.sqlite, or aiosqlite itself.
+    aiosqlite: Any = importlib.import_module("aiosqlite")
 
     identity: dict[str, object] = {
         "module": aiosqlite.__name__,
         "file": str(getattr(aiosqlite, "__file__", None)),
         "connect_module": aiosqlite.connect.__module__,
     }
-    print(f"aiosqlite is {identity['module']} from {identity['file']}", file=sys.stderr)
+    # The loop class the tests get, made the way IsolatedAsyncioTestCase makes theirs.
+    probe = asyncio.new_event_loop()
+    identity["loop"] = f"{type(probe).__module__}.{type(probe).__qualname__}"
+    probe.close()
+    print(f"aiosqlite is {identity['module']} from {identity['file']}; loops are {identity['loop']}", file=sys.stderr)
     print(f"aiosqlite.connect.__module__ == {identity['connect_module']!r}", file=sys.stderr, flush=True)
 
     suite = unittest.defaultTestLoader.loadTestsFromName(suite_name)
