@@ -39,6 +39,7 @@ __all__ = [
     "check_cancelled",
     "check_sync_callable",
     "current_job_future",
+    "deferred_flushes",
     "forget_orphans_after_fork",
     "install_hooks",
     "is_cancelled",
@@ -83,10 +84,6 @@ class LoopWaker:
         """The descriptor to watch for readability; ``None`` for a ``threadsafe`` waker."""
     def drain(self) -> None:
         """Resolves every queued completion. Call on the loop's thread only."""
-    def wait_briefly(self, micros: int) -> bool:
-        """Waits up to ``micros`` microseconds, spinning with the GIL released, for a completion to
-        reach this loop; True if one is due (call :meth:`drain`). For a caller on the loop's thread
-        that expects its call back before the loop could sleep and wake."""
     def post(self, fut: asyncio.Future[Any], value: Any, failed: bool) -> None:
         """Queues ``fut.set_result(value)``, or ``fut.set_exception(value)`` when ``failed``, for
         the loop's next drain; callable from any thread. A future done by then is skipped."""
@@ -264,6 +261,26 @@ class ThreadPoolCore:
 
         Raises:
             TypeError: ``func`` is not callable, or is a coroutine function that may not run.
+            RuntimeError: the pool was shut down.
+        """
+    def submit_and_wait(
+        self,
+        *,
+        api: str,
+        fut: asyncio.Future[Any],
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        waker: LoopWaker,
+        micros: int,
+        kwargs: dict[str, Any] | None = None,
+        context: contextvars.Context | None = None,
+        coroutine: bool | None = None,
+    ) -> bool:
+        """``submit`` for a task on the loop's thread that expects the answer sooner than the loop
+        could sleep and wake: queues the job with the GIL released, then spins up to ``micros``
+        microseconds for the loop's completion signal. True if it came (drain ``waker``).
+
+        Raises:
             RuntimeError: the pool was shut down.
         """
     def submit_map(

@@ -172,13 +172,29 @@ class PinnedThread:
         the loop's wake-up. Every :data:`YIELD_EVERY` calls answered that way in a row give the
         loop a turn, so a task that makes such calls back to back does not starve the others.
         """
+        if _get_ident() == self._ident:
+            raise RuntimeError(
+                f"{api} was awaited on {self._name!r} itself (from an event loop running inside a pinned call): "
+                "it would wait forever for its own thread; call the object directly there, or use proxy.sync"
+            )
         loop = _get_running_loop()
         fut: asyncio.Future[R] = loop.create_future()
         waker = waker_for(loop)
-        self._core.submit(
-            api=api, fut=fut, func=func, args=args, kwargs=kwargs, context=context, waker=waker, coroutine=coroutine
-        )
-        if self._in_flight == 0 and waker.wait_briefly(SPIN_US):
+        if self._in_flight:
+            self._core.submit(
+                api=api, fut=fut, func=func, args=args, kwargs=kwargs, context=context, waker=waker, coroutine=coroutine
+            )
+        elif self._core.submit_and_wait(
+            api=api,
+            fut=fut,
+            func=func,
+            args=args,
+            kwargs=kwargs,
+            context=context,
+            waker=waker,
+            coroutine=coroutine,
+            micros=SPIN_US,
+        ):
             waker.drain()
             if fut.done():
                 self._streak += 1

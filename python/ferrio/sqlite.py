@@ -230,7 +230,9 @@ class Connection:
             ResourceWarning,
             stacklevel=1,
         )
-        self.stop()
+        self._connection = None
+        if self._pinned is not None:
+            self._pinned._queue_close("was deleted before being closed")
 
     @property
     def _conn(self) -> sqlite3.Connection:
@@ -384,12 +386,19 @@ class Connection:
     async def iterdump(self) -> AsyncIterator[str]:
         """The database as SQL text, line by line, fetched in chunks from the connection's thread."""
         it = await self._run(self._conn.iterdump)
-        while True:
-            lines = await self._run(_dump_chunk, it, 256)
-            for line in lines:
-                yield line
-            if len(lines) < 256:
-                return
+        done = False
+        try:
+            while not done:
+                lines = await self._run(_dump_chunk, it, 256)
+                done = len(lines) < 256
+                for line in lines:
+                    yield line
+        finally:
+            # Left early: the dump's generator reads the connection, so it is closed on its thread.
+            if not done and self._connection is not None:
+                self._thread._core.submit(  # type: ignore[union-attr]  # open, so it has a thread
+                    api="ferrio.sqlite.Connection.iterdump()", fut=DETACHED, func=it.close, args=(), coroutine=False
+                )
 
     async def backup(
         self,

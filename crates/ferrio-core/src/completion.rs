@@ -107,6 +107,9 @@ pub struct CompletionQueue<T, S: Signal = EventFd> {
     /// Dropped in `Drop` only in the process that made the queue.
     items: ManuallyDrop<Mutex<Vec<T>>>,
     scheduled: AtomicBool,
+    /// Set when the signal is sent, cleared by the drain: a hint for a consumer that spins
+    /// instead of waiting on the signal ([`Self::is_signalled`]).
+    signalled: AtomicBool,
     signal: S,
     owner: Owner,
 }
@@ -126,6 +129,7 @@ impl<T, S: Signal> CompletionQueue<T, S> {
         Self {
             items: ManuallyDrop::new(Mutex::new(Vec::new())),
             scheduled: AtomicBool::new(false),
+            signalled: AtomicBool::new(false),
             signal,
             owner: Owner::current(),
         }
@@ -170,7 +174,7 @@ impl<T, S: Signal> CompletionQueue<T, S> {
         }
         self.with_items(|items| items.push(item));
         if !self.scheduled.swap(true, Ordering::SeqCst) {
-            self.signal.notify();
+            self.notify();
         }
     }
 
@@ -187,7 +191,13 @@ impl<T, S: Signal> CompletionQueue<T, S> {
 
     /// Signals the consumer, for a [`Self::push_deferred`] that returned true.
     pub fn notify(&self) {
+        self.signalled.store(true, Ordering::Release);
         self.signal.notify();
+    }
+
+    /// Whether a signal was sent since the last drain (a hint: a drain may race it).
+    pub fn is_signalled(&self) -> bool {
+        self.signalled.load(Ordering::Acquire)
     }
 
     /// Moves every queued completion into `out` (which should be empty; it is appended to).
@@ -197,6 +207,7 @@ impl<T, S: Signal> CompletionQueue<T, S> {
             return;
         }
         // The order of these three steps is the protocol; see the module documentation.
+        self.signalled.store(false, Ordering::Release);
         self.signal.reset();
         // SeqCst on both sides: the clear must be ordered before the take below, and the pusher's
         // swap after its push, for the argument in the module documentation to hold.

@@ -258,7 +258,15 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>, hold_signals: bool) {
                 .call1((me.name().unwrap_or("ferrio-worker"),));
         }
         let slot = if hold_signals { deferred::slot() } else { None };
-        while let Some(first) = finalize::detach(py, || ctx.next()) {
+        let mut held: Option<Arc<deferred::Slot>> = None;
+        while let Some(first) = finalize::detach(py, || {
+            // The batch's held signals go out once the GIL is released: a loop spinning for its
+            // answer (`submit_and_wait`) then finds the GIL free when it comes back.
+            if let Some(slot) = held.take() {
+                slot.release();
+            }
+            ctx.next()
+        }) {
             ctx.spread();
             let batch_start = Instant::now();
             let mut current = first;
@@ -272,9 +280,7 @@ pub(crate) fn worker_body(ctx: &WorkerCtx<PyJob>, hold_signals: bool) {
                     None => break,
                 }
             }
-            if let Some(slot) = HOLDING.with(|h| h.borrow_mut().take()) {
-                slot.release();
-            }
+            held = HOLDING.with(|h| h.borrow_mut().take());
         }
         if let Some(hooks) = hooks {
             let _ = hooks.worker_exiting.bind(py).call0();

@@ -17,7 +17,7 @@ use crate::interned;
 use crate::job::{worker_body, Call, PyJob, Target};
 use crate::limiter::LimiterCore;
 use crate::statics::ForkSafeCell;
-use crate::waker::{LoopWaker, Resolution};
+use crate::waker::{spin_for_signal, LoopWaker, Resolution};
 
 const CO_COROUTINE: u32 = 0x80;
 
@@ -221,6 +221,45 @@ impl ThreadPoolCore {
             always_run,
         };
         self.enqueue(api, job)
+    }
+
+    /// `submit` for a task on the loop's thread that expects the answer sooner than the loop
+    /// could sleep and wake: queues the job with the GIL released (a worker that sees it then
+    /// finds the GIL free, rather than sleeping until the caller lets go of it), and spins up to
+    /// `micros` microseconds for the loop's completion signal. True if it came: drain the waker.
+    #[pyo3(signature = (*, api, fut, func, args, waker, micros, kwargs=None, context=None, coroutine=None))]
+    #[allow(clippy::too_many_arguments)] // reason: as submit
+    fn submit_and_wait(
+        &self,
+        py: Python<'_>,
+        api: &str,
+        fut: Py<PyAny>,
+        func: &Bound<'_, PyAny>,
+        args: Py<PyTuple>,
+        waker: &Bound<'_, LoopWaker>,
+        micros: u32,
+        kwargs: Option<Py<PyDict>>,
+        context: Option<Py<PyAny>>,
+        coroutine: Option<bool>,
+    ) -> PyResult<bool> {
+        let (func, call) = job_call(api, func, args, kwargs, false, coroutine)?;
+        let queue = Arc::clone(&waker.get().queue);
+        let job = PyJob {
+            func,
+            call,
+            context,
+            target: Target::Async {
+                fut,
+                loop_queue: Arc::clone(&queue),
+            },
+            limiter: None,
+            always_run: false,
+        };
+        let pool = &*self.pool;
+        match py.detach(|| pool.submit(job).map(|()| spin_for_signal(&queue, micros))) {
+            Ok(signalled) => Ok(signalled),
+            Err(r) => Err(errors::rejected(api, &r)),
+        }
     }
 
     /// Queues `func(x) for x in items` as one job; `fut` gets `(results, exception_or_None)`.

@@ -34,6 +34,21 @@ pub(crate) enum Resolution {
     Handoff(Py<PyAny>, GiveBack),
 }
 
+/// Spins up to `micros` microseconds (call it with the GIL released) for `queue`'s signal; true
+/// if it came. It does not look for signals (Ctrl-C): callers keep `micros` to tens of microseconds.
+pub(crate) fn spin_for_signal(queue: &Completions, micros: u32) -> bool {
+    let deadline = Instant::now() + Duration::from_micros(u64::from(micros));
+    let mut spins = 0u32;
+    while !queue.is_signalled() {
+        spins = spins.wrapping_add(1);
+        if spins % 64 == 0 && Instant::now() >= deadline {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+    true
+}
+
 pub(crate) type Completions = CompletionQueue<(Py<PyAny>, Resolution), WakeSignal>;
 
 pub(crate) enum WakeSignal {
@@ -189,29 +204,6 @@ impl LoopWaker {
 
     fn drain(&self, py: Python<'_>) -> PyResult<()> {
         drain(py, &self.queue)
-    }
-
-    /// Waits up to `micros` microseconds, spinning with the GIL released, for a completion to
-    /// reach this loop; true if one is due (then call [`Self::drain`]). For a caller on the loop's
-    /// thread that expects its call back sooner than the loop could sleep and wake: it saves the
-    /// loop's wake-up. Ends early on a signal (Ctrl-C), returning what it has.
-    fn wait_briefly(&self, py: Python<'_>, micros: u32) -> bool {
-        if self.queue.is_scheduled() {
-            return true;
-        }
-        let queue = &*self.queue;
-        py.detach(|| {
-            let deadline = Instant::now() + Duration::from_micros(u64::from(micros));
-            let mut spins = 0u32;
-            while !queue.is_scheduled() {
-                spins = spins.wrapping_add(1);
-                if spins % 64 == 0 && Instant::now() >= deadline {
-                    break;
-                }
-                std::hint::spin_loop();
-            }
-        });
-        self.queue.is_scheduled()
     }
 
     /// Queues `fut.set_result(value)` (or `set_exception(value)` when `failed`) for the loop's
