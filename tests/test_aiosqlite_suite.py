@@ -49,18 +49,6 @@ EXPECTED_FAILURES: dict[str, str] = {
         " waits for those queued before it), so the read is an AttributeError. The 1000 executes and"
         " the close before it pass."
     ),
-    "test_connect_base_exception": (
-        "why it fails: after a connector that raises CancelledError it reads connection._running,"
-        " aiosqlite's private flag for its thread, which ferrio.sqlite lacks: an AttributeError. The"
-        " CancelledError does propagate out of `async with`, and ferrio's thread does end (its"
-        " PinnedThread is closed, with 'the connection failed to open')."
-    ),
-    "test_cursor_on_closed_connection": (
-        "ferrio bug: cursor.fetchall() after `await db.close()` returns the rows execute() read ahead"
-        " instead of raising ValueError('Connection closed') as aiosqlite does (and as ferrio.sqlite's"
-        " docstring promises): Cursor.fetchone/fetchmany/fetchall serve the read-ahead rows without"
-        " checking that the connection is still open."
-    ),
 }
 # Every test the suite skips against ferrio.sqlite, with why, beyond INTERPRETER_SKIPS.
 EXPECTED_SKIPS: dict[str, str] = {}

@@ -59,8 +59,12 @@ from sqlite3 import (
 )
 from typing import Any, Generic, Literal, TypeVar
 
+from . import _ferrio
 from ._errors import PinnedClosedError, check_positive_int, not_callable, safe_repr
 from ._pinned import DETACHED, Pinned, PinnedThread, _make_pinned
+
+#: aiosqlite has one; this is ferrio's version.
+__version__: str = _ferrio.__version__
 
 __all__ = (
     "Connection",
@@ -73,6 +77,7 @@ __all__ = (
     "ProgrammingError",
     "Row",
     "Warning",
+    "__version__",
     "connect",
     "paramstyle",
     "register_adapter",
@@ -212,6 +217,10 @@ class Connection:
         self._connection: sqlite3.Connection | None = None
         self._thread: PinnedThread | None = None
         self._pinned: Pinned[sqlite3.Connection] | None = None
+        # Set once close() has finished or stop() was called: from then on every call raises, even
+        # one a cursor could answer from the rows it read ahead (a call made while close() runs is
+        # answered, as aiosqlite queues it behind the close).
+        self._close_finished = False
 
     def __repr__(self) -> str:
         if self._connection is not None:
@@ -231,15 +240,22 @@ class Connection:
             stacklevel=1,
         )
         self._connection = None
+        self._close_finished = True
         if self._pinned is not None:
             self._pinned._queue_close("was deleted before being closed")
+
+    @property
+    def _running(self) -> bool:
+        """Whether the connection's thread still takes calls (aiosqlite's private flag of that name,
+        which its own tests read)."""
+        return self._thread is not None and not self._thread.closed
 
     @property
     def _conn(self) -> sqlite3.Connection:
         conn = self._connection
         if conn is None:
-            raise PinnedClosedError("ferrio.sqlite: Connection closed (or never opened: await connect(...) first)")
-        return conn
+            self._refuse(None)
+        return conn  # type: ignore[return-value]  # _refuse() raised
 
     async def _run(self, func: Callable[..., T], *args: Any) -> T:
         """``func(*args)`` on the connection's thread: the one hop every call makes."""
@@ -252,6 +268,9 @@ class Connection:
         thread = self._thread
         if thread is not None and thread._refusal is not None and "parent" in thread._refusal:
             raise PinnedClosedError(f"ferrio.sqlite: this connection {thread._refusal}")
+        if self._pinned is not None and not self._close_finished:
+            # close() is under way: aiosqlite queues this call behind the close, where sqlite3 raises.
+            raise ProgrammingError("Cannot operate on a closed database.")
         raise PinnedClosedError("ferrio.sqlite: Connection closed (or never opened: await connect(...) first)")
 
     # -- opening and closing -------------------------------------------------------------------
@@ -290,13 +309,17 @@ class Connection:
         Idempotent."""
         pinned = self._pinned
         self._connection = None
-        if pinned is not None:
-            await pinned.aclose()
+        try:
+            if pinned is not None:
+                await pinned.aclose()
+        finally:
+            self._close_finished = True
 
     def stop(self) -> asyncio.Future[None] | None:
         """Close without waiting: for sync code and finalizers. Returns a future to await when
         called on a running event loop, else None. Prefer ``async with`` or ``await close()``."""
         self._connection = None
+        self._close_finished = True
         pinned = self._pinned
         fut = pinned._queue_close("was closed") if pinned is not None else None
         try:
@@ -516,6 +539,12 @@ class Cursor:
     def _closed(self) -> None:
         raise ProgrammingError("Cannot operate on a closed cursor.")
 
+    def _check_open(self) -> None:
+        # The rows read ahead must not outlive the connection: aiosqlite makes a trip for every
+        # fetch, so after close() each one raises "Connection closed".
+        if self._conn._close_finished:
+            self._conn._refuse(None)
+
     def _reset(self, rows: list[Any], n: int) -> None:
         self._rows = deque(rows)
         self._done = len(rows) < n
@@ -548,6 +577,7 @@ class Cursor:
 
     async def fetchone(self) -> Any:
         """The next row, or None."""
+        self._check_open()
         rows = self._rows
         if not rows:
             if self._cursor_closed:
@@ -565,6 +595,7 @@ class Cursor:
 
     async def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` rows (default: ``arraysize``)."""
+        self._check_open()
         if self._cursor_closed:
             self._closed()
         n = self._cursor.arraysize if size is None else size
@@ -583,6 +614,7 @@ class Cursor:
 
     async def fetchall(self) -> list[Any]:
         """Every remaining row."""
+        self._check_open()
         if self._cursor_closed:
             self._closed()
         out = list(self._rows)
