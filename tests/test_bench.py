@@ -3,7 +3,9 @@ seconds on a debug build), and the report's wording checked on figures whose dir
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -120,7 +122,7 @@ def test_bench_prints_each_workload_as_soon_as_it_is_measured(smoke_text: list[s
     assert smoke_text[0].startswith(f"ferrio {ferrio.__version__} on Python ")
     kinds = ["p" if PROGRESS.match(line) else "b" if line.endswith("  [asyncio]") else "" for line in smoke_text]
     sequence = "".join(k for k in kinds if k)
-    assert sequence.count("p") == 16, smoke_text
+    assert sequence.count("p") == 17, smoke_text
     assert sequence.startswith("p")
     assert "pp" not in sequence, smoke_text  # no workload finished without printing
     assert sequence.endswith("b")
@@ -217,7 +219,8 @@ def test_bench_rejects_an_unknown_family() -> None:
     proc = subprocess.run([*BENCH, "--only", "threads,nope"], capture_output=True, text=True, timeout=30, check=False)
     assert proc.returncode == 2
     assert (
-        "expected families among threads, bridges, sync, processes, files, watchdog, got 'threads,nope'" in proc.stderr
+        "expected families among threads, bridges, sync, processes, files, watchdog, sqlite, got 'threads,nope'"
+        in proc.stderr
     )
 
 
@@ -256,3 +259,27 @@ def test_watchdog_rows_give_the_cost_on_vs_off_and_the_blocks_each_side_caught()
         assert caught_by_ferrio == 1, (title, counts)
         assert counts["asyncio debug mode, slow-callback warnings"] == 1, (title, counts)
         assert counts[f"... of which name {fn}()"] <= 1, (title, counts)
+
+
+def test_sqlite_rows_compare_every_installed_contender_on_a_real_file() -> None:
+    proc = _run("bench", "--smoke", "--json", "--only", "sqlite", "--loop", "asyncio")
+    report = json.loads(proc.stdout)["results"]
+    by_workload: dict[str, dict[str, float]] = {}
+    for r in report:
+        by_workload.setdefault(r["workload"], {})[r["contender"]] = r["value"]
+    assert list(by_workload) == [  # the --smoke sizes
+        "128 indexed point selects from 64 tasks, one connection",
+        "128 indexed point selects in a row, one task",
+        "200 inserts awaited one by one, one transaction",
+        "executemany of 200 rows",
+        "fetchall of 100 rows",
+        "async for over 100 rows",
+    ], list(by_workload)
+    expected = {"ferrio.sqlite", "sqlite3 on the loop (blocks it)"}
+    if importlib.util.find_spec("aiosqlite") is not None:
+        expected.add("aiosqlite")
+    if importlib.util.find_spec("asgiref") is not None:
+        expected.add("asgiref thread_sensitive")
+    for workload, figures in by_workload.items():
+        assert set(figures) == expected, workload
+        assert all(v > 0 and math.isfinite(v) for v in figures.values()), (workload, figures)

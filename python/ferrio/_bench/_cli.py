@@ -18,12 +18,12 @@ from typing import IO, Any
 
 import ferrio
 
-from . import _bridges, _files, _processes, _sync, _threads, _watchdog
+from . import _bridges, _files, _processes, _sqlite, _sync, _threads, _watchdog
 from ._harness import Batches, LoopFactory, Result, peer
 from ._report import report
 
 #: The workload families ``--only`` chooses from, each a module of this package.
-FAMILIES = ("threads", "bridges", "sync", "processes", "files", "watchdog")
+FAMILIES = ("threads", "bridges", "sync", "processes", "files", "watchdog", "sqlite")
 
 # NOTE: measured with a release build on the 2-CPU x86_64 VM of benchmarks/README.md: 2 min 45 s
 # wall for `python -m ferrio bench --quick` (both loops, every peer installed), other work running.
@@ -54,6 +54,10 @@ class Sizes:
     pings: int  # sleep(0) hand-offs per run of a pair
     beats: int  # heartbeat beats timed in a row
     blocks: int  # deliberate blocks of each kind
+    sql_selects: int  # point selects, from 64 tasks and from one
+    sql_inserts: int  # inserts awaited one by one; rows of the executemany
+    sql_rows: int  # rows of the fetchall and the async for
+    sql_table: int  # rows of the users table
 
 
 FULL = Sizes(
@@ -61,12 +65,14 @@ FULL = Sizes(
     lines=100_000, small_files=2_000, big_mib=256,
     proc_calls=2_000, proc_mib=16, crash_calls=2_000, kills=100, crash_rounds=3,
     watch_rounds=31, watch_n=10_000, pings=40_000, beats=1_000_000, blocks=3,
+    sql_selects=20_000, sql_inserts=100_000, sql_rows=10_000, sql_table=100_000,
 )  # fmt: skip
 QUICK = Sizes(
     rounds=3, n=20_000, seq=2_000, sleeps=2_000, calls=200_000, bridges=2_000, items=50_000,
     lines=20_000, small_files=2_000, big_mib=64,
     proc_calls=2_000, proc_mib=16, crash_calls=500, kills=25, crash_rounds=3,
     watch_rounds=15, watch_n=5_000, pings=20_000, beats=200_000, blocks=3,
+    sql_selects=5_000, sql_inserts=20_000, sql_rows=10_000, sql_table=100_000,
 )  # fmt: skip
 # Tiny sizes that only prove every workload runs (the test suite uses it); not a measurement.
 SMOKE = Sizes(
@@ -74,6 +80,7 @@ SMOKE = Sizes(
     lines=200, small_files=20, big_mib=1,
     proc_calls=40, proc_mib=1, crash_calls=40, kills=3, crash_rounds=1,
     watch_rounds=1, watch_n=640, pings=200, beats=1_000, blocks=1,
+    sql_selects=128, sql_inserts=200, sql_rows=100, sql_table=1_000,
 )  # fmt: skip
 
 
@@ -115,6 +122,11 @@ ON_EACH_LOOP: list[tuple[str, str, OnLoop]] = [
         lambda lp, ln, s: _watchdog.cost(lp, ln, s.watch_rounds, s.watch_n, s.pings, s.beats),
     ),
     ("watchdog", "blocks caught", lambda lp, ln, s: _watchdog.detection(lp, ln, s.blocks)),
+    (
+        "sqlite",
+        "sqlite3 from async code",
+        lambda lp, ln, s: _sqlite.sqlite(lp, ln, s.rounds, s.sql_selects, s.sql_inserts, s.sql_rows, s.sql_table),
+    ),
 ]
 #: Workloads that make their own loops (or threads with loops): measured once, on the first chosen loop.
 ONCE: list[tuple[str, str, OwnLoop]] = [
