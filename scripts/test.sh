@@ -2,7 +2,7 @@
 # Installs what the tests need and runs them all: the Rust core's tests (nextest, or cargo test
 # where nextest is missing), the loom model of the completion protocol, then pytest on the
 # default python3 (whole suite) and on every other CPython 3.10-3.13 that pyenv has (the pool,
-# bridge, primitive, file, process, lifecycle, adversarial and watchdog suites).
+# bridge, primitive, file, process, lifecycle, adversarial, watchdog, pinned and sqlite suites).
 #
 # Every step runs even when an earlier one failed, so one run reports every failure (a failing
 # 3.11 suite must not hide the state of 3.12 and 3.13); the script then exits non-zero if any
@@ -62,7 +62,8 @@ if command -v pyenv >/dev/null 2>&1; then
         step "pytest on CPython $minor" run_pytest ".venv-$minor" -q tests/test_to_thread.py tests/test_thread_pool.py \
             tests/test_limiter.py tests/test_lifecycle.py tests/test_run.py tests/test_from_thread.py tests/test_portal.py \
             tests/test_queue.py tests/test_sync_prims.py tests/test_files.py tests/test_process.py tests/test_errors.py tests/adversarial \
-            tests/test_watchdog.py tests/test_watchdog_seeds.py tests/test_watch_cli.py tests/test_pytest_plugin.py
+            tests/test_watchdog.py tests/test_watchdog_seeds.py tests/test_watch_cli.py tests/test_pytest_plugin.py \
+            tests/test_pinned.py tests/test_sqlite.py tests/test_aiosqlite_suite.py
     done
 fi
 

@@ -206,7 +206,9 @@ class Connection:
         loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         if not callable(connector):
-            raise not_callable("ferrio.sqlite.Connection()", connector, "a function that returns a sqlite3.Connection")
+            raise not_callable(
+                "ferrio.sqlite.Connection()", connector, "connector to be a function that returns a sqlite3.Connection"
+            )
         check_positive_int("ferrio.sqlite.Connection()", "iter_chunk_size", iter_chunk_size)
         if loop is not None:
             warnings.warn(
